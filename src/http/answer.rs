@@ -1,0 +1,64 @@
+//! Answers sluice writes itself: short text bodies that say what failed and
+//! who failed, so a user knows where to look.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::body::BoxError;
+use crate::registry::Side;
+
+pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// An error answer: status, the failing side and a human sentence.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub side: Side,
+    /// Stable short code for logs, metrics and the `X-Sluice-Error` header.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(status: StatusCode, side: Side, code: &'static str, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            side,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Failure::new(StatusCode::BAD_REQUEST, Side::Client, "bad-request", message)
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let text = format!(
+            "{} {}\n{}\nfailed: {}\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            self.message,
+            self.side.as_str()
+        );
+        let mut resp = Response::new(full(text));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert("x-sluice-error", HeaderValue::from_static(self.code));
+        if self.side == Side::Client {
+            // After a malformed request the stream position is unknowable.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+pub fn full(text: impl Into<Bytes>) -> ProxyBody {
+    Full::new(text.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn empty() -> ProxyBody {
+    full(Bytes::new())
+}

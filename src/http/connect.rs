@@ -1,0 +1,113 @@
+//! CONNECT tunnels: connect to the target, answer 200, take the client
+//! socket back from hyper and hand both legs to the duplex relay.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::answer::{empty, Failure, ProxyBody};
+use super::io::ClientIo;
+use super::{ConnCtx, HttpContext};
+use crate::net::{connect_upstream, ConnectErrorKind};
+use crate::registry::{CloseReason, ConnState, Kind, Side};
+use crate::relay::{relay, write_all, RelayLimits};
+
+pub async fn handle_connect(
+    mut req: Request<Incoming>,
+    ctx: &Arc<HttpContext>,
+    conn: &ConnCtx,
+) -> Response<ProxyBody> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return Failure::bad_request("CONNECT needs a host:port target").into_response();
+    };
+    let Some(port) = authority.port_u16().filter(|p| *p != 0) else {
+        return Failure::bad_request(format!("CONNECT target `{authority}` has no port"))
+            .into_response();
+    };
+    let host = authority.host().trim_matches(|c| c == '[' || c == ']').to_string();
+    if super::proxy_is_self(ctx, &host, port) {
+        return Failure::new(
+            StatusCode::LOOP_DETECTED,
+            Side::Client,
+            "loop",
+            format!("CONNECT {authority} is addressed to sluice itself"),
+        )
+        .into_response();
+    }
+    let cfg = &ctx.config;
+    conn.entry.set_state(ConnState::WaitingUpstream);
+    let connected = tokio::select! {
+        r = connect_upstream(&host, port, cfg.connect_timeout, &cfg.keepalive) => r,
+        _ = conn.entry.kill.cancelled() => {
+            return Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down").into_response();
+        }
+    };
+    let (upstream, addr) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            let (status, code) = match e.kind {
+                ConnectErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "connect-timeout"),
+                ConnectErrorKind::Dns => (StatusCode::BAD_GATEWAY, "dns"),
+                ConnectErrorKind::Refused => (StatusCode::BAD_GATEWAY, "refused"),
+                ConnectErrorKind::Other => (StatusCode::BAD_GATEWAY, "connect-failed"),
+            };
+            return Failure::new(status, Side::Upstream, code, e.to_string()).into_response();
+        }
+    };
+    // From here the upstream socket is owned by the tunnel's guard.
+    let guard = ctx.registry.register(Kind::Tunnel, Some(conn.peer));
+    guard.entry().set_upstream(format!("{authority} ({addr})"));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let limits = RelayLimits {
+        idle: cfg.idle_timeout,
+        half_close: cfg.half_close_timeout,
+        buffer_size: cfg.buffer_size,
+    };
+    let upgrade_deadline = cfg.header_timeout;
+    tokio::spawn(async move {
+        let entry = guard.entry().clone();
+        let upstream: TcpStream = upstream;
+        let upgraded = tokio::select! {
+            r = tokio::time::timeout(upgrade_deadline, on_upgrade) => r,
+            _ = entry.kill.cancelled() => return,
+        };
+        let upgraded = match upgraded {
+            Ok(Ok(u)) => u,
+            Ok(Err(e)) => {
+                guard.set_reason(CloseReason::Error(Side::Client, format!("upgrade failed: {e}")));
+                return;
+            }
+            Err(_) => {
+                guard.set_reason(CloseReason::HeaderTimeout);
+                return;
+            }
+        };
+        let parts = match upgraded.downcast::<TokioIo<ClientIo>>() {
+            Ok(p) => p,
+            Err(_) => {
+                guard.set_reason(CloseReason::Error(Side::Sluice, "upgraded stream of unexpected type".into()));
+                return;
+            }
+        };
+        let client: TcpStream = parts.io.into_inner().stream;
+        // Bytes the client sent right behind the CONNECT head (a pipelined
+        // TLS ClientHello) were read by hyper; they go first.
+        if !parts.read_buf.is_empty() {
+            let n = parts.read_buf.len() as u64;
+            if let Err(e) = write_all(&upstream, &parts.read_buf).await {
+                guard.set_reason(CloseReason::from_io(Side::Upstream, &e));
+                return;
+            }
+            entry.bytes_up.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        relay(&client, &upstream, limits, &entry).await;
+        drop((client, upstream));
+        drop(guard);
+    });
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}

@@ -1,0 +1,232 @@
+//! Forwarding one absolute-form HTTP request to its origin and streaming
+//! the response back.
+//!
+//! Invariants: bodies stream frame by frame in both directions; hop-by-hop
+//! headers never cross; every wait has a deadline (connect in the
+//! connector, response head here, bodies in [`MeteredBody`]); every failure
+//! becomes an answer that names the failing side.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::activity::InflightGuard;
+use super::answer::{Failure, ProxyBody};
+use super::body::{BodyError, Direction, MeteredBody};
+use super::headers::{add_via, strip_hop_by_hop};
+use super::{HttpContext, ConnCtx};
+use crate::net::{ConnectError, ConnectErrorKind};
+use crate::registry::{ConnState, Side};
+
+/// Answers one request on a client connection.
+pub async fn handle(req: Request<Incoming>, ctx: Arc<HttpContext>, conn: ConnCtx) -> Response<ProxyBody> {
+    let inflight = conn.activity.begin_request();
+    conn.entry.requests.fetch_add(1, Ordering::Relaxed);
+    let resp = if req.method() == Method::CONNECT {
+        super::connect::handle_connect(req, &ctx, &conn).await
+    } else {
+        match forward(req, &ctx, &conn, inflight).await {
+            Ok(resp) => return resp,
+            Err(f) => {
+                tracing::debug!(code = f.code, message = %f.message, "request failed");
+                f.into_response()
+            }
+        }
+    };
+    conn.entry.set_state(ConnState::ReadingHeaders);
+    resp
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    ctx: &HttpContext,
+    conn: &ConnCtx,
+    inflight: InflightGuard,
+) -> Result<Response<ProxyBody>, Failure> {
+    let (mut parts, body) = req.into_parts();
+    match parts.uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(Failure::bad_request(
+                "https:// URLs must be tunnelled with CONNECT through this proxy",
+            ))
+        }
+        Some(other) => {
+            return Err(Failure::bad_request(format!("unsupported URL scheme `{other}`")))
+        }
+        None => {
+            return Err(Failure::bad_request(
+                "sluice is a forward proxy: send requests in absolute form (GET http://host/path)",
+            ))
+        }
+    }
+    let Some(authority) = parts.uri.authority().cloned() else {
+        return Err(Failure::bad_request("request URL has no host"));
+    };
+    if parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        // RFC 9112 6.1: ambiguous framing is how requests get smuggled.
+        return Err(Failure::bad_request(
+            "request has both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let port = authority.port_u16().unwrap_or(80);
+    if super::proxy_is_self(ctx, authority.host(), port) {
+        return Err(Failure::new(
+            StatusCode::LOOP_DETECTED,
+            Side::Client,
+            "loop",
+            format!("request for {authority} is addressed to sluice itself"),
+        ));
+    }
+
+    strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers, parts.version);
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        parts.headers.insert(header::HOST, host);
+    }
+    parts.version = Version::HTTP_11;
+    let cfg = &ctx.config;
+    let body = MeteredBody::new(
+        body,
+        conn.entry.clone(),
+        Direction::Up,
+        Side::Client,
+        cfg.body_idle_timeout,
+        None,
+    );
+    let upstream_req = Request::from_parts(parts, body);
+
+    conn.entry.set_state(ConnState::WaitingUpstream);
+    let sent = tokio::select! {
+        r = tokio::time::timeout(cfg.response_timeout, ctx.client.request(upstream_req)) => r,
+        _ = conn.entry.kill.cancelled() => {
+            return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down"));
+        }
+    };
+    let resp = match sent {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return Err(classify(&e, authority.as_str())),
+        Err(_) => {
+            return Err(Failure::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                Side::Upstream,
+                "response-timeout",
+                format!(
+                    "upstream {authority} sent no response head within {}",
+                    humantime::format_duration(cfg.response_timeout)
+                ),
+            ))
+        }
+    };
+    conn.entry.set_state(ConnState::Streaming);
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers, parts.version);
+    let body = MeteredBody::new(
+        body,
+        conn.entry.clone(),
+        Direction::Down,
+        Side::Upstream,
+        cfg.body_idle_timeout,
+        Some(inflight),
+    );
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// Turns a client error into an answer that says who failed and why.
+fn classify(err: &hyper_util::client::legacy::Error, target: &str) -> Failure {
+    let chain = error_chain(err);
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = src {
+        if let Some(ce) = e.downcast_ref::<ConnectError>() {
+            return match ce.kind {
+                ConnectErrorKind::Timeout => Failure::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    Side::Upstream,
+                    "connect-timeout",
+                    ce.to_string(),
+                ),
+                ConnectErrorKind::Dns => {
+                    Failure::new(StatusCode::BAD_GATEWAY, Side::Upstream, "dns", ce.to_string())
+                }
+                ConnectErrorKind::Refused => {
+                    Failure::new(StatusCode::BAD_GATEWAY, Side::Upstream, "refused", ce.to_string())
+                }
+                ConnectErrorKind::Other => Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    Side::Upstream,
+                    "connect-failed",
+                    ce.to_string(),
+                ),
+            };
+        }
+        if let Some(be) = e.downcast_ref::<BodyError>() {
+            if be.side == Side::Client {
+                let status = if be.idle.is_some() {
+                    StatusCode::REQUEST_TIMEOUT
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                return Failure::new(status, Side::Client, "bad-request-body", be.to_string());
+            }
+        }
+        if let Some(ioe) = e.downcast_ref::<io::Error>() {
+            if matches!(
+                ioe.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
+            ) {
+                return Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    Side::Upstream,
+                    "upstream-reset",
+                    format!("upstream {target} reset the connection"),
+                );
+            }
+        }
+        if let Some(he) = e.downcast_ref::<hyper::Error>() {
+            if he.is_incomplete_message() {
+                return Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    Side::Upstream,
+                    "upstream-closed",
+                    format!("upstream {target} closed the connection before answering"),
+                );
+            }
+            if he.is_parse() {
+                return Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    Side::Upstream,
+                    "upstream-malformed",
+                    format!("upstream {target} sent a malformed response: {chain}"),
+                );
+            }
+        }
+        src = e.source();
+    }
+    Failure::new(
+        StatusCode::BAD_GATEWAY,
+        Side::Upstream,
+        "upstream-error",
+        format!("upstream {target}: {chain}"),
+    )
+}
+
+/// "outer: inner: innermost", skipping repeated messages.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut src = Some(err);
+    while let Some(e) = src {
+        let s = e.to_string();
+        if parts.last() != Some(&s) {
+            parts.push(s);
+        }
+        src = e.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,196 @@
+//! The upstream side of the forward proxy: a pooled hyper client whose
+//! connector resolves, connects with a deadline, tunes the socket and puts
+//! each connection under a registry guard.
+//!
+//! Invariants: a pooled connection is owned by its [`UpstreamConn`], which
+//! owns its guard, so leaving the pool deregisters it; the pool has an idle
+//! timeout and a timer, so idle upstream sockets do not live forever.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::body::{BoxError, MeteredBody};
+use crate::config::Config;
+use crate::net::{connect_upstream, ConnectError, ConnectErrorKind};
+use crate::registry::{ConnEntry, ConnGuard, ConnState, Kind, Registry};
+
+pub type UpstreamClient = Client<Connector, MeteredBody<hyper::body::Incoming>>;
+
+/// Builds the pooled client for one sluice instance.
+pub fn client(config: &Arc<Config>, registry: &Arc<Registry>) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .retry_canceled_requests(true)
+        .set_host(false)
+        .build(Connector {
+            config: config.clone(),
+            registry: registry.clone(),
+        })
+}
+
+#[derive(Clone)]
+pub struct Connector {
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = UpstreamConn;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamConn, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let config = self.config.clone();
+        let registry = self.registry.clone();
+        Box::pin(async move {
+            let host = uri.host().unwrap_or_default().trim_matches(|c| c == '[' || c == ']');
+            let port = uri.port_u16().unwrap_or(80);
+            if host.is_empty() {
+                return Err(Box::new(ConnectError {
+                    kind: ConnectErrorKind::Other,
+                    target: uri.to_string(),
+                    detail: "no host".into(),
+                }) as BoxError);
+            }
+            let (stream, addr) =
+                connect_upstream(host, port, config.connect_timeout, &config.keepalive).await?;
+            let guard = registry.register(Kind::Upstream, None);
+            guard.entry().set_upstream(addr.to_string());
+            guard.entry().set_state(ConnState::Streaming);
+            let entry = guard.entry().clone();
+            Ok(UpstreamConn {
+                io: TokioIo::new(Counted { stream, entry }),
+                _guard: guard,
+            })
+        })
+    }
+}
+
+/// One pooled upstream connection and the guard that owns it.
+pub struct UpstreamConn {
+    io: TokioIo<Counted>,
+    _guard: ConnGuard,
+}
+
+/// The upstream socket, counting bytes into its registry entry.
+pub struct Counted {
+    stream: TcpStream,
+    entry: Arc<ConnEntry>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.entry.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.entry.bytes_up.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.entry.bytes_up.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl Connection for UpstreamConn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl Read for UpstreamConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for UpstreamConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,175 @@
+//! sluice: a leak-proof traffic relay and debugging proxy.
+//!
+//! Module map:
+//! - [`config`]: flags + TOML merged and validated;
+//! - [`net`]: listeners, socket options, upstream connects, connection limit;
+//! - [`relay`]: duplex copy with deadlines, port relays (CONNECT tunnels use it);
+//! - [`http`]: the HTTP/1.1 forward proxy and CONNECT;
+//! - [`registry`]: connection guards, live counts, close reasons.
+//!
+//! [`Proxy::start`] binds every listener of one instance and returns a
+//! handle; [`Proxy::shutdown`] drains it. [`run`] is the binary's body.
+
+pub mod config;
+pub mod http;
+pub mod net;
+pub mod registry;
+pub mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use registry::{CloseReason, Registry};
+
+/// Signals shared by the listeners and connections of one instance.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    /// Cancelled when shutdown begins: listeners stop accepting and HTTP
+    /// connections finish their request in flight, then close.
+    pub stop_accepting: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Bind(std::io::Error),
+}
+
+/// A running sluice instance.
+pub struct Proxy {
+    /// Where the HTTP proxy listens (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// Where each `--relay` listens, in the order given.
+    pub relay_addrs: Vec<SocketAddr>,
+    pub registry: Arc<Registry>,
+    shutdown: Shutdown,
+    listeners: JoinSet<()>,
+}
+
+impl Proxy {
+    /// Binds every listener and starts serving. Must run inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Proxy, StartError> {
+        let config = Arc::new(config);
+        let registry = Registry::new();
+        let shutdown = Shutdown::default();
+        let limiter = net::Limiter::new(config.max_connections);
+        let mut listeners = JoinSet::new();
+
+        let http_listener = net::bind(config.listen).map_err(StartError::Bind)?;
+        let addr = http_listener.local_addr().map_err(StartError::Bind)?;
+        let mut relay_listeners = Vec::new();
+        let mut relay_addrs = Vec::new();
+        for spec in &config.relays {
+            let l = net::bind(spec.listen).map_err(StartError::Bind)?;
+            relay_addrs.push(l.local_addr().map_err(StartError::Bind)?);
+            relay_listeners.push((l, spec.clone()));
+        }
+        let mut own = vec![addr];
+        own.extend(relay_addrs.iter().copied());
+
+        let ctx = Arc::new(http::HttpContext::new(config.clone(), registry.clone(), own));
+        listeners.spawn(http::serve_http(http_listener, ctx, limiter.clone(), shutdown.clone()));
+        for (l, spec) in relay_listeners {
+            listeners.spawn(relay::serve_relay(
+                l,
+                spec,
+                config.clone(),
+                registry.clone(),
+                limiter.clone(),
+                shutdown.clone(),
+            ));
+        }
+        tracing::info!(proxy = %addr, relays = ?relay_addrs, "sluice listening");
+        Ok(Proxy {
+            addr,
+            relay_addrs,
+            registry,
+            shutdown,
+            listeners,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests and tunnels finish for up
+    /// to `drain`, then closes whatever is left. Returns how many
+    /// connections had to be closed at the deadline.
+    pub async fn shutdown(mut self, drain: Duration) -> usize {
+        self.shutdown.stop_accepting.cancel();
+        while self.listeners.join_next().await.is_some() {}
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.registry.live_total() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.registry.live_total() as usize;
+        if left > 0 {
+            tracing::warn!(connections = left, "drain timeout reached, closing the rest");
+            self.registry.kill_all(CloseReason::Shutdown);
+            let hard = tokio::time::Instant::now() + Duration::from_secs(2);
+            while self.registry.live_total() > 0 && tokio::time::Instant::now() < hard {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        left
+    }
+}
+
+/// Installs the log subscriber for `level` (a level or a tracing filter).
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs one instance until SIGTERM or SIGINT, then drains. Returns the exit code.
+pub fn run(config: Config) -> i32 {
+    init_logging(&config.log_level);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = config.workers {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let drain = config.drain_timeout;
+        let proxy = match Proxy::start(config).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                return 1;
+            }
+        };
+        if let Err(e) = wait_for_signal().await {
+            eprintln!("sluice: cannot listen for signals: {e}");
+            return 1;
+        }
+        tracing::info!(drain = %humantime::format_duration(drain), "shutting down");
+        let closed = proxy.shutdown(drain).await;
+        tracing::info!(closed_at_deadline = closed, "stopped");
+        0
+    })
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Upstream connects with a deadline, tuned sockets and errors that say
+//! what failed in words a user can act on.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::tune;
+use crate::config::Keepalive;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectErrorKind {
+    /// The host name did not resolve.
+    Dns,
+    /// Every address refused the connection.
+    Refused,
+    /// No address accepted within the connect timeout.
+    Timeout,
+    /// Unreachable network/host or another socket error.
+    Other,
+}
+
+/// Why an upstream connect failed, naming the target.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub kind: ConnectErrorKind,
+    pub target: String,
+    pub detail: String,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ConnectErrorKind::Dns => {
+                write!(f, "upstream {}: name not resolved ({})", self.target, self.detail)
+            }
+            ConnectErrorKind::Refused => {
+                write!(f, "upstream {} refused the connection", self.target)
+            }
+            ConnectErrorKind::Timeout => write!(
+                f,
+                "upstream {} did not accept the connection within {}",
+                self.target, self.detail
+            ),
+            ConnectErrorKind::Other => write!(f, "upstream {}: {}", self.target, self.detail),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Splits `host:port` (IPv6 in brackets) into its parts.
+pub fn split_host_port(target: &str) -> Option<(&str, u16)> {
+    let (host, port) = target.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some((host, port))
+}
+
+/// Resolves and connects to `host:port` within `timeout`, trying each
+/// address in turn, and tunes the socket before the first byte.
+pub async fn connect_upstream(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    ka: &Keepalive,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let err = |kind, detail: String| ConnectError {
+        kind,
+        target: target.clone(),
+        detail,
+    };
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| err(ConnectErrorKind::Dns, e.to_string()))?
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(err(ConnectErrorKind::Dns, "no addresses".into()));
+        }
+        let mut last: Option<io::Error> = None;
+        for addr in addrs {
+            match connect_one(addr, ka).await {
+                Ok(s) => return Ok((s, addr)),
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.unwrap_or_else(|| io::Error::other("no address tried"));
+        Err(match e.kind() {
+            io::ErrorKind::ConnectionRefused => err(ConnectErrorKind::Refused, e.to_string()),
+            io::ErrorKind::TimedOut => err(ConnectErrorKind::Timeout, e.to_string()),
+            _ => err(ConnectErrorKind::Other, e.to_string()),
+        })
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(err(
+            ConnectErrorKind::Timeout,
+            humantime::format_duration(timeout).to_string(),
+        )),
+    }
+}
+
+async fn connect_one(addr: SocketAddr, ka: &Keepalive) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    tune(&socket, ka)?;
+    socket.connect(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("example.com:443"), Some(("example.com", 443)));
+        assert_eq!(split_host_port("[::1]:8080"), Some(("::1", 8080)));
+        assert_eq!(split_host_port("example.com"), None);
+        assert_eq!(split_host_port(":80"), None);
+        assert_eq!(split_host_port("h:0"), None);
+        assert_eq!(split_host_port("h:99999"), None);
+    }
+}

@@ -1,0 +1,331 @@
+//! Connection registry: the one owner-of-record for every live connection.
+//!
+//! Invariants:
+//! - every socket sluice holds lives inside a value that also holds a
+//!   [`ConnGuard`]; dropping the guard deregisters the entry, logs one close
+//!   line with its [`CloseReason`] and counts that reason;
+//! - the registry is the only source for "how many connections": live counts
+//!   by [`Kind`] are maintained on register/deregister, never recomputed;
+//! - every entry carries a kill token that is a child of the registry's
+//!   hard-stop token, so an admin kill or the end of a drain reaches it.
+//!
+//! Later readers (inventory API, metrics, kernel cross-check) only add fields
+//! to [`ConnEntry`] and read [`Registry::snapshot`].
+
+mod reason;
+
+pub use reason::{CloseReason, Side};
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+/// What a registry entry stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// An accepted client connection speaking HTTP/1.1 to the forward proxy.
+    Http,
+    /// A pooled connection from sluice to an origin, used by forwarded requests.
+    Upstream,
+    /// A CONNECT tunnel: client leg and upstream leg together.
+    Tunnel,
+    /// A port relay (`--relay`): client leg and fixed upstream leg together.
+    Relay,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Http, Kind::Upstream, Kind::Tunnel, Kind::Relay];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Upstream => "upstream",
+            Kind::Tunnel => "tunnel",
+            Kind::Relay => "relay",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Coarse lifecycle state of a connection, readable live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    /// Waiting for (or reading) a request head.
+    ReadingHeaders = 0,
+    /// Connecting to, or waiting for the response head of, the upstream.
+    WaitingUpstream = 1,
+    /// Bytes are flowing.
+    Streaming = 2,
+    /// The client sent EOF; the upstream direction still flows.
+    HalfClosedByClient = 3,
+    /// The upstream sent EOF; the client direction still flows.
+    HalfClosedByUpstream = 4,
+    /// Shutdown has begun; the connection is finishing its work.
+    Draining = 5,
+    /// Idle in a pool or between keep-alive requests.
+    Idle = 6,
+}
+
+impl ConnState {
+    fn from_u8(v: u8) -> ConnState {
+        match v {
+            0 => ConnState::ReadingHeaders,
+            1 => ConnState::WaitingUpstream,
+            2 => ConnState::Streaming,
+            3 => ConnState::HalfClosedByClient,
+            4 => ConnState::HalfClosedByUpstream,
+            5 => ConnState::Draining,
+            _ => ConnState::Idle,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::ReadingHeaders => "reading_headers",
+            ConnState::WaitingUpstream => "waiting_upstream",
+            ConnState::Streaming => "streaming",
+            ConnState::HalfClosedByClient => "half_closed_by_client",
+            ConnState::HalfClosedByUpstream => "half_closed_by_upstream",
+            ConnState::Draining => "draining",
+            ConnState::Idle => "idle",
+        }
+    }
+}
+
+/// Live, shared facts about one connection. Cheap to read from any thread.
+#[derive(Debug)]
+pub struct ConnEntry {
+    pub id: u64,
+    pub kind: Kind,
+    pub client: Option<SocketAddr>,
+    upstream: OnceLock<String>,
+    pub started: Instant,
+    state: AtomicU8,
+    /// Bytes sent from the client towards the upstream.
+    pub bytes_up: AtomicU64,
+    /// Bytes sent from the upstream towards the client.
+    pub bytes_down: AtomicU64,
+    pub requests: AtomicU64,
+    /// Cancelled by an admin kill or at the end of a shutdown drain.
+    pub kill: CancellationToken,
+    reason: Mutex<Option<CloseReason>>,
+}
+
+impl ConnEntry {
+    pub fn state(&self) -> ConnState {
+        ConnState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    pub fn set_state(&self, state: ConnState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// The upstream this connection reaches, once known. Set at most once.
+    pub fn upstream(&self) -> Option<&str> {
+        self.upstream.get().map(String::as_str)
+    }
+
+    pub fn set_upstream(&self, upstream: impl Into<String>) {
+        let _ = self.upstream.set(upstream.into());
+    }
+
+    /// Records why the connection is closing. The first reason wins: the
+    /// cause is recorded where it is detected, later cleanup must not mask it.
+    pub fn set_reason(&self, reason: CloseReason) {
+        if let Ok(mut slot) = self.reason.lock() {
+            if slot.is_none() {
+                *slot = Some(reason);
+            }
+        }
+    }
+
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+const SHARDS: usize = 16;
+
+/// Process-wide (per running instance) table of live connections.
+#[derive(Debug)]
+pub struct Registry {
+    shards: Vec<Mutex<HashMap<u64, Arc<ConnEntry>>>>,
+    next_id: AtomicU64,
+    live: [AtomicU64; 4],
+    accepted: [AtomicU64; 4],
+    closed_by_reason: Mutex<HashMap<&'static str, u64>>,
+    hard_stop: CancellationToken,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(1),
+            live: Default::default(),
+            accepted: Default::default(),
+            closed_by_reason: Mutex::new(HashMap::new()),
+            hard_stop: CancellationToken::new(),
+        })
+    }
+
+    /// Registers a new connection and returns the guard that owns its entry.
+    pub fn register(self: &Arc<Self>, kind: Kind, client: Option<SocketAddr>) -> ConnGuard {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(ConnEntry {
+            id,
+            kind,
+            client,
+            upstream: OnceLock::new(),
+            started: Instant::now(),
+            state: AtomicU8::new(ConnState::ReadingHeaders as u8),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            kill: self.hard_stop.child_token(),
+            reason: Mutex::new(None),
+        });
+        if let Ok(mut shard) = self.shard(id).lock() {
+            shard.insert(id, entry.clone());
+        }
+        self.live[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.accepted[kind.index()].fetch_add(1, Ordering::Relaxed);
+        ConnGuard {
+            registry: self.clone(),
+            entry,
+        }
+    }
+
+    fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Arc<ConnEntry>>> {
+        &self.shards[(id as usize) % SHARDS]
+    }
+
+    /// Live connections of one kind.
+    pub fn live(&self, kind: Kind) -> u64 {
+        self.live[kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// Live connections of all kinds.
+    pub fn live_total(&self) -> u64 {
+        Kind::ALL.iter().map(|k| self.live(*k)).sum()
+    }
+
+    /// Connections of one kind registered since start.
+    pub fn accepted(&self, kind: Kind) -> u64 {
+        self.accepted[kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// How many connections closed for a reason (by [`CloseReason::label`]).
+    pub fn closed(&self, reason_label: &str) -> u64 {
+        self.closed_by_reason
+            .lock()
+            .ok()
+            .and_then(|m| m.get(reason_label).copied())
+            .unwrap_or(0)
+    }
+
+    /// Counts an event that closed a connection before it got a guard
+    /// (for example a connection refused at the limit).
+    pub fn count_close(&self, reason: &CloseReason) {
+        if let Ok(mut m) = self.closed_by_reason.lock() {
+            *m.entry(reason.label()).or_insert(0) += 1;
+        }
+    }
+
+    /// A copy of every live entry, for inventory readers.
+    pub fn snapshot(&self) -> Vec<Arc<ConnEntry>> {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            if let Ok(shard) = shard.lock() {
+                out.extend(shard.values().cloned());
+            }
+        }
+        out
+    }
+
+    /// Closes one connection (both legs) by id. Returns false if unknown.
+    pub fn kill(&self, id: u64, reason: CloseReason) -> bool {
+        let entry = self.shard(id).lock().ok().and_then(|s| s.get(&id).cloned());
+        match entry {
+            Some(e) => {
+                e.set_reason(reason);
+                e.kill.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every live connection with `reason` (end of a shutdown drain).
+    pub fn kill_all(&self, reason: CloseReason) {
+        for e in self.snapshot() {
+            e.set_reason(reason.clone());
+        }
+        self.hard_stop.cancel();
+    }
+}
+
+/// Owns one registry entry. Dropping it deregisters the connection, counts
+/// its close reason and writes the one close log line.
+#[derive(Debug)]
+pub struct ConnGuard {
+    registry: Arc<Registry>,
+    entry: Arc<ConnEntry>,
+}
+
+impl ConnGuard {
+    pub fn entry(&self) -> &Arc<ConnEntry> {
+        &self.entry
+    }
+
+    pub fn id(&self) -> u64 {
+        self.entry.id
+    }
+
+    pub fn set_reason(&self, reason: CloseReason) {
+        self.entry.set_reason(reason);
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let e = &self.entry;
+        if let Ok(mut shard) = self.registry.shard(e.id).lock() {
+            shard.remove(&e.id);
+        }
+        self.registry.live[e.kind.index()].fetch_sub(1, Ordering::Relaxed);
+        let reason = e.reason().unwrap_or(CloseReason::Eof);
+        self.registry.count_close(&reason);
+        let client = e.client.map(|a| a.to_string());
+        tracing::info!(
+            target: "sluice::conn",
+            id = e.id,
+            kind = e.kind.as_str(),
+            client = client.as_deref().unwrap_or("-"),
+            upstream = e.upstream().unwrap_or("-"),
+            reason = %reason,
+            failed = reason.side().map(Side::as_str).unwrap_or("-"),
+            duration_ms = e.age().as_millis() as u64,
+            bytes_up = e.bytes_up.load(Ordering::Relaxed),
+            bytes_down = e.bytes_down.load(Ordering::Relaxed),
+            requests = e.requests.load(Ordering::Relaxed),
+            "connection closed"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The duplex copy loop between two TCP sockets.
+//!
+//! Each direction waits for readiness without holding a buffer, borrows a
+//! fixed-size buffer only while the socket has bytes, and writes them out in
+//! full before reading more (so a slow reader stalls the opposite read:
+//! backpressure). EOF becomes `shutdown(SHUT_WR)` on the other socket while
+//! the opposite direction keeps flowing. Any error ends both directions.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::Deadlines;
+use crate::net::set_abortive_close;
+use crate::registry::{CloseReason, ConnEntry, ConnState, Side};
+
+/// Limits for one relayed connection.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    pub idle: Duration,
+    pub half_close: Duration,
+    pub buffer_size: usize,
+}
+
+/// Time of the last byte moved, in milliseconds since `base`. Written by both
+/// directions, read lazily by the deadline check, so the hot path never
+/// touches the timer wheel.
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Failure of one direction, attributed to the socket that failed.
+struct PumpError {
+    side: Side,
+    error: io::Error,
+}
+
+/// Copies `from` to `to` until EOF (then half-closes `to`) or an error.
+async fn pump(
+    from: &TcpStream,
+    from_side: Side,
+    to: &TcpStream,
+    to_side: Side,
+    buffer_size: usize,
+    counter: &AtomicU64,
+    activity: &Activity,
+) -> Result<(), PumpError> {
+    let read_err = |error| PumpError {
+        side: from_side,
+        error,
+    };
+    loop {
+        from.readable().await.map_err(read_err)?;
+        // The buffer lives only while the socket has bytes: idle tunnels
+        // cost no buffer memory.
+        let mut buf: Vec<u8> = Vec::with_capacity(buffer_size);
+        loop {
+            buf.clear();
+            match from.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    // Passing EOF on: the peer may still send in the other
+                    // direction. ENOTCONN here means `to` is already gone.
+                    return match SockRef::from(to).shutdown(Shutdown::Write) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                        Err(error) => Err(PumpError {
+                            side: to_side,
+                            error,
+                        }),
+                    };
+                }
+                Ok(n) => {
+                    write_all(to, &buf[..n]).await.map_err(|error| PumpError {
+                        side: to_side,
+                        error,
+                    })?;
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    activity.touch();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(read_err(e)),
+            }
+        }
+    }
+}
+
+/// Writes all of `data`, waiting for socket readiness.
+pub(crate) async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        to.writable().await?;
+        match to.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Relays between `client` and `upstream` until both directions finish, a
+/// deadline passes, an error occurs or the entry's kill token fires.
+/// Returns why it ended; on a reset, the other leg is set to close with a
+/// reset too. Both sockets are closed by the caller dropping them.
+pub async fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    limits: RelayLimits,
+    entry: &ConnEntry,
+) -> CloseReason {
+    let activity = Activity {
+        base: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    };
+    let up = pump(
+        client,
+        Side::Client,
+        upstream,
+        Side::Upstream,
+        limits.buffer_size,
+        &entry.bytes_up,
+        &activity,
+    );
+    let down = pump(
+        upstream,
+        Side::Upstream,
+        client,
+        Side::Client,
+        limits.buffer_size,
+        &entry.bytes_down,
+        &activity,
+    );
+    tokio::pin!(up, down);
+    let mut deadlines = Deadlines::new(limits.idle, limits.half_close, activity.base);
+    let sleep = tokio::time::sleep_until(deadlines.next().0);
+    tokio::pin!(sleep);
+    let (mut up_done, mut down_done) = (false, false);
+    entry.set_state(ConnState::Streaming);
+
+    let reason = loop {
+        let finished: Result<Side, PumpError> = tokio::select! {
+            r = &mut up, if !up_done => r.map(|_| Side::Client),
+            r = &mut down, if !down_done => r.map(|_| Side::Upstream),
+            _ = &mut sleep => {
+                let now = Instant::now();
+                deadlines.on_activity(activity.last());
+                if let Some(reason) = deadlines.expired(now) {
+                    break reason;
+                }
+                sleep.as_mut().reset(deadlines.next().0);
+                continue;
+            }
+            _ = entry.kill.cancelled() => break entry.reason().unwrap_or(CloseReason::KilledByAdmin),
+        };
+        match finished {
+            Ok(side) => {
+                let now = Instant::now();
+                deadlines.on_activity(activity.last());
+                deadlines.on_half_close(now);
+                sleep.as_mut().reset(deadlines.next().0);
+                if side == Side::Client {
+                    up_done = true;
+                    entry.set_state(ConnState::HalfClosedByClient);
+                } else {
+                    down_done = true;
+                    entry.set_state(ConnState::HalfClosedByUpstream);
+                }
+                if up_done && down_done {
+                    break CloseReason::Eof;
+                }
+            }
+            Err(PumpError { side, error }) => break CloseReason::from_io(side, &error),
+        }
+    };
+    // Pass a reset on as a reset, so the surviving peer learns at once that
+    // the stream was cut rather than completed.
+    match &reason {
+        CloseReason::Reset(Side::Client) | CloseReason::DeadPeer(Side::Client) => {
+            set_abortive_close(upstream)
+        }
+        CloseReason::Reset(Side::Upstream) | CloseReason::DeadPeer(Side::Upstream) => {
+            set_abortive_close(client)
+        }
+        CloseReason::Error(..) => {
+            set_abortive_close(client);
+            set_abortive_close(upstream);
+        }
+        _ => {}
+    }
+    entry.set_reason(reason.clone());
+    reason
+}

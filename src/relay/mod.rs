@@ -1,0 +1,16 @@
+//! Byte relays: the duplex copy with deadlines, CONNECT tunnels and port
+//! relays.
+//!
+//! Invariants: per-tunnel memory is bounded by two copy buffers of
+//! `buffer_size`, allocated only while data flows; every tunnel has an idle
+//! deadline and a half-close grace; an error on either leg closes both at
+//! once, passing a reset on as a reset.
+
+mod deadline;
+mod duplex;
+mod port;
+
+pub use deadline::Deadlines;
+pub(crate) use duplex::write_all;
+pub use duplex::{relay, RelayLimits};
+pub use port::serve_relay;
