@@ -234,7 +234,11 @@ fn value_text(v: &toml::Value) -> String {
 /// must be a real deadline.
 pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        invalid(key, text, format!("{e} (expected a duration such as 30s, 5m, 250ms)"))
+        invalid(
+            key,
+            text,
+            format!("{e} (expected a duration such as 30s, 5m, 250ms)"),
+        )
     })?;
     if d.is_zero() {
         return Err(invalid(key, text, "must be greater than zero"));
@@ -248,7 +252,11 @@ fn parse_count(key: &str, text: &str, min: u64, max: u64) -> Result<u64, ConfigE
         .parse()
         .map_err(|_| invalid(key, text, "expected a whole number"))?;
     if n < min || n > max {
-        return Err(invalid(key, text, format!("must be between {min} and {max}")));
+        return Err(invalid(
+            key,
+            text,
+            format!("must be between {min} and {max}"),
+        ));
     }
     Ok(n)
 }
@@ -260,13 +268,18 @@ fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 fn parse_relay(key: &str, text: &str) -> Result<RelaySpec, ConfigError> {
-    let (listen, upstream) = text
-        .split_once('=')
-        .ok_or_else(|| invalid(key, text, "expected LISTEN=UPSTREAM, e.g. 127.0.0.1:9000=127.0.0.1:8080"))?;
+    let (listen, upstream) = text.split_once('=').ok_or_else(|| {
+        invalid(
+            key,
+            text,
+            "expected LISTEN=UPSTREAM, e.g. 127.0.0.1:9000=127.0.0.1:8080",
+        )
+    })?;
     let listen = parse_addr(key, listen)?;
     let upstream = upstream.trim();
     match upstream.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().map(|p| p > 0).unwrap_or(false) => {}
+        Some((host, port))
+            if !host.is_empty() && port.parse::<u16>().map(|p| p > 0).unwrap_or(false) => {}
         _ => return Err(invalid(key, text, "upstream must be HOST:PORT")),
     }
     Ok(RelaySpec {
@@ -360,8 +373,7 @@ impl Config {
         if let Some((t, k)) = src!(keepalive_count, v(&file.keepalive_count), "keepalive_count") {
             c.keepalive.count = parse_count(k, &t, 1, 127)? as u32;
         }
-        c.keepalive.user_timeout =
-            c.keepalive.idle + c.keepalive.interval * c.keepalive.count;
+        c.keepalive.user_timeout = c.keepalive.idle + c.keepalive.interval * c.keepalive.count;
         duration!(c.keepalive.user_timeout, user_timeout);
         if let Some((t, k)) = src!(max_connections, v(&file.max_connections), "max_connections") {
             c.max_connections = parse_count(k, &t, 1, 10_000_000)? as usize;
@@ -390,7 +402,11 @@ impl Config {
         }
         for r in &c.relays {
             if r.listen == c.listen {
-                return Err(invalid("relay", &r.listen.to_string(), "same address as --listen"));
+                return Err(invalid(
+                    "relay",
+                    &r.listen.to_string(),
+                    "same address as --listen",
+                ));
             }
         }
         Ok(c)
@@ -418,8 +434,13 @@ mod tests {
     fn durations_accept_common_units() {
         assert_eq!(parse_duration("k", "30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("k", "5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("k", "250ms").unwrap(), Duration::from_millis(250));
-        let e = parse_duration("idle_timeout", "5x").unwrap_err().to_string();
+        assert_eq!(
+            parse_duration("k", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        let e = parse_duration("idle_timeout", "5x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("idle_timeout") && e.contains("5x"), "{e}");
         assert!(parse_duration("k", "0s").is_err());
     }
@@ -459,6 +480,9 @@ mod tests {
         assert!(e.contains("relay") && e.contains("127.0.0.1:9000"), "{e}");
         let mut a = args();
         a.listen = Some("nowhere".into());
-        assert!(Config::from_args(&a).unwrap_err().to_string().contains("nowhere"));
+        assert!(Config::from_args(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("nowhere"));
     }
 }

@@ -72,8 +72,17 @@ impl Proxy {
         let mut own = vec![addr];
         own.extend(relay_addrs.iter().copied());
 
-        let ctx = Arc::new(http::HttpContext::new(config.clone(), registry.clone(), own));
-        listeners.spawn(http::serve_http(http_listener, ctx, limiter.clone(), shutdown.clone()));
+        let ctx = Arc::new(http::HttpContext::new(
+            config.clone(),
+            registry.clone(),
+            own,
+        ));
+        listeners.spawn(http::serve_http(
+            http_listener,
+            ctx,
+            limiter.clone(),
+            shutdown.clone(),
+        ));
         for (l, spec) in relay_listeners {
             listeners.spawn(relay::serve_relay(
                 l,
@@ -106,7 +115,10 @@ impl Proxy {
         }
         let left = self.registry.live_total() as usize;
         if left > 0 {
-            tracing::warn!(connections = left, "drain timeout reached, closing the rest");
+            tracing::warn!(
+                connections = left,
+                "drain timeout reached, closing the rest"
+            );
             self.registry.kill_all(CloseReason::Shutdown);
             let hard = tokio::time::Instant::now() + Duration::from_secs(2);
             while self.registry.live_total() > 0 && tokio::time::Instant::now() < hard {

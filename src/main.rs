@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use sluice::config::{Config, RunArgs};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Leak-proof traffic relay and debugging proxy")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Leak-proof traffic relay and debugging proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -8,17 +8,30 @@ use support::*;
 async fn forward_get_through_proxy() {
     let origin = origin::http_origin().await;
     let proxy = start_proxy(|_| {}).await;
-    let req = format!("GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"
+    );
     let resp = raw_exchange(proxy.addr, req.as_bytes()).await.unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, vec![b'x'; 100]);
     assert_eq!(resp.header("via"), Some("1.1 sluice"));
-    assert!(eventually(Duration::from_secs(2), || proxy.registry.live(sluice::registry::Kind::Http) == 0).await);
+    assert!(
+        eventually(Duration::from_secs(2), || proxy
+            .registry
+            .live(sluice::registry::Kind::Http)
+            == 0)
+        .await
+    );
 }
 
 #[test]
 fn binary_starts_and_exits_zero_on_sigterm() {
     let mut p = process::SluiceProcess::start(&["--drain-timeout", "2s"]);
     p.signal(libc::SIGTERM);
-    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0), "{}", p.log_text());
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        p.log_text()
+    );
 }

@@ -21,7 +21,12 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn new(status: StatusCode, side: Side, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        side: Side,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Failure {
             status,
             side,
@@ -31,7 +36,12 @@ impl Failure {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Failure::new(StatusCode::BAD_REQUEST, Side::Client, "bad-request", message)
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            Side::Client,
+            "bad-request",
+            message,
+        )
     }
 
     pub fn into_response(self) -> Response<ProxyBody> {
@@ -45,7 +55,10 @@ impl Failure {
         let mut resp = Response::new(full(text));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         h.insert("x-sluice-error", HeaderValue::from_static(self.code));
         if self.side == Side::Client {
             // After a malformed request the stream position is unknowable.
@@ -56,7 +69,9 @@ impl Failure {
 }
 
 pub fn full(text: impl Into<Bytes>) -> ProxyBody {
-    Full::new(text.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> ProxyBody {

@@ -27,7 +27,10 @@ pub async fn handle_connect(
         return Failure::bad_request(format!("CONNECT target `{authority}` has no port"))
             .into_response();
     };
-    let host = authority.host().trim_matches(|c| c == '[' || c == ']').to_string();
+    let host = authority
+        .host()
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
     if super::proxy_is_self(ctx, &host, port) {
         return Failure::new(
             StatusCode::LOOP_DETECTED,
@@ -77,7 +80,10 @@ pub async fn handle_connect(
         let upgraded = match upgraded {
             Ok(Ok(u)) => u,
             Ok(Err(e)) => {
-                guard.set_reason(CloseReason::Error(Side::Client, format!("upgrade failed: {e}")));
+                guard.set_reason(CloseReason::Error(
+                    Side::Client,
+                    format!("upgrade failed: {e}"),
+                ));
                 return;
             }
             Err(_) => {
@@ -88,7 +94,10 @@ pub async fn handle_connect(
         let parts = match upgraded.downcast::<TokioIo<ClientIo>>() {
             Ok(p) => p,
             Err(_) => {
-                guard.set_reason(CloseReason::Error(Side::Sluice, "upgraded stream of unexpected type".into()));
+                guard.set_reason(CloseReason::Error(
+                    Side::Sluice,
+                    "upgraded stream of unexpected type".into(),
+                ));
                 return;
             }
         };
@@ -101,7 +110,9 @@ pub async fn handle_connect(
                 guard.set_reason(CloseReason::from_io(Side::Upstream, &e));
                 return;
             }
-            entry.bytes_up.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            entry
+                .bytes_up
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }
         relay(&client, &upstream, limits, &entry).await;
         drop((client, upstream));

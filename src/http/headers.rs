@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn strips_listed_and_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, X-Secret, content-length".parse().unwrap());
+        h.insert(
+            "connection",
+            "keep-alive, X-Secret, content-length".parse().unwrap(),
+        );
         h.insert("x-secret", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("proxy-authorization", "Basic Zm9vOmJhcg==".parse().unwrap());

@@ -86,7 +86,12 @@ fn proxy_is_self(ctx: &HttpContext, host: &str, port: u16) -> bool {
 }
 
 /// Accepts proxy clients until shutdown.
-pub async fn serve_http(listener: TcpListener, ctx: Arc<HttpContext>, limiter: Limiter, shutdown: Shutdown) {
+pub async fn serve_http(
+    listener: TcpListener,
+    ctx: Arc<HttpContext>,
+    limiter: Limiter,
+    shutdown: Shutdown,
+) {
     let stop = shutdown.stop_accepting.clone();
     let reg = ctx.registry.clone();
     accept_loop(
@@ -94,7 +99,13 @@ pub async fn serve_http(listener: TcpListener, ctx: Arc<HttpContext>, limiter: L
         limiter,
         stop,
         |stream, peer, admission| {
-            tokio::spawn(serve_conn(stream, peer, admission, ctx.clone(), shutdown.clone()));
+            tokio::spawn(serve_conn(
+                stream,
+                peer,
+                admission,
+                ctx.clone(),
+                shutdown.clone(),
+            ));
         },
         move |stream, _peer| {
             reg.count_close(&CloseReason::RefusedAtLimit);

@@ -18,12 +18,16 @@ use super::activity::InflightGuard;
 use super::answer::{Failure, ProxyBody};
 use super::body::{BodyError, Direction, MeteredBody};
 use super::headers::{add_via, strip_hop_by_hop};
-use super::{HttpContext, ConnCtx};
+use super::{ConnCtx, HttpContext};
 use crate::net::{ConnectError, ConnectErrorKind};
 use crate::registry::{ConnState, Side};
 
 /// Answers one request on a client connection.
-pub async fn handle(req: Request<Incoming>, ctx: Arc<HttpContext>, conn: ConnCtx) -> Response<ProxyBody> {
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<HttpContext>,
+    conn: ConnCtx,
+) -> Response<ProxyBody> {
     let inflight = conn.activity.begin_request();
     conn.entry.requests.fetch_add(1, Ordering::Relaxed);
     let resp = if req.method() == Method::CONNECT {
@@ -56,7 +60,9 @@ async fn forward(
             ))
         }
         Some(other) => {
-            return Err(Failure::bad_request(format!("unsupported URL scheme `{other}`")))
+            return Err(Failure::bad_request(format!(
+                "unsupported URL scheme `{other}`"
+            )))
         }
         None => {
             return Err(Failure::bad_request(
@@ -152,12 +158,18 @@ fn classify(err: &hyper_util::client::legacy::Error, target: &str) -> Failure {
                     "connect-timeout",
                     ce.to_string(),
                 ),
-                ConnectErrorKind::Dns => {
-                    Failure::new(StatusCode::BAD_GATEWAY, Side::Upstream, "dns", ce.to_string())
-                }
-                ConnectErrorKind::Refused => {
-                    Failure::new(StatusCode::BAD_GATEWAY, Side::Upstream, "refused", ce.to_string())
-                }
+                ConnectErrorKind::Dns => Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    Side::Upstream,
+                    "dns",
+                    ce.to_string(),
+                ),
+                ConnectErrorKind::Refused => Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    Side::Upstream,
+                    "refused",
+                    ce.to_string(),
+                ),
                 ConnectErrorKind::Other => Failure::new(
                     StatusCode::BAD_GATEWAY,
                     Side::Upstream,
@@ -179,7 +191,9 @@ fn classify(err: &hyper_util::client::legacy::Error, target: &str) -> Failure {
         if let Some(ioe) = e.downcast_ref::<io::Error>() {
             if matches!(
                 ioe.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
             ) {
                 return Failure::new(
                     StatusCode::BAD_GATEWAY,

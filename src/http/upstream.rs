@@ -62,7 +62,10 @@ impl tower_service::Service<Uri> for Connector {
         let config = self.config.clone();
         let registry = self.registry.clone();
         Box::pin(async move {
-            let host = uri.host().unwrap_or_default().trim_matches(|c| c == '[' || c == ']');
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_matches(|c| c == '[' || c == ']');
             let port = uri.port_u16().unwrap_or(80);
             if host.is_empty() {
                 return Err(Box::new(ConnectError {

@@ -35,7 +35,11 @@ impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             ConnectErrorKind::Dns => {
-                write!(f, "upstream {}: name not resolved ({})", self.target, self.detail)
+                write!(
+                    f,
+                    "upstream {}: name not resolved ({})",
+                    self.target, self.detail
+                )
             }
             ConnectErrorKind::Refused => {
                 write!(f, "upstream {} refused the connection", self.target)
@@ -56,7 +60,10 @@ impl std::error::Error for ConnectError {}
 pub fn split_host_port(target: &str) -> Option<(&str, u16)> {
     let (host, port) = target.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() || port == 0 {
         return None;
     }
@@ -131,7 +138,10 @@ mod tests {
 
     #[test]
     fn host_port_forms() {
-        assert_eq!(split_host_port("example.com:443"), Some(("example.com", 443)));
+        assert_eq!(
+            split_host_port("example.com:443"),
+            Some(("example.com", 443))
+        );
         assert_eq!(split_host_port("[::1]:8080"), Some(("::1", 8080)));
         assert_eq!(split_host_port("example.com"), None);
         assert_eq!(split_host_port(":80"), None);

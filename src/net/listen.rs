@@ -77,7 +77,8 @@ pub async fn accept_loop<A, R>(
                 None => refuse(stream, peer),
             },
             Err(e) => {
-                let fd_exhausted = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+                let fd_exhausted =
+                    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
                 tracing::warn!(error = %e, "accept failed");
                 if fd_exhausted {
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -74,7 +74,11 @@ mod tests {
         tokio::time::advance(Duration::from_secs(7)).await;
         d.on_activity(Instant::now());
         tokio::time::advance(Duration::from_secs(7)).await;
-        assert_eq!(d.expired(Instant::now()), None, "activity at 7s keeps it open at 14s");
+        assert_eq!(
+            d.expired(Instant::now()),
+            None,
+            "activity at 7s keeps it open at 14s"
+        );
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(d.expired(Instant::now()), Some(CloseReason::IdleTimeout));
     }
@@ -90,7 +94,10 @@ mod tests {
         }
         assert_eq!(d.expired(Instant::now()), None);
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(d.expired(Instant::now()), Some(CloseReason::HalfCloseTimeout));
+        assert_eq!(
+            d.expired(Instant::now()),
+            Some(CloseReason::HalfCloseTimeout)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -99,7 +106,10 @@ mod tests {
         let mut d = Deadlines::new(Duration::from_secs(2), Duration::from_secs(60), start);
         d.on_half_close(start);
         d.on_half_close(start + Duration::from_secs(1)); // a second half-close does not extend
-        assert_eq!(d.next(), (start + Duration::from_secs(2), CloseReason::IdleTimeout));
+        assert_eq!(
+            d.next(),
+            (start + Duration::from_secs(2), CloseReason::IdleTimeout)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -108,7 +108,12 @@ impl Drop for SluiceProcess {
 }
 
 fn field(line: &str, key: &str) -> Option<SocketAddr> {
-    line.split(key).nth(1)?.split_whitespace().next()?.parse().ok()
+    line.split(key)
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Resident set size of `pid` in KiB.
