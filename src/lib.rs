@@ -109,11 +109,17 @@ impl Proxy {
     pub async fn shutdown(mut self, drain: Duration) -> usize {
         self.shutdown.stop_accepting.cancel();
         while self.listeners.join_next().await.is_some() {}
+        // Idle pooled upstream connections are not work in flight: they
+        // close with the pool, so the drain waits only for client-facing work.
+        let busy = |r: &Registry| {
+            use registry::Kind;
+            r.live(Kind::Http) + r.live(Kind::Tunnel) + r.live(Kind::Relay)
+        };
         let deadline = tokio::time::Instant::now() + drain;
-        while self.registry.live_total() > 0 && tokio::time::Instant::now() < deadline {
+        while busy(&self.registry) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.registry.live_total() as usize;
+        let left = busy(&self.registry) as usize;
         if left > 0 {
             tracing::warn!(
                 connections = left,
@@ -121,7 +127,7 @@ impl Proxy {
             );
             self.registry.kill_all(CloseReason::Shutdown);
             let hard = tokio::time::Instant::now() + Duration::from_secs(2);
-            while self.registry.live_total() > 0 && tokio::time::Instant::now() < hard {
+            while busy(&self.registry) > 0 && tokio::time::Instant::now() < hard {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
