@@ -61,11 +61,13 @@ impl Proxy {
         let mut listeners = JoinSet::new();
 
         let http_listener = net::bind(config.listen).map_err(StartError::Bind)?;
+        registry.attach_listener(&http_listener);
         let addr = http_listener.local_addr().map_err(StartError::Bind)?;
         let mut relay_listeners = Vec::new();
         let mut relay_addrs = Vec::new();
         for spec in &config.relays {
             let l = net::bind(spec.listen).map_err(StartError::Bind)?;
+            registry.attach_listener(&l);
             relay_addrs.push(l.local_addr().map_err(StartError::Bind)?);
             relay_listeners.push((l, spec.clone()));
         }

@@ -63,6 +63,7 @@ pub async fn handle_connect(
     // From here the upstream socket is owned by the tunnel's guard.
     let guard = ctx.registry.register(Kind::Tunnel, Some(conn.peer));
     guard.entry().set_upstream(format!("{authority} ({addr})"));
+    guard.entry().attach_socket(&upstream);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let limits = RelayLimits {
         idle: cfg.idle_timeout,
@@ -102,6 +103,7 @@ pub async fn handle_connect(
             }
         };
         let client: TcpStream = parts.io.into_inner().stream;
+        entry.attach_socket(&client);
         // Bytes the client sent right behind the CONNECT head (a pipelined
         // TLS ClientHello) were read by hyper; they go first.
         if !parts.read_buf.is_empty() {

@@ -133,6 +133,7 @@ async fn serve_conn(
     // Rebound after the guard so the socket closes before deregistration.
     let stream = stream;
     let entry = guard.entry().clone();
+    entry.attach_socket(&stream);
     if let Err(e) = net::tune(&stream, &ctx.config.keepalive) {
         guard.set_reason(CloseReason::from_io(Side::Client, &e));
         return;

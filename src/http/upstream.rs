@@ -78,6 +78,7 @@ impl tower_service::Service<Uri> for Connector {
                 connect_upstream(host, port, config.connect_timeout, &config.keepalive).await?;
             let guard = registry.register(Kind::Upstream, None);
             guard.entry().set_upstream(addr.to_string());
+            guard.entry().attach_socket(&stream);
             guard.entry().set_state(ConnState::Streaming);
             let entry = guard.entry().clone();
             Ok(UpstreamConn {

@@ -117,6 +117,8 @@ pub struct ConnEntry {
     /// Cancelled by an admin kill or at the end of a shutdown drain.
     pub kill: CancellationToken,
     reason: Mutex<Option<CloseReason>>,
+    /// Kernel inodes of the sockets this entry owns (for the orphan check).
+    sockets: Mutex<Vec<u64>>,
 }
 
 impl ConnEntry {
@@ -154,6 +156,29 @@ impl ConnEntry {
     pub fn age(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// Records that this entry owns `socket`, so the kernel cross-check can
+    /// account for it.
+    pub fn attach_socket<S: std::os::fd::AsFd>(&self, socket: &S) {
+        if let Some(ino) = socket_inode(socket) {
+            if let Ok(mut v) = self.sockets.lock() {
+                v.push(ino);
+            }
+        }
+    }
+
+    pub fn socket_inodes(&self) -> Vec<u64> {
+        self.sockets.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// The kernel inode of a socket (what /proc/net/tcp and /proc/PID/fd show).
+pub fn socket_inode<S: std::os::fd::AsFd>(socket: &S) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a live descriptor borrowed for the call, into a zeroed stat.
+    let rc = unsafe { libc::fstat(socket.as_fd().as_raw_fd(), &mut st) };
+    (rc == 0).then_some(st.st_ino)
 }
 
 const SHARDS: usize = 16;
@@ -167,6 +192,8 @@ pub struct Registry {
     accepted: [AtomicU64; 4],
     closed_by_reason: Mutex<HashMap<&'static str, u64>>,
     hard_stop: CancellationToken,
+    /// Listening sockets of this instance (inodes), owned by the server.
+    listeners: Mutex<Vec<u64>>,
 }
 
 impl Registry {
@@ -178,6 +205,7 @@ impl Registry {
             accepted: Default::default(),
             closed_by_reason: Mutex::new(HashMap::new()),
             hard_stop: CancellationToken::new(),
+            listeners: Mutex::new(Vec::new()),
         })
     }
 
@@ -196,6 +224,7 @@ impl Registry {
             requests: AtomicU64::new(0),
             kill: self.hard_stop.child_token(),
             reason: Mutex::new(None),
+            sockets: Mutex::new(Vec::new()),
         });
         if let Ok(mut shard) = self.shard(id).lock() {
             shard.insert(id, entry.clone());
@@ -210,6 +239,27 @@ impl Registry {
 
     fn shard(&self, id: u64) -> &Mutex<HashMap<u64, Arc<ConnEntry>>> {
         &self.shards[(id as usize) % SHARDS]
+    }
+
+    /// Records a listening socket of this instance.
+    pub fn attach_listener<S: std::os::fd::AsFd>(&self, socket: &S) {
+        if let (Some(ino), Ok(mut v)) = (socket_inode(socket), self.listeners.lock()) {
+            v.push(ino);
+        }
+    }
+
+    /// Every socket inode the registry accounts for: listeners and the
+    /// sockets of live entries.
+    pub fn known_inodes(&self) -> std::collections::HashSet<u64> {
+        let mut set: std::collections::HashSet<u64> = self
+            .listeners
+            .lock()
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        for e in self.snapshot() {
+            set.extend(e.socket_inodes());
+        }
+        set
     }
 
     /// Live connections of one kind.

@@ -51,6 +51,7 @@ async fn relay_one(
     // Rebound after the guard so it is dropped (closed) before the guard.
     let client = client;
     let entry = guard.entry().clone();
+    entry.attach_socket(&client);
     if let Err(e) = net::tune(&client, &config.keepalive) {
         guard.set_reason(CloseReason::from_io(Side::Client, &e));
         return;
@@ -66,7 +67,10 @@ async fn relay_one(
         _ = entry.kill.cancelled() => return,
     };
     let upstream = match connected {
-        Ok((s, _)) => s,
+        Ok((s, _)) => {
+            entry.attach_socket(&s);
+            s
+        }
         Err(e) => {
             tracing::warn!(relay = %spec.listen, error = %e, "relay upstream connect failed");
             guard.set_reason(match e.kind {
