@@ -15,6 +15,7 @@ pub mod http;
 pub mod net;
 pub mod registry;
 pub mod relay;
+pub mod sockets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
