@@ -3,8 +3,10 @@
 //! loopback port and lives until its task or process is dropped.
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod origin;
 pub mod process;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;
