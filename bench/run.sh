@@ -1,0 +1,557 @@
+#!/usr/bin/env bash
+# sluice benchmark: forward proxy and CONNECT figures against a direct
+# baseline and squid. See bench/README.md for what each figure means.
+#
+#   bench/run.sh            full run (median of 3, 10 s each, 5000 idle tunnels)
+#   bench/run.sh --quick    smoke run (1 run each, 3 s, 1000 idle tunnels)
+#   bench/run.sh --soak     also F: RSS over a ~1M-request run
+#   bench/run.sh --only AE  run only the listed sections (A..E; F needs --soak)
+#   bench/run.sh --rev HEAD build a committed revision (git archive) instead of
+#                           the working tree, e.g. while others edit src/
+#
+# Load generators and origins run on core 0, the proxy under test on core 1.
+# Output: a Markdown table on stdout and in bench/out/results.md; every
+# raw tool output in bench/out/logs/.
+set -euo pipefail
+
+QUICK=0
+SOAK=0
+ONLY=ABCDE
+REV=""
+args=("$@")
+i=0
+while [ $i -lt ${#args[@]} ]; do
+  case "${args[$i]}" in
+    --quick) QUICK=1 ;;
+    --soak) SOAK=1 ;;
+    --only) i=$((i + 1)); ONLY="${args[$i]:-}" ;;
+    --rev) i=$((i + 1)); REV="${args[$i]:-}" ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown argument ${args[$i]} (try --help)" >&2; exit 2 ;;
+  esac
+  i=$((i + 1))
+done
+want() { case "$ONLY" in *"$1"*) return 0 ;; *) return 1 ;; esac; }
+
+if [ "$QUICK" = 1 ]; then
+  DUR=3; RUNS=1; IDLE_TUNNELS=1000; RATE_SECS=3; SOAK_REQUESTS=200000; SETTLE_MS=1000
+else
+  DUR=10; RUNS=3; IDLE_TUNNELS=5000; RATE_SECS=10; SOAK_REQUESTS=1000000; SETTLE_MS=2000
+fi
+CONNS_SMALL=50          # A: keep-alive connections
+CONNS_BIG=10            # B: keep-alive connections
+BULK_BYTES=$((100 * 1024 * 1024))
+RATE_CONC=20
+RATE_MSG=64
+SMALL_BYTES=100
+BIG_BYTES=$((1024 * 1024))
+LOADGEN_CPU=0
+PROXY_CPU=1
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(dirname "$HERE")"
+OUT="$HERE/out"
+LOGS="$OUT/logs"
+CMDLINE="bench/run.sh${*:+ $*}"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ------------------------------------------------------------ processes
+# Every background process goes into PIDS and is killed by PID on exit.
+PIDS=()
+WORK=""
+LAST_PID=""
+
+start_bg() { # NAME CMD... ; sets LAST_PID
+  local name="$1"; shift
+  "$@" >"$LOGS/$name.out" 2>"$LOGS/$name.err" &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+stop_pid() { # PID: TERM, then KILL after 5 s
+  local pid="$1" i
+  [ -n "$pid" ] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+cleanup() {
+  local rc=$?
+  local p
+  for p in "${PIDS[@]+"${PIDS[@]}"}"; do stop_pid "$p"; done
+  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+    cp -f "$WORK"/nginx/error.log "$LOGS/nginx-error.log" 2>/dev/null || true
+    cp -f "$WORK"/squid/cache.log "$LOGS/squid-cache.log" 2>/dev/null || true
+    rm -rf "$WORK"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------ helpers
+kv() { # KEY LINE -> value of KEY=... in a RESULT line
+  printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n1
+}
+median() { # values... -> median (n/a when none)
+  printf '%s\n' "$@" | { grep -E '^-?[0-9.]+$' || true; } | sort -g |
+    awk '{a[NR]=$1} END{ if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'
+}
+fmt() { # PRINTF-FORMAT VALUE (n/a passes through)
+  case "$2" in ''|n/a) echo "n/a" ;; *) awk -v v="$2" -v f="$1" 'BEGIN{printf f, v}' ;; esac
+}
+ratio() { # VALUE BASE -> "0.87x"
+  case "$1$2" in *n/a*|'') echo "n/a"; return ;; esac
+  awk -v a="$1" -v b="$2" 'BEGIN{ if (b==0) print "n/a"; else printf "%.2fx", a/b }'
+}
+sum_list() { printf '%s\n' "$@" | awk '{s+=$1} END{print s+0}'; }
+us_to_ms() { case "$1" in ''|n/a) echo n/a ;; *) awk -v v="$1" 'BEGIN{printf "%.2f ms", v/1000}' ;; esac; }
+rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+declare -A R   # results: R[key]="v1 v2 v3"
+add() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
+RAW=()          # lines for the raw-runs section
+
+# ------------------------------------------------------------ 1. tools
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ] || need+=(squid)
+INSTALL_NOTE=""
+if [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "missing ${need[*]} and not root: install them (apt-get install -y ${need[*]})"
+  log "installing ${need[*]} from Debian packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2 || log "apt-get update failed; trying the install anyway"
+  if ! apt-get install -y -qq "${need[@]}" >&2; then
+    # Try one by one so that one missing package does not block the rest.
+    for p in "${need[@]}"; do
+      apt-get install -y -qq "$p" >&2 || INSTALL_NOTE="$INSTALL_NOTE apt-get install $p failed;"
+    done
+  fi
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+command -v wrk >/dev/null 2>&1 || die "wrk is not installed and could not be installed"
+command -v nginx >/dev/null 2>&1 || die "nginx is not installed and could not be installed"
+HAVE_SQUID=1
+command -v squid >/dev/null 2>&1 || { HAVE_SQUID=0; log "squid unavailable: squid rows will read n/a"; }
+command -v taskset >/dev/null 2>&1 || die "taskset (util-linux) is missing"
+command -v cargo >/dev/null 2>&1 || die "cargo is missing"
+[ "$(nproc --all)" -ge 2 ] || die "needs at least 2 CPUs (core 0 for load, core 1 for the proxy)"
+
+# Tunnels need two descriptors each in the proxy: take what the hard limit allows.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((IDLE_TUNNELS * 2 + 500)) ]; then
+  IDLE_TUNNELS=$(( (NOFILE - 500) / 2 ))
+  log "ulimit -n is $NOFILE: idle tunnels lowered to $IDLE_TUNNELS"
+fi
+
+mkdir -p "$OUT"
+rm -rf "$LOGS"; mkdir -p "$LOGS"
+WORK="$(mktemp -d /tmp/sluice-bench.XXXXXX)"
+chmod 755 "$WORK"
+
+# ------------------------------------------------------------ 2. build
+if [ -z "$REV" ]; then
+  log "building sluice from the working tree (release)"
+  (cd "$ROOT" && timeout 1800 cargo build --release --bin sluice >&2) || die "cargo build --release failed"
+  SLUICE_BUILT="${CARGO_TARGET_DIR:-$ROOT/target}/release/sluice"
+else
+  REV_ID="$(git -C "$ROOT" rev-parse --verify "$REV^{commit}" 2>/dev/null)" || die "--rev $REV: no such commit"
+  log "building sluice at $REV ($REV_ID) from git archive (release)"
+  mkdir -p "$WORK/src"
+  git -C "$ROOT" archive "$REV_ID" | tar -x -C "$WORK/src"
+  # Its own target dir (kept between runs under bench/out/) so it never
+  # contends with builds of the working tree.
+  (cd "$WORK/src" && CARGO_TARGET_DIR="$OUT/target-rev" timeout 1800 cargo build --release --bin sluice >&2) ||
+    die "cargo build --release of $REV failed"
+  SLUICE_BUILT="$OUT/target-rev/release/sluice"
+fi
+[ -x "$SLUICE_BUILT" ] || die "no binary at $SLUICE_BUILT"
+# A private copy: a concurrent build by someone else cannot swap it mid-run.
+cp "$SLUICE_BUILT" "$WORK/sluice"
+SLUICE="$WORK/sluice"
+log "building loadgen"
+(cd "$HERE/loadgen" && CARGO_TARGET_DIR="$HERE/loadgen/target" timeout 900 cargo build --release >&2) ||
+  die "cargo build of bench/loadgen failed"
+LOADGEN="$HERE/loadgen/target/release/loadgen"
+
+if [ -n "$REV" ]; then
+  GIT_REV="$(git -C "$ROOT" rev-parse --short "$REV_ID") (--rev $REV)"
+else
+  GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  if [ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then
+    GIT_REV="$GIT_REV + uncommitted changes in the working tree"
+  fi
+fi
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ------------------------------------------------------------ 3. servers
+read -r P_NGINX P_ECHO P_BULK P_SLUICE P_SQUID P_SLUICE2 P_SQUID2 <<<"$("$LOADGEN" ports 7)"
+ORIGIN="127.0.0.1:$P_NGINX"
+ECHO="127.0.0.1:$P_ECHO"
+BULK="127.0.0.1:$P_BULK"
+
+mkdir -p "$WORK/www" "$WORK/nginx"
+head -c "$SMALL_BYTES" /dev/zero | tr '\0' 'a' >"$WORK/www/small"
+head -c "$BIG_BYTES" /dev/urandom >"$WORK/www/big"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 1000000000;
+  keepalive_timeout 600s;
+  default_type application/octet-stream;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  server {
+    listen $ORIGIN backlog=4096;
+    root $WORK/www;
+    location / { }
+  }
+}
+EOF
+log "starting nginx on $ORIGIN (core $LOADGEN_CPU)"
+start_bg nginx taskset -c "$LOADGEN_CPU" nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+NGINX_PID=$LAST_PID
+log "starting echo server on $ECHO and bulk server on $BULK (core $LOADGEN_CPU)"
+start_bg servers taskset -c "$LOADGEN_CPU" "$LOADGEN" serve --echo "$ECHO" --bulk "$BULK"
+SERVERS_PID=$LAST_PID
+"$LOADGEN" wait-port "$ORIGIN" 10000 || die "nginx did not start (see $LOGS/nginx.err)"
+"$LOADGEN" wait-port "$ECHO" 10000 || die "loadgen serve did not start"
+
+SLUICE_ARGS_TEMPLATE="--listen 127.0.0.1:PORT --log-level warn --workers 1"
+start_sluice() { # PORT NAME; sets LAST_PID
+  # shellcheck disable=SC2086
+  start_bg "$2" taskset -c "$PROXY_CPU" "$SLUICE" ${SLUICE_ARGS_TEMPLATE//PORT/$1}
+  "$LOADGEN" wait-port "127.0.0.1:$1" 20000 || die "sluice did not start (see $LOGS/$2.err)"
+}
+
+write_squid_conf() { # PORT DIR
+  mkdir -p "$2"
+  chown proxy:proxy "$2" 2>/dev/null || chmod 777 "$2"
+  cat >"$2/squid.conf" <<EOF
+# Minimal forward proxy for the benchmark: no caching, no logging to disk.
+http_port 127.0.0.1:$1
+# "localhost" is a built-in ACL (127.0.0.1/32 ::1).
+http_access allow localhost
+http_access deny all
+cache deny all
+cache_mem 0 MB
+access_log none
+cache_store_log none
+cache_log $2/cache.log
+pid_filename $2/squid.pid
+coredump_dir $2
+netdb_filename none
+logfile_rotate 0
+max_filedescriptors 16384
+shutdown_lifetime 1 seconds
+EOF
+}
+start_squid() { # PORT NAME; sets LAST_PID
+  local dir="$WORK/$2"
+  write_squid_conf "$1" "$dir"
+  start_bg "$2" taskset -c "$PROXY_CPU" squid -N -f "$dir/squid.conf"
+  if ! "$LOADGEN" wait-port "127.0.0.1:$1" 30000; then
+    log "squid did not start: $(tail -n 3 "$LOGS/$2.err" "$dir/cache.log" 2>/dev/null | tr '\n' ' ')"
+    return 1
+  fi
+}
+
+log "starting sluice on 127.0.0.1:$P_SLUICE (core $PROXY_CPU)"
+start_sluice "$P_SLUICE" sluice
+SLUICE_PID=$LAST_PID
+SQUID_PID=""
+if [ "$HAVE_SQUID" = 1 ]; then
+  log "starting squid on 127.0.0.1:$P_SQUID (core $PROXY_CPU)"
+  if start_squid "$P_SQUID" squid; then SQUID_PID=$LAST_PID; else HAVE_SQUID=0; INSTALL_NOTE="$INSTALL_NOTE squid failed to start (see bench/out/logs/squid.err);"; fi
+fi
+
+SLUICE_PORT=$P_SLUICE
+proxy_port() { case "$1" in sluice) echo "$SLUICE_PORT" ;; squid) echo "$P_SQUID" ;; esac; }
+TARGETS=(direct sluice)
+[ "$HAVE_SQUID" = 1 ] && TARGETS+=(squid)
+
+# ------------------------------------------------------------ wrk
+# Writes a Lua script for wrk: through a proxy, wrk connects to the proxy
+# and sends an absolute-form request line for the origin URL.
+wrk_script() { # FILE ORIGIN_PATH PROXIED(0/1)
+  {
+    if [ "$3" = 1 ]; then
+      echo "wrk.path = \"http://$ORIGIN$2\""
+      echo "wrk.headers[\"Host\"] = \"$ORIGIN\""
+    fi
+    cat <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d bytes=%d p50_us=%d p99_us=%d errors=%d err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d\n",
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+EOF
+  } >"$1"
+}
+
+WRK_LAST=""
+run_wrk() { # TARGET PATH CONNS SECS LOGNAME ; sets WRK_LAST to the RESULT line
+  local target="$1" path="$2" conns="$3" secs="$4" name="$5" url script proxied=0
+  if [ "$target" = direct ]; then
+    url="http://$ORIGIN$path"
+  else
+    proxied=1
+    url="http://127.0.0.1:$(proxy_port "$target")/"
+  fi
+  script="$WORK/wrk-$target-${path#/}.lua"
+  wrk_script "$script" "$path" "$proxied"
+  local cmd=(taskset -c "$LOADGEN_CPU" wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$script" "$url")
+  echo "# ${cmd[*]}" >"$LOGS/$name.txt"
+  timeout -k 5 $((secs + 60)) "${cmd[@]}" >>"$LOGS/$name.txt" 2>&1 || log "wrk exited non-zero ($name), see $LOGS/$name.txt"
+  WRK_LAST="$(grep '^RESULT ' "$LOGS/$name.txt" | tail -n1 || true)"
+}
+
+# ------------------------------------------------------------ A and B
+http_section() { # SECTION PATH CONNS
+  local sec="$1" path="$2" conns="$3" t r line dur_us rps mibs
+  for t in "${TARGETS[@]}"; do
+    log "$sec: $t, $path, $conns connections: warm-up 1 s + $RUNS x ${DUR}s"
+    run_wrk "$t" "$path" "$conns" 1 "$sec-$t-warmup"
+    for r in $(seq "$RUNS"); do
+      run_wrk "$t" "$path" "$conns" "$DUR" "$sec-$t-run$r"
+      line="$WRK_LAST"
+      if [ -z "$line" ]; then
+        RAW+=("$sec $t run $r: no result (see bench/out/logs/$sec-$t-run$r.txt)")
+        continue
+      fi
+      dur_us=$(kv duration_us "$line")
+      rps=$(awk -v n="$(kv requests "$line")" -v d="$dur_us" 'BEGIN{printf "%.1f", n/(d/1e6)}')
+      mibs=$(awk -v b="$(kv bytes "$line")" -v d="$dur_us" 'BEGIN{printf "%.2f", b/(d/1e6)/1048576}')
+      add "${sec}_${t}_rps" "$rps"
+      add "${sec}_${t}_mibs" "$mibs"
+      add "${sec}_${t}_p50" "$(kv p50_us "$line")"
+      add "${sec}_${t}_p99" "$(kv p99_us "$line")"
+      add "${sec}_${t}_err" "$(kv errors "$line")"
+      RAW+=("$sec $t run $r: $rps req/s, $mibs MiB/s, p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us, errors $(kv errors "$line")")
+    done
+  done
+}
+
+want A && http_section A /small "$CONNS_SMALL"
+want B && http_section B /big "$CONNS_BIG"
+
+# ------------------------------------------------------------ C: bulk
+proxy_flag() { [ "$1" = direct ] && return 0; echo "--proxy 127.0.0.1:$(proxy_port "$1")"; }
+want C && for t in "${TARGETS[@]}"; do
+  for dir in down up; do
+    log "C: $t, $((BULK_BYTES / 1048576)) MiB $dir, $RUNS runs"
+    for r in $(seq "$RUNS"); do
+      # shellcheck disable=SC2046
+      line="$(timeout -k 5 120 taskset -c "$LOADGEN_CPU" "$LOADGEN" bulk --target "$BULK" $(proxy_flag "$t") \
+        --bytes "$BULK_BYTES" --dir "$dir" 2>>"$LOGS/C-$t.err" | grep '^RESULT ' || true)"
+      if [ -z "$line" ]; then RAW+=("C $t $dir run $r: failed (see bench/out/logs/C-$t.err)"); continue; fi
+      add "C_${t}_${dir}" "$(kv mib_per_s "$line")"
+      RAW+=("C $t $dir run $r: $(kv mib_per_s "$line") MiB/s")
+    done
+  done
+done
+
+# ------------------------------------------------------------ D: setup rate
+want D && for t in "${TARGETS[@]}"; do
+  log "D: $t, $RATE_CONC clients x ${RATE_SECS}s, $RUNS runs"
+  for r in $(seq "$RUNS"); do
+    # shellcheck disable=SC2046
+    line="$(timeout -k 5 $((RATE_SECS + 60)) taskset -c "$LOADGEN_CPU" "$LOADGEN" rate --target "$ECHO" $(proxy_flag "$t") \
+      --conc "$RATE_CONC" --secs "$RATE_SECS" --msg "$RATE_MSG" 2>>"$LOGS/D-$t.err" | grep '^RESULT ' || true)"
+    if [ -z "$line" ]; then RAW+=("D $t run $r: failed (see bench/out/logs/D-$t.err)"); continue; fi
+    add "D_${t}_rate" "$(kv per_s "$line")"
+    add "D_${t}_p50" "$(kv p50_us "$line")"
+    add "D_${t}_p99" "$(kv p99_us "$line")"
+    add "D_${t}_err" "$(kv errors "$line")"
+    RAW+=("D $t run $r: $(kv per_s "$line")/s, ok $(kv ok "$line"), errors $(kv errors "$line"), p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us")
+  done
+done
+
+# The shared proxies are done; E and F start their own.
+stop_pid "$SLUICE_PID"
+[ -n "$SQUID_PID" ] && stop_pid "$SQUID_PID"
+
+# ------------------------------------------------------------ E: idle tunnels
+E_TARGETS=(sluice)
+[ "$HAVE_SQUID" = 1 ] && E_TARGETS+=(squid)
+want E && for t in "${E_TARGETS[@]}"; do
+  for r in $(seq "$RUNS"); do
+    log "E: $t, $IDLE_TUNNELS idle tunnels, run $r (fresh process)"
+    if [ "$t" = sluice ]; then
+      start_sluice "$P_SLUICE2" "E-sluice-run$r"; port=$P_SLUICE2
+    else
+      start_squid "$P_SQUID2" "E-squid-run$r" || { RAW+=("E squid run $r: squid did not start"); continue; }
+      port=$P_SQUID2
+    fi
+    pid=$LAST_PID
+    line="$(timeout -k 5 300 taskset -c "$LOADGEN_CPU" "$LOADGEN" idle --target "$ECHO" --proxy "127.0.0.1:$port" \
+      --count "$IDLE_TUNNELS" --pid "$pid" --settle-ms "$SETTLE_MS" 2>>"$LOGS/E-$t.err" | grep '^RESULT ' || true)"
+    stop_pid "$pid"
+    if [ -z "$line" ]; then RAW+=("E $t run $r: failed (see bench/out/logs/E-$t.err)"); continue; fi
+    for k in rss_before_kib rss_open_kib rss_used_kib rss_closed_kib per_tunnel_open_kib per_tunnel_used_kib; do
+      add "E_${t}_$k" "$(kv "$k" "$line")"
+    done
+    RAW+=("E $t run $r: ${line#RESULT }")
+  done
+done
+
+# ------------------------------------------------------------ F: soak
+if [ "$SOAK" = 1 ]; then
+  rps_guess=$(median ${R[A_sluice_rps]:-})
+  [ "$rps_guess" = n/a ] && rps_guess=10000
+  SOAK_SECS=$(awk -v n="$SOAK_REQUESTS" -v r="$rps_guess" 'BEGIN{ s=int(n/r*1.05)+1; if (s>900) s=900; print s }')
+  log "F: soak, sluice, ~$SOAK_REQUESTS requests: wrk -c$CONNS_SMALL for ${SOAK_SECS}s, RSS sampled every second"
+  start_sluice "$P_SLUICE2" F-sluice
+  SLUICE_PORT=$P_SLUICE2
+  soak_pid=$LAST_PID
+  (
+    while kill -0 "$soak_pid" 2>/dev/null; do
+      echo "$(date +%s) $(rss_kib "$soak_pid")"
+      sleep 1
+    done
+  ) >"$LOGS/F-rss.txt" 2>/dev/null &
+  sampler=$!
+  PIDS+=("$sampler")
+  run_wrk sluice /small "$CONNS_SMALL" "$SOAK_SECS" F-wrk
+  sleep 1
+  stop_pid "$sampler"
+  stop_pid "$soak_pid"
+  F_LINE="$WRK_LAST"
+  F_FIRST=$(awk 'NR==1{print $2}' "$LOGS/F-rss.txt")
+  F_LAST=$(awk '{v=$2} END{print v}' "$LOGS/F-rss.txt")
+  F_MAX=$(awk 'BEGIN{m=0} $2>m{m=$2} END{print m}' "$LOGS/F-rss.txt")
+  F_SAMPLES=$(wc -l <"$LOGS/F-rss.txt")
+fi
+
+stop_pid "$SERVERS_PID"
+stop_pid "$NGINX_PID"
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ------------------------------------------------------------ report
+label() { case "$1" in direct) echo "direct (wrk → nginx)" ;; sluice) echo "sluice" ;; squid) echo "squid $SQUID_VER" ;; esac; }
+SQUID_VER="$( [ "$HAVE_SQUID" = 1 ] && squid -v 2>/dev/null | sed -n 's/.*Version \([^ ]*\).*/\1/p' | head -n1 || true)"
+NGINX_VER="$(nginx -v 2>&1 | sed 's/.*nginx\///' || true)"
+WRK_VER="$(wrk -v 2>&1 | sed -n 's/^wrk \([^ ]*\).*/\1/p' | head -n1 || true)"
+CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1 || true)"
+SLUICE_CMD="taskset -c $PROXY_CPU sluice ${SLUICE_ARGS_TEMPLATE//PORT/<port>}"
+med() { median ${R[$1]:-}; }
+
+report() {
+  local t base bd bu lbl l
+  echo "# sluice benchmark"
+  echo
+  echo "- command: \`$CMDLINE\` ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+  echo "- sluice: commit $GIT_REV, started as \`$SLUICE_CMD\`"
+  echo "- machine: $(nproc --all) CPUs ($CPU_MODEL), Linux $(uname -r); load generators and origins on core $LOADGEN_CPU, proxy on core $PROXY_CPU"
+  echo "- tools: wrk $WRK_VER, nginx $NGINX_VER${SQUID_VER:+, squid $SQUID_VER}, bench/loadgen (tokio)"
+  echo "- each figure: median of $RUNS run(s); load average at start $LOAD_START, at end $LOAD_END (other work on the machine makes figures noisy)"
+  [ -n "$INSTALL_NOTE" ] && echo "- problems:$INSTALL_NOTE"
+  if want A; then
+    echo
+    echo "## A. Forward proxy, ${SMALL_BYTES}-byte responses (\`wrk -t1 -c$CONNS_SMALL -d${DUR}s --latency\`, keep-alive)"
+    echo
+    echo "| path | requests/s | vs direct | p50 latency | p99 latency | errors |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    base=$(med A_direct_rps)
+    for t in "${TARGETS[@]}"; do
+      echo "| $(label "$t") | $(fmt %.0f "$(med "A_${t}_rps")") | $(ratio "$(med "A_${t}_rps")" "$base") | $(us_to_ms "$(med "A_${t}_p50")") | $(us_to_ms "$(med "A_${t}_p99")") | $(sum_list ${R[A_${t}_err]:-}) |"
+    done
+  fi
+  if want B; then
+    echo
+    echo "## B. Forward proxy, 1 MiB responses (\`wrk -t1 -c$CONNS_BIG -d${DUR}s --latency\`, keep-alive)"
+    echo
+    echo "| path | MiB/s | vs direct | requests/s | p99 latency | errors |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    base=$(med B_direct_mibs)
+    for t in "${TARGETS[@]}"; do
+      echo "| $(label "$t") | $(fmt %.0f "$(med "B_${t}_mibs")") | $(ratio "$(med "B_${t}_mibs")" "$base") | $(fmt %.0f "$(med "B_${t}_rps")") | $(us_to_ms "$(med "B_${t}_p99")") | $(sum_list ${R[B_${t}_err]:-}) |"
+    done
+  fi
+  if want C; then
+    echo
+    echo "## C. CONNECT bulk: $((BULK_BYTES / 1048576)) MiB through one tunnel (64 KiB reads/writes)"
+    echo
+    echo "| path | download MiB/s | vs direct | upload MiB/s | vs direct |"
+    echo "|---|---:|---:|---:|---:|"
+    bd=$(med C_direct_down); bu=$(med C_direct_up)
+    for t in "${TARGETS[@]}"; do
+      lbl="$(label "$t")"; [ "$t" = direct ] && lbl="direct (loadgen → TCP source/sink)"
+      echo "| $lbl | $(fmt %.0f "$(med "C_${t}_down")") | $(ratio "$(med "C_${t}_down")" "$bd") | $(fmt %.0f "$(med "C_${t}_up")") | $(ratio "$(med "C_${t}_up")" "$bu") |"
+    done
+  fi
+  if want D; then
+    echo
+    echo "## D. CONNECT setup rate: $RATE_CONC clients looping open → ${RATE_MSG}-byte echo → close, ${RATE_SECS}s"
+    echo
+    echo "| path | tunnels/s | vs direct | p50 open→close | p99 open→close | errors |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    base=$(med D_direct_rate)
+    for t in "${TARGETS[@]}"; do
+      lbl="$(label "$t")"; [ "$t" = direct ] && lbl="direct (loadgen → echo, no CONNECT)"
+      echo "| $lbl | $(fmt %.0f "$(med "D_${t}_rate")") | $(ratio "$(med "D_${t}_rate")" "$base") | $(us_to_ms "$(med "D_${t}_p50")") | $(us_to_ms "$(med "D_${t}_p99")") | $(sum_list ${R[D_${t}_err]:-}) |"
+    done
+  fi
+  if want E; then
+    echo
+    echo "## E. Idle tunnel memory: $IDLE_TUNNELS idle CONNECT tunnels to an echo server (VmRSS of a fresh proxy process)"
+    echo
+    echo "| proxy | RSS before | RSS with tunnels open | **KiB per tunnel** | RSS after 1-byte echo through each | KiB per tunnel | RSS after all closed |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for t in "${E_TARGETS[@]}"; do
+      echo "| $(label "$t") | $(fmt '%.0f KiB' "$(med "E_${t}_rss_before_kib")") | $(fmt '%.0f KiB' "$(med "E_${t}_rss_open_kib")") | **$(fmt %.1f "$(med "E_${t}_per_tunnel_open_kib")")** | $(fmt '%.0f KiB' "$(med "E_${t}_rss_used_kib")") | $(fmt %.1f "$(med "E_${t}_per_tunnel_used_kib")") | $(fmt '%.0f KiB' "$(med "E_${t}_rss_closed_kib")") |"
+    done
+  fi
+  if [ "$SOAK" = 1 ]; then
+    echo
+    echo "## F. Soak: sluice RSS over ~$SOAK_REQUESTS requests (\`wrk -t1 -c$CONNS_SMALL -d${SOAK_SECS}s\`, ${SMALL_BYTES}-byte responses)"
+    echo
+    echo "| requests | errors | RSS first sample | RSS last sample | RSS max | samples (1/s) |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    echo "| $(kv requests "${F_LINE:-}") | $(kv errors "${F_LINE:-}") | $F_FIRST KiB | $F_LAST KiB | $F_MAX KiB | $F_SAMPLES |"
+  fi
+  echo
+  echo "<details><summary>Every run</summary>"
+  echo
+  for l in "${RAW[@]+"${RAW[@]}"}"; do echo "- $l"; done
+  echo
+  echo "Raw tool output: bench/out/logs/."
+  echo "</details>"
+}
+
+report | tee "$OUT/results.md"
+log "wrote $OUT/results.md"
