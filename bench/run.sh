@@ -433,8 +433,8 @@ done
 if [ "$SOAK" = 1 ]; then
   rps_guess=$(median ${R[A_sluice_rps]:-})
   [ "$rps_guess" = n/a ] && rps_guess=10000
-  SOAK_SECS=$(awk -v n="$SOAK_REQUESTS" -v r="$rps_guess" 'BEGIN{ s=int(n/r*1.05)+1; if (s>900) s=900; print s }')
-  log "F: soak, sluice, ~$SOAK_REQUESTS requests: wrk -c$CONNS_SMALL for ${SOAK_SECS}s, RSS sampled every second"
+  SOAK_CAP_SECS=900
+  log "F: soak, sluice, $SOAK_REQUESTS requests (wrk -c$CONNS_SMALL, in runs sized from the rate seen so far), RSS sampled every second"
   start_sluice "$P_SLUICE2" F-sluice
   SLUICE_PORT=$P_SLUICE2
   soak_pid=$LAST_PID
@@ -446,11 +446,23 @@ if [ "$SOAK" = 1 ]; then
   ) >"$LOGS/F-rss.txt" 2>/dev/null &
   sampler=$!
   PIDS+=("$sampler")
-  run_wrk sluice /small "$CONNS_SMALL" "$SOAK_SECS" F-wrk
+  # wrk has no request-count stop, so it runs until the total is reached:
+  # each run is sized for what is left at the rate measured so far.
+  F_REQUESTS=0; F_ERRORS=0; F_SECS=0; F_WRK_RUNS=0
+  while [ "$F_REQUESTS" -lt "$SOAK_REQUESTS" ] && [ "$F_SECS" -lt "$SOAK_CAP_SECS" ]; do
+    secs=$(awk -v n="$((SOAK_REQUESTS - F_REQUESTS))" -v r="$rps_guess" -v left="$((SOAK_CAP_SECS - F_SECS))" \
+      'BEGIN{ s=int(n/r*1.05)+1; if (s<2) s=2; if (s>left) s=left; print s }')
+    F_WRK_RUNS=$((F_WRK_RUNS + 1))
+    run_wrk sluice /small "$CONNS_SMALL" "$secs" "F-wrk$F_WRK_RUNS"
+    F_SECS=$((F_SECS + secs))
+    [ -n "$WRK_LAST" ] || { log "F: wrk gave no result, see $LOGS/F-wrk$F_WRK_RUNS.txt"; break; }
+    F_REQUESTS=$((F_REQUESTS + $(kv requests "$WRK_LAST")))
+    F_ERRORS=$((F_ERRORS + $(kv errors "$WRK_LAST")))
+    rps_guess=$(awk -v n="$(kv requests "$WRK_LAST")" -v d="$(kv duration_us "$WRK_LAST")" 'BEGIN{ r=n/(d/1e6); if (r<1) r=1; print r }')
+  done
   sleep 1
   stop_pid "$sampler"
   stop_pid "$soak_pid"
-  F_LINE="$WRK_LAST"
   F_FIRST=$(awk 'NR==1{print $2}' "$LOGS/F-rss.txt")
   F_LAST=$(awk '{v=$2} END{print v}' "$LOGS/F-rss.txt")
   F_MAX=$(awk 'BEGIN{m=0} $2>m{m=$2} END{print m}' "$LOGS/F-rss.txt")
@@ -538,11 +550,11 @@ report() {
   fi
   if [ "$SOAK" = 1 ]; then
     echo
-    echo "## F. Soak: sluice RSS over ~$SOAK_REQUESTS requests (\`wrk -t1 -c$CONNS_SMALL -d${SOAK_SECS}s\`, ${SMALL_BYTES}-byte responses)"
+    echo "## F. Soak: sluice RSS over $SOAK_REQUESTS requests (\`wrk -t1 -c$CONNS_SMALL\`, ${SMALL_BYTES}-byte responses, $F_WRK_RUNS wrk run(s), ${F_SECS}s)"
     echo
     echo "| requests | errors | RSS first sample | RSS last sample | RSS max | samples (1/s) |"
     echo "|---:|---:|---:|---:|---:|---:|"
-    echo "| $(kv requests "${F_LINE:-}") | $(kv errors "${F_LINE:-}") | $F_FIRST KiB | $F_LAST KiB | $F_MAX KiB | $F_SAMPLES |"
+    echo "| $F_REQUESTS | $F_ERRORS | $F_FIRST KiB | $F_LAST KiB | $F_MAX KiB | $F_SAMPLES |"
   fi
   echo
   echo "<details><summary>Every run</summary>"
