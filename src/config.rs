@@ -401,7 +401,8 @@ impl Config {
             c.workers = Some(parse_count(k, &t, 1, 1024)? as usize);
         }
         for r in &c.relays {
-            if r.listen == c.listen {
+            // Port 0 asks for an ephemeral port each: no clash possible.
+            if r.listen == c.listen && r.listen.port() != 0 {
                 return Err(invalid(
                     "relay",
                     &r.listen.to_string(),
@@ -478,6 +479,16 @@ mod tests {
         a.relays = vec!["127.0.0.1:9000".into()];
         let e = Config::from_args(&a).unwrap_err().to_string();
         assert!(e.contains("relay") && e.contains("127.0.0.1:9000"), "{e}");
+        let mut a = args();
+        a.listen = Some("127.0.0.1:0".into());
+        a.relays = vec!["127.0.0.1:0=localhost:80".into()];
+        assert!(
+            Config::from_args(&a).is_ok(),
+            "two ephemeral ports never clash"
+        );
+        a.listen = Some("127.0.0.1:9000".into());
+        a.relays = vec!["127.0.0.1:9000=localhost:80".into()];
+        assert!(Config::from_args(&a).is_err());
         let mut a = args();
         a.listen = Some("nowhere".into());
         assert!(Config::from_args(&a)
