@@ -169,7 +169,12 @@ async fn serve_conn(
                 }
                 break;
             }
-            _ = tokio::time::sleep_until(next) => {
+            // The phase can change while this sleeps (a request ends, a
+            // new head starts) and the new deadline may be earlier. Waking
+            // at least every `recheck`, the shorter of the two timeouts,
+            // still meets it: a phase that began at t ends no earlier
+            // than t + recheck.
+            _ = tokio::time::sleep_until(next.min(Instant::now() + recheck)) => {
                 let now = Instant::now();
                 match activity.phase() {
                     Phase::Head(since) if now >= since + cfg.header_timeout => {
