@@ -113,6 +113,17 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Removes the namespace's address while the link stays up: packets
+    /// from the root namespace still go out and arrive, and are dropped
+    /// without an answer (no local route, no forwarding). Unlike
+    /// [`cut_link`](Self::cut_link), the sender's transmissions succeed, so
+    /// this is a peer that went silent somewhere beyond the wire.
+    pub fn silence(&self) {
+        self.exec_ok(&["ip", "addr", "flush", "dev", &self.ns_if]);
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace destroys its veth end and with it the peer;
@@ -128,6 +139,8 @@ pub struct TcpRow {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub state: u8,
+    /// Bytes sent and not yet acknowledged (established sockets).
+    pub tx_queue: u64,
     pub inode: u64,
 }
 
@@ -169,10 +182,15 @@ pub fn tcp_table() -> Vec<TcpRow> {
             let (Ok(state), Ok(inode)) = (u8::from_str_radix(f[3], 16), f[9].parse()) else {
                 continue;
             };
+            let tx_queue = f[4]
+                .split_once(':')
+                .and_then(|(tx, _)| u64::from_str_radix(tx, 16).ok())
+                .unwrap_or(0);
             rows.push(TcpRow {
                 local,
                 remote,
                 state,
+                tx_queue,
                 inode,
             });
         }
