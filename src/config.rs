@@ -85,7 +85,21 @@ pub struct Config {
     pub buffer_size: usize,
     pub log_level: String,
     pub workers: Option<usize>,
+    /// Admin server address (API, metrics); `None` runs without one.
+    pub admin: Option<SocketAddr>,
+    /// Bearer token the admin server demands (required off loopback).
+    pub admin_token: Option<String>,
+    /// Proxy users (`name:bcrypt-hash` lines); when set, clients must
+    /// authenticate with Proxy-Authorization: Basic.
+    pub auth_file: Option<PathBuf>,
+    /// Connections older than this are reported by the leak watchdog.
+    pub max_connection_age: Option<Duration>,
+    /// Enables test-only admin routes (deliberate socket leak).
+    pub test_hooks: bool,
 }
+
+/// The admin address the binary uses when none is given.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:8900";
 
 impl Default for Config {
     fn default() -> Self {
@@ -114,6 +128,13 @@ impl Default for Config {
             buffer_size: 64 * 1024,
             log_level: "info".to_string(),
             workers: None,
+            // The library default runs no admin server; the binary's flag
+            // default is DEFAULT_ADMIN.
+            admin: None,
+            admin_token: None,
+            auth_file: None,
+            max_connection_age: None,
+            test_hooks: false,
         }
     }
 }
@@ -192,6 +213,24 @@ pub struct RunArgs {
     /// Runtime worker threads [default: the CPUs this process may run on].
     #[arg(long, value_name = "N")]
     pub workers: Option<String>,
+    /// Admin server address (API, /metrics), or `off` [default: 127.0.0.1:8900].
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Bearer token for the admin server (required when it is not on loopback).
+    #[arg(long, value_name = "TOKEN", env = "SLUICE_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// File holding the admin bearer token.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Proxy users file: `name:bcrypt-hash` per line; enables Proxy-Authorization.
+    #[arg(long, value_name = "FILE")]
+    pub auth: Option<PathBuf>,
+    /// Warn about connections older than this (leak watchdog).
+    #[arg(long, value_name = "DURATION")]
+    pub max_connection_age: Option<String>,
+    /// Test-only admin routes.
+    #[arg(long, hide = true)]
+    pub test_hooks: bool,
 }
 
 /// The TOML file: the same keys as the flags, with `_` for `-`. Values are
@@ -221,6 +260,11 @@ struct FileConfig {
     buffer_size: Option<toml::Value>,
     log_level: Option<String>,
     workers: Option<toml::Value>,
+    admin: Option<String>,
+    admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
+    auth: Option<PathBuf>,
+    max_connection_age: Option<toml::Value>,
 }
 
 fn value_text(v: &toml::Value) -> String {
@@ -400,6 +444,58 @@ impl Config {
         if let Some((t, k)) = src!(workers, v(&file.workers), "workers") {
             c.workers = Some(parse_count(k, &t, 1, 1024)? as usize);
         }
+        let admin_text = args
+            .admin
+            .clone()
+            .or(file.admin.clone())
+            .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+        c.admin = if admin_text.trim().eq_ignore_ascii_case("off") {
+            None
+        } else {
+            Some(parse_addr("admin", &admin_text)?)
+        };
+        c.admin_token = args.admin_token.clone().or(file.admin_token.clone());
+        if let Some(path) = args
+            .admin_token_file
+            .as_ref()
+            .or(file.admin_token_file.as_ref())
+        {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            c.admin_token = Some(text.trim().to_string());
+        }
+        if let Some(t) = &c.admin_token {
+            if t.len() < 16 {
+                return Err(invalid(
+                    "admin_token",
+                    "(hidden)",
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+        if let Some(a) = c.admin {
+            if !a.ip().is_loopback() && c.admin_token.is_none() {
+                return Err(invalid(
+                    "admin",
+                    &a.to_string(),
+                    "not a loopback address: give --admin-token or --admin-token-file",
+                ));
+            }
+            if a == c.listen && a.port() != 0 {
+                return Err(invalid("admin", &a.to_string(), "same address as --listen"));
+            }
+        }
+        c.auth_file = args.auth.clone().or(file.auth.clone());
+        if let Some((t, k)) = src!(
+            max_connection_age,
+            v(&file.max_connection_age),
+            "max_connection_age"
+        ) {
+            c.max_connection_age = Some(parse_duration(k, &t)?);
+        }
+        c.test_hooks = args.test_hooks;
         for r in &c.relays {
             // Port 0 asks for an ephemeral port each: no clash possible.
             if r.listen == c.listen && r.listen.port() != 0 {

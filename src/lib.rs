@@ -10,12 +10,16 @@
 //! [`Proxy::start`] binds every listener of one instance and returns a
 //! handle; [`Proxy::shutdown`] drains it. [`run`] is the binary's body.
 
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod registry;
 pub mod relay;
 pub mod sockets;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +43,8 @@ pub struct Shutdown {
 pub enum StartError {
     #[error("{0}")]
     Bind(std::io::Error),
+    #[error("{0}")]
+    Auth(users::auth::AuthFileError),
 }
 
 /// A running sluice instance.
@@ -47,9 +53,15 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// Where each `--relay` listens, in the order given.
     pub relay_addrs: Vec<SocketAddr>,
+    /// Where the admin server listens, if it runs.
+    pub admin_addr: Option<SocketAddr>,
     pub registry: Arc<Registry>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub users: Arc<users::Users>,
+    pub history: Arc<metrics::history::History>,
     shutdown: Shutdown,
     listeners: JoinSet<()>,
+    sampler_stop: CancellationToken,
 }
 
 impl Proxy {
@@ -57,6 +69,19 @@ impl Proxy {
     pub async fn start(config: Config) -> Result<Proxy, StartError> {
         let config = Arc::new(config);
         let registry = Registry::new();
+        let users = Arc::new(users::Users::default());
+        let metrics = metrics::Metrics::new(registry.clone(), users.clone());
+        let history = metrics::history::History::new();
+        {
+            let users = users.clone();
+            registry.set_on_close(Box::new(move |e, r| users.on_close(e, r)));
+        }
+        let auth = match &config.auth_file {
+            Some(path) => Some(Arc::new(
+                users::auth::Authenticator::load(path).map_err(StartError::Auth)?,
+            )),
+            None => None,
+        };
         let shutdown = Shutdown::default();
         let limiter = net::Limiter::new(config.max_connections);
         let mut listeners = JoinSet::new();
@@ -72,12 +97,28 @@ impl Proxy {
             relay_addrs.push(l.local_addr().map_err(StartError::Bind)?);
             relay_listeners.push((l, spec.clone()));
         }
+        let admin_listener = match config.admin {
+            Some(a) => {
+                let l = net::bind(a).map_err(StartError::Bind)?;
+                registry.attach_listener(&l);
+                Some(l)
+            }
+            None => None,
+        };
+        let admin_addr = match &admin_listener {
+            Some(l) => Some(l.local_addr().map_err(StartError::Bind)?),
+            None => None,
+        };
         let mut own = vec![addr];
         own.extend(relay_addrs.iter().copied());
+        own.extend(admin_addr);
 
         let ctx = Arc::new(http::HttpContext::new(
             config.clone(),
             registry.clone(),
+            metrics.clone(),
+            users.clone(),
+            auth,
             own,
         ));
         listeners.spawn(http::serve_http(
@@ -92,17 +133,54 @@ impl Proxy {
                 spec,
                 config.clone(),
                 registry.clone(),
+                users.clone(),
                 limiter.clone(),
                 shutdown.clone(),
             ));
         }
-        tracing::info!(proxy = %addr, relays = ?relay_addrs, "sluice listening");
+        if let Some(l) = admin_listener {
+            let state = Arc::new(admin::AdminState {
+                config: config.clone(),
+                registry: registry.clone(),
+                metrics: metrics.clone(),
+                history: history.clone(),
+                users: users.clone(),
+                started: std::time::Instant::now(),
+                shutdown: shutdown.clone(),
+                proxy_addr: addr,
+            });
+            listeners.spawn(admin::serve_admin(l, state));
+        }
+        // The sampler is not a listener: it stops with the hard stop.
+        let watchdog = metrics::history::WatchdogConfig {
+            max_connection_age: config.max_connection_age,
+            ..Default::default()
+        };
+        let sampler_stop = CancellationToken::new();
+        tokio::spawn(metrics::history::run_sampler(
+            registry.clone(),
+            metrics.clone(),
+            history.clone(),
+            watchdog,
+            sampler_stop.clone(),
+        ));
+        tracing::info!(
+            proxy = %addr,
+            admin = %admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            relays = ?relay_addrs,
+            "sluice listening"
+        );
         Ok(Proxy {
             addr,
             relay_addrs,
+            admin_addr,
             registry,
+            metrics,
+            users,
+            history,
             shutdown,
             listeners,
+            sampler_stop,
         })
     }
 
@@ -123,6 +201,7 @@ impl Proxy {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let left = busy(&self.registry) as usize;
+        self.sampler_stop.cancel();
         if left > 0 {
             tracing::warn!(
                 connections = left,

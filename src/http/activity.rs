@@ -73,6 +73,7 @@ impl Activity {
         self.head_started_ms.store(NONE, Ordering::Relaxed);
         InflightGuard {
             activity: self.clone(),
+            timing: None,
         }
     }
 
@@ -98,10 +99,25 @@ impl Activity {
 #[derive(Debug)]
 pub struct InflightGuard {
     activity: Arc<Activity>,
+    /// When set, the request's total duration is observed here on drop.
+    timing: Option<(Instant, prometheus_client::metrics::histogram::Histogram)>,
+}
+
+impl InflightGuard {
+    pub fn observe_total(
+        &mut self,
+        started: Instant,
+        h: prometheus_client::metrics::histogram::Histogram,
+    ) {
+        self.timing = Some((started, h));
+    }
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
+        if let Some((started, h)) = self.timing.take() {
+            h.observe(started.elapsed().as_secs_f64());
+        }
         let a = &self.activity;
         a.idle_since_ms.store(a.now_ms(), Ordering::Relaxed);
         a.head_started_ms.store(NONE, Ordering::Relaxed);

@@ -19,6 +19,7 @@ pub async fn handle_connect(
     mut req: Request<Incoming>,
     ctx: &Arc<HttpContext>,
     conn: &ConnCtx,
+    user: &str,
 ) -> Response<ProxyBody> {
     let Some(authority) = req.uri().authority().cloned() else {
         return Failure::bad_request("CONNECT needs a host:port target").into_response();
@@ -42,6 +43,7 @@ pub async fn handle_connect(
     }
     let cfg = &ctx.config;
     conn.entry.set_state(ConnState::WaitingUpstream);
+    let connect_started = std::time::Instant::now();
     let connected = tokio::select! {
         r = connect_upstream(&host, port, cfg.connect_timeout, &cfg.keepalive) => r,
         _ = conn.entry.kill.cancelled() => {
@@ -49,7 +51,12 @@ pub async fn handle_connect(
         }
     };
     let (upstream, addr) = match connected {
-        Ok(c) => c,
+        Ok(c) => {
+            ctx.metrics
+                .upstream_connect_seconds
+                .observe(connect_started.elapsed().as_secs_f64());
+            c
+        }
         Err(e) => {
             let (status, code) = match e.kind {
                 ConnectErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "connect-timeout"),
@@ -64,6 +71,8 @@ pub async fn handle_connect(
     let guard = ctx.registry.register(Kind::Tunnel, Some(conn.peer));
     guard.entry().set_upstream(format!("{authority} ({addr})"));
     guard.entry().attach_socket(&upstream);
+    guard.entry().set_user(user);
+    ctx.users.on_open(user);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let limits = RelayLimits {
         idle: cfg.idle_timeout,

@@ -29,8 +29,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::net::{self, accept_loop, Admission, Limiter};
-use crate::registry::{CloseReason, ConnEntry, ConnState, Kind, Registry, Side};
+use crate::registry::{CloseReason, ConnEntry, ConnState, Kind, NextDeadline, Registry, Side};
+use crate::users::auth::Authenticator;
+use crate::users::Users;
 use crate::Shutdown;
 use activity::{Activity, Phase};
 
@@ -38,6 +41,10 @@ use activity::{Activity, Phase};
 pub struct HttpContext {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub users: Arc<Users>,
+    /// Set with `--auth`: clients must authenticate.
+    pub auth: Option<Arc<Authenticator>>,
     client: upstream::UpstreamClient,
     server: http1::Builder,
     /// Listener addresses of this instance, refused as targets (loop guard).
@@ -45,7 +52,14 @@ pub struct HttpContext {
 }
 
 impl HttpContext {
-    pub fn new(config: Arc<Config>, registry: Arc<Registry>, own_addrs: Vec<SocketAddr>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        users: Arc<Users>,
+        auth: Option<Arc<Authenticator>>,
+        own_addrs: Vec<SocketAddr>,
+    ) -> Self {
         let mut server = http1::Builder::new();
         server
             .timer(TokioTimer::new())
@@ -57,9 +71,12 @@ impl HttpContext {
             .max_header_size(config.max_header_size)
             .max_buf_size((config.max_header_size + 8192).max(8192 * 2));
         HttpContext {
-            client: upstream::client(&config, &registry),
+            client: upstream::client(&config, &registry, &metrics),
             config,
             registry,
+            metrics,
+            users,
+            auth,
             server,
             own_addrs,
         }
@@ -157,11 +174,16 @@ async fn serve_conn(
     let recheck = cfg.header_timeout.min(cfg.client_idle_timeout);
     let mut draining = false;
     loop {
-        let next = match activity.phase() {
-            Phase::Busy => Instant::now() + recheck,
-            Phase::Head(since) => since + cfg.header_timeout,
-            Phase::Idle(since) => since + cfg.client_idle_timeout,
+        let (next, shown) = match activity.phase() {
+            Phase::Busy => (Instant::now() + recheck, None),
+            Phase::Head(since) => (since + cfg.header_timeout, Some("header_timeout")),
+            Phase::Idle(since) => (since + cfg.client_idle_timeout, Some("idle_timeout")),
         };
+        entry.set_deadline(shown.map(|reason| NextDeadline {
+            at: next.into_std(),
+            reason,
+            idle_window: None,
+        }));
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {

@@ -21,6 +21,8 @@ use super::headers::{add_via, strip_hop_by_hop};
 use super::{ConnCtx, HttpContext};
 use crate::net::{ConnectError, ConnectErrorKind};
 use crate::registry::{ConnState, Side};
+use crate::users::auth::Verdict;
+use tokio::time::Instant;
 
 /// Answers one request on a client connection.
 pub async fn handle(
@@ -28,21 +30,79 @@ pub async fn handle(
     ctx: Arc<HttpContext>,
     conn: ConnCtx,
 ) -> Response<ProxyBody> {
-    let inflight = conn.activity.begin_request();
+    let started = Instant::now();
+    let mut inflight = conn.activity.begin_request();
     conn.entry.requests.fetch_add(1, Ordering::Relaxed);
-    let resp = if req.method() == Method::CONNECT {
-        super::connect::handle_connect(req, &ctx, &conn).await
+    let method = req.method().clone();
+    let user = match identify(&req, &ctx, &conn) {
+        Ok(u) => u,
+        Err(resp) => {
+            ctx.metrics.count_request(&method, resp.status().as_u16());
+            return *resp;
+        }
+    };
+    let resp = if method == Method::CONNECT {
+        let r = super::connect::handle_connect(req, &ctx, &conn, &user).await;
+        conn.entry.set_state(ConnState::ReadingHeaders);
+        r
     } else {
+        inflight.observe_total(started, ctx.metrics.request_seconds.clone());
         match forward(req, &ctx, &conn, inflight).await {
-            Ok(resp) => return resp,
+            Ok(resp) => {
+                ctx.metrics
+                    .ttfb_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                resp
+            }
             Err(f) => {
                 tracing::debug!(code = f.code, message = %f.message, "request failed");
+                conn.entry.set_state(ConnState::ReadingHeaders);
                 f.into_response()
             }
         }
     };
-    conn.entry.set_state(ConnState::ReadingHeaders);
+    let status = resp.status().as_u16();
+    ctx.metrics.count_request(&method, status);
+    ctx.users.on_request(&user, status >= 500);
     resp
+}
+
+/// Who this request is accounted to: the authenticated user, or the client
+/// IP. With `--auth`, a request without valid credentials gets 407.
+fn identify(
+    req: &Request<Incoming>,
+    ctx: &HttpContext,
+    conn: &ConnCtx,
+) -> Result<String, Box<Response<ProxyBody>>> {
+    let user = match &ctx.auth {
+        None => conn.peer.ip().to_string(),
+        Some(auth) => match auth.check(req.headers().get(header::PROXY_AUTHORIZATION)) {
+            Verdict::User(name) => name,
+            verdict => {
+                let why = if verdict == Verdict::Missing {
+                    "proxy authentication required"
+                } else {
+                    "proxy credentials refused"
+                };
+                let mut resp = Failure::new(
+                    StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                    Side::Client,
+                    "auth",
+                    why,
+                )
+                .into_response();
+                resp.headers_mut().insert(
+                    header::PROXY_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"sluice\""),
+                );
+                return Err(Box::new(resp));
+            }
+        },
+    };
+    if conn.entry.set_user(user.clone()) {
+        ctx.users.on_open(&user);
+    }
+    Ok(user)
 }
 
 async fn forward(

@@ -23,13 +23,18 @@ use tokio::net::TcpStream;
 
 use super::body::{BoxError, MeteredBody};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::net::{connect_upstream, ConnectError, ConnectErrorKind};
 use crate::registry::{ConnEntry, ConnGuard, ConnState, Kind, Registry};
 
 pub type UpstreamClient = Client<Connector, MeteredBody<hyper::body::Incoming>>;
 
 /// Builds the pooled client for one sluice instance.
-pub fn client(config: &Arc<Config>, registry: &Arc<Registry>) -> UpstreamClient {
+pub fn client(
+    config: &Arc<Config>,
+    registry: &Arc<Registry>,
+    metrics: &Arc<Metrics>,
+) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
@@ -40,6 +45,7 @@ pub fn client(config: &Arc<Config>, registry: &Arc<Registry>) -> UpstreamClient 
         .build(Connector {
             config: config.clone(),
             registry: registry.clone(),
+            metrics: metrics.clone(),
         })
 }
 
@@ -47,6 +53,7 @@ pub fn client(config: &Arc<Config>, registry: &Arc<Registry>) -> UpstreamClient 
 pub struct Connector {
     config: Arc<Config>,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -61,6 +68,7 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let config = self.config.clone();
         let registry = self.registry.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let host = uri
                 .host()
@@ -74,8 +82,12 @@ impl tower_service::Service<Uri> for Connector {
                     detail: "no host".into(),
                 }) as BoxError);
             }
+            let started = std::time::Instant::now();
             let (stream, addr) =
                 connect_upstream(host, port, config.connect_timeout, &config.keepalive).await?;
+            metrics
+                .upstream_connect_seconds
+                .observe(started.elapsed().as_secs_f64());
             let guard = registry.register(Kind::Upstream, None);
             guard.entry().set_upstream(addr.to_string());
             guard.entry().attach_socket(&stream);

@@ -35,10 +35,18 @@ pub enum Kind {
     Tunnel,
     /// A port relay (`--relay`): client leg and fixed upstream leg together.
     Relay,
+    /// A connection to the admin server.
+    Admin,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Http, Kind::Upstream, Kind::Tunnel, Kind::Relay];
+    pub const ALL: [Kind; 5] = [
+        Kind::Http,
+        Kind::Upstream,
+        Kind::Tunnel,
+        Kind::Relay,
+        Kind::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,12 +54,34 @@ impl Kind {
             Kind::Upstream => "upstream",
             Kind::Tunnel => "tunnel",
             Kind::Relay => "relay",
+            Kind::Admin => "admin",
         }
     }
 
     fn index(self) -> usize {
         self as usize
     }
+
+    /// Connections a client opened to sluice (not pool legs, not admin).
+    pub fn client_facing(self) -> bool {
+        matches!(self, Kind::Http | Kind::Tunnel | Kind::Relay)
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// The next deadline that will close a connection, as last computed by the
+/// task that enforces it.
+#[derive(Debug, Clone, Copy)]
+pub struct NextDeadline {
+    pub at: Instant,
+    /// The close reason label it would produce.
+    pub reason: &'static str,
+    /// For idle deadlines: the idle window, so readers can move `at`
+    /// forward past activity the enforcing task has not looked at yet.
+    pub idle_window: Option<Duration>,
 }
 
 /// Coarse lifecycle state of a connection, readable live.
@@ -119,6 +149,13 @@ pub struct ConnEntry {
     reason: Mutex<Option<CloseReason>>,
     /// Kernel inodes of the sockets this entry owns (for the orphan check).
     sockets: Mutex<Vec<u64>>,
+    /// Who the traffic belongs to: the authenticated user or the client IP.
+    user: OnceLock<String>,
+    deadline: Mutex<Option<NextDeadline>>,
+    /// Byte total last seen by the sampler and when it last changed (ms
+    /// since `started`): idle time without touching the data path.
+    seen_bytes: AtomicU64,
+    last_change_ms: AtomicU64,
 }
 
 impl ConnEntry {
@@ -167,6 +204,51 @@ impl ConnEntry {
         }
     }
 
+    pub fn user(&self) -> Option<&str> {
+        self.user.get().map(String::as_str)
+    }
+
+    /// Sets the user once; true if this call set it.
+    pub fn set_user(&self, user: impl Into<String>) -> bool {
+        self.user.set(user.into()).is_ok()
+    }
+
+    pub fn set_deadline(&self, d: Option<NextDeadline>) {
+        if let Ok(mut slot) = self.deadline.lock() {
+            *slot = d;
+        }
+    }
+
+    /// The next deadline, with idle deadlines moved past observed activity.
+    pub fn next_deadline(&self) -> Option<NextDeadline> {
+        let mut d = self.deadline.lock().ok().and_then(|d| *d)?;
+        if let Some(w) = d.idle_window {
+            let moved = self.last_active() + w;
+            if moved > d.at {
+                d.at = moved;
+            }
+        }
+        Some(d)
+    }
+
+    /// Called by the sampler about once a second: notes whether bytes moved.
+    pub fn observe_activity(&self) {
+        let total = self.bytes_up.load(Ordering::Relaxed) + self.bytes_down.load(Ordering::Relaxed);
+        if self.seen_bytes.swap(total, Ordering::Relaxed) != total {
+            self.last_change_ms
+                .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// When bytes last moved (as observed by the sampler), or the start.
+    pub fn last_active(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn idle(&self) -> Duration {
+        self.last_active().elapsed()
+    }
+
     pub fn socket_inodes(&self) -> Vec<u64> {
         self.sockets.lock().map(|v| v.clone()).unwrap_or_default()
     }
@@ -183,17 +265,33 @@ pub fn socket_inode<S: std::os::fd::AsFd>(socket: &S) -> Option<u64> {
 
 const SHARDS: usize = 16;
 
+/// Called with every entry as it closes.
+pub type CloseHook = Box<dyn Fn(&ConnEntry, &CloseReason) + Send + Sync>;
+
 /// Process-wide (per running instance) table of live connections.
-#[derive(Debug)]
 pub struct Registry {
     shards: Vec<Mutex<HashMap<u64, Arc<ConnEntry>>>>,
     next_id: AtomicU64,
-    live: [AtomicU64; 4],
-    accepted: [AtomicU64; 4],
+    live: [AtomicU64; 5],
+    accepted: [AtomicU64; 5],
+    /// Bytes of connections already closed, by direction (live ones are
+    /// summed from their entries at read time).
+    closed_bytes_up: AtomicU64,
+    closed_bytes_down: AtomicU64,
+    /// Called with every entry as it closes (per-user accounting).
+    on_close: OnceLock<CloseHook>,
     closed_by_reason: Mutex<HashMap<&'static str, u64>>,
     hard_stop: CancellationToken,
     /// Listening sockets of this instance (inodes), owned by the server.
     listeners: Mutex<Vec<u64>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("live_total", &self.live_total())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Registry {
@@ -206,6 +304,9 @@ impl Registry {
             closed_by_reason: Mutex::new(HashMap::new()),
             hard_stop: CancellationToken::new(),
             listeners: Mutex::new(Vec::new()),
+            closed_bytes_up: AtomicU64::new(0),
+            closed_bytes_down: AtomicU64::new(0),
+            on_close: OnceLock::new(),
         })
     }
 
@@ -225,6 +326,10 @@ impl Registry {
             kill: self.hard_stop.child_token(),
             reason: Mutex::new(None),
             sockets: Mutex::new(Vec::new()),
+            user: OnceLock::new(),
+            deadline: Mutex::new(None),
+            seen_bytes: AtomicU64::new(0),
+            last_change_ms: AtomicU64::new(0),
         });
         if let Ok(mut shard) = self.shard(id).lock() {
             shard.insert(id, entry.clone());
@@ -292,6 +397,36 @@ impl Registry {
         if let Ok(mut m) = self.closed_by_reason.lock() {
             *m.entry(reason.label()).or_insert(0) += 1;
         }
+    }
+
+    /// Installs the close hook (once).
+    pub fn set_on_close(&self, hook: CloseHook) {
+        let _ = self.on_close.set(hook);
+    }
+
+    /// Bytes relayed since start, (client to upstream, upstream to client),
+    /// counted on client-facing entries (upstream pool legs would double count).
+    pub fn bytes_total(&self) -> (u64, u64) {
+        let mut up = self.closed_bytes_up.load(Ordering::Relaxed);
+        let mut down = self.closed_bytes_down.load(Ordering::Relaxed);
+        for e in self.snapshot() {
+            if e.kind.client_facing() {
+                up += e.bytes_up.load(Ordering::Relaxed);
+                down += e.bytes_down.load(Ordering::Relaxed);
+            }
+        }
+        (up, down)
+    }
+
+    /// Every close count by reason label.
+    pub fn closed_all(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<_> = self
+            .closed_by_reason
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
     }
 
     /// A copy of every live entry, for inventory readers.
@@ -362,6 +497,16 @@ impl Drop for ConnGuard {
         self.registry.live[e.kind.index()].fetch_sub(1, Ordering::Relaxed);
         let reason = e.reason().unwrap_or(CloseReason::Eof);
         self.registry.count_close(&reason);
+        if e.kind.client_facing() {
+            let r = &self.registry;
+            r.closed_bytes_up
+                .fetch_add(e.bytes_up.load(Ordering::Relaxed), Ordering::Relaxed);
+            r.closed_bytes_down
+                .fetch_add(e.bytes_down.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        if let Some(hook) = self.registry.on_close.get() {
+            hook(e, &reason);
+        }
         let client = e.client.map(|a| a.to_string());
         tracing::info!(
             target: "sluice::conn",

@@ -53,6 +53,22 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every label [`CloseReason::label`] can return.
+    pub const LABELS: [&'static str; 12] = [
+        "eof",
+        "reset",
+        "idle_timeout",
+        "half_close_timeout",
+        "header_timeout",
+        "connect_timeout",
+        "response_timeout",
+        "dead_peer",
+        "limit_refused",
+        "admin_kill",
+        "shutdown",
+        "error",
+    ];
+
     /// Stable label used in metrics and counters.
     pub fn label(&self) -> &'static str {
         match self {

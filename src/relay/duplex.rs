@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::Deadlines;
 use crate::net::set_abortive_close;
-use crate::registry::{CloseReason, ConnEntry, ConnState, Side};
+use crate::registry::{CloseReason, ConnEntry, ConnState, NextDeadline, Side};
 
 /// Limits for one relayed connection.
 #[derive(Debug, Clone, Copy)]
@@ -149,7 +149,16 @@ pub async fn relay(
     );
     tokio::pin!(up, down);
     let mut deadlines = Deadlines::new(limits.idle, limits.half_close, activity.base);
-    let sleep = tokio::time::sleep_until(deadlines.next().0);
+    let show = |d: &Deadlines| {
+        let (at, reason) = d.next();
+        entry.set_deadline(Some(NextDeadline {
+            at: at.into_std(),
+            reason: reason.label(),
+            idle_window: (reason == CloseReason::IdleTimeout).then_some(limits.idle),
+        }));
+        at
+    };
+    let sleep = tokio::time::sleep_until(show(&deadlines));
     tokio::pin!(sleep);
     let (mut up_done, mut down_done) = (false, false);
     entry.set_state(ConnState::Streaming);
@@ -164,7 +173,7 @@ pub async fn relay(
                 if let Some(reason) = deadlines.expired(now) {
                     break reason;
                 }
-                sleep.as_mut().reset(deadlines.next().0);
+                sleep.as_mut().reset(show(&deadlines));
                 continue;
             }
             _ = entry.kill.cancelled() => break entry.reason().unwrap_or(CloseReason::KilledByAdmin),
@@ -174,7 +183,7 @@ pub async fn relay(
                 let now = Instant::now();
                 deadlines.on_activity(activity.last());
                 deadlines.on_half_close(now);
-                sleep.as_mut().reset(deadlines.next().0);
+                sleep.as_mut().reset(show(&deadlines));
                 if side == Side::Client {
                     up_done = true;
                     entry.set_state(ConnState::HalfClosedByClient);

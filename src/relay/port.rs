@@ -10,6 +10,7 @@ use super::{relay, RelayLimits};
 use crate::config::{Config, RelaySpec};
 use crate::net::{self, accept_loop, connect_upstream, split_host_port, Admission, Limiter};
 use crate::registry::{CloseReason, ConnState, Kind, Registry, Side};
+use crate::users::Users;
 use crate::Shutdown;
 
 /// Accepts on `listener` until shutdown, relaying each connection.
@@ -18,6 +19,7 @@ pub async fn serve_relay(
     spec: RelaySpec,
     config: Arc<Config>,
     registry: Arc<Registry>,
+    users: Arc<Users>,
     limiter: Limiter,
     shutdown: Shutdown,
 ) {
@@ -29,7 +31,15 @@ pub async fn serve_relay(
         stop,
         |stream, peer, admission| {
             let (config, registry, spec) = (config.clone(), registry.clone(), spec.clone());
-            tokio::spawn(relay_one(stream, peer, admission, spec, config, registry));
+            tokio::spawn(relay_one(
+                stream,
+                peer,
+                admission,
+                spec,
+                config,
+                registry,
+                users.clone(),
+            ));
         },
         move |stream, _peer| {
             reg.count_close(&CloseReason::RefusedAtLimit);
@@ -46,12 +56,16 @@ async fn relay_one(
     spec: RelaySpec,
     config: Arc<Config>,
     registry: Arc<Registry>,
+    users: Arc<Users>,
 ) {
     let guard = registry.register(Kind::Relay, Some(peer));
     // Rebound after the guard so it is dropped (closed) before the guard.
     let client = client;
     let entry = guard.entry().clone();
     entry.attach_socket(&client);
+    let user = peer.ip().to_string();
+    entry.set_user(user.clone());
+    users.on_open(&user);
     if let Err(e) = net::tune(&client, &config.keepalive) {
         guard.set_reason(CloseReason::from_io(Side::Client, &e));
         return;

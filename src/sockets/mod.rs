@@ -20,36 +20,36 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::registry::Registry;
 
 /// One TCP socket the process holds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SocketRow {
     pub fd: i32,
     pub inode: u64,
-    pub state: &'static str,
+    pub state: String,
     pub local: String,
     pub remote: String,
     /// The kernel timer armed on it: "keepalive", "retransmit", "time_wait",
     /// "zero_window_probe" or "none".
-    pub timer: &'static str,
+    pub timer: String,
     pub keepalive: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerCount {
     pub ip: String,
     pub sockets: usize,
 }
 
 /// What `GET /api/sockets` and `sluice doctor` report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SocketReport {
     /// TCP sockets held by this process (listeners included).
     pub total: usize,
-    pub by_state: HashMap<&'static str, usize>,
+    pub by_state: std::collections::BTreeMap<String, usize>,
     /// Peers with the most sockets (listeners excluded), most first.
     pub top_peers: Vec<PeerCount>,
     /// ESTABLISHED sockets with no kernel timer armed (what `ss -o` shows
@@ -122,10 +122,10 @@ fn scan(registry: &Registry) -> std::io::Result<(Vec<SocketRow>, HashSet<u64>)> 
         rows.push(SocketRow {
             fd,
             inode,
-            state: row.state.as_str(),
+            state: row.state.as_str().to_string(),
             local: row.local.to_string(),
             remote: row.remote.to_string(),
-            timer: row.timer_name(),
+            timer: row.timer_name().to_string(),
             keepalive: keepalive_on(fd),
         });
     }
@@ -151,13 +151,13 @@ pub async fn report(
         tokio::time::sleep(settle).await;
         scan(registry)?
     };
-    let mut by_state: HashMap<&'static str, usize> = HashMap::new();
+    let mut by_state: std::collections::BTreeMap<String, usize> = Default::default();
     let mut peers: HashMap<IpAddr, usize> = HashMap::new();
     let mut orphans = Vec::new();
     let mut timerless = Vec::new();
     let mut without_keepalive = 0;
     for r in &rows {
-        *by_state.entry(r.state).or_insert(0) += 1;
+        *by_state.entry(r.state.clone()).or_insert(0) += 1;
         if r.state != TcpState::Listen.as_str() {
             if let Ok(addr) = r.remote.parse::<std::net::SocketAddr>() {
                 *peers.entry(addr.ip()).or_insert(0) += 1;

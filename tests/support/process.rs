@@ -11,6 +11,8 @@ pub struct SluiceProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub relay_addrs: Vec<SocketAddr>,
+    /// The admin server address, unless started with `--admin off`.
+    pub admin: Option<SocketAddr>,
     /// Every stderr line so far.
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -18,9 +20,17 @@ pub struct SluiceProcess {
 impl SluiceProcess {
     /// Starts `sluice --listen 127.0.0.1:0 ARGS...` and waits for it to listen.
     pub fn start(args: &[&str]) -> SluiceProcess {
+        // An ephemeral admin port too, unless the test chooses one: tests
+        // run in parallel and must not fight over the default 8900.
+        let admin_args: &[&str] = if args.contains(&"--admin") {
+            &[]
+        } else {
+            &["--admin", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(admin_args)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -55,10 +65,12 @@ impl SluiceProcess {
                     .collect()
             })
             .unwrap_or_default();
+        let admin = field(&line, "admin=");
         SluiceProcess {
             child,
             addr,
             relay_addrs,
+            admin,
             log,
         }
     }

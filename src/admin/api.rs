@@ -1,0 +1,279 @@
+//! Admin routes and their JSON shapes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::AdminState;
+use crate::registry::{CloseReason, ConnEntry, Kind};
+
+type St = State<Arc<AdminState>>;
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    let mut r = Router::new()
+        .route("/api/health", get(health))
+        .route("/api/connections", get(connections))
+        .route("/api/connections/{id}", delete(kill))
+        .route("/api/sockets", get(sockets))
+        .route("/api/stats/history", get(history))
+        .route("/api/users", get(users))
+        .route("/metrics", get(metrics));
+    if state.config.test_hooks {
+        r = r.route("/api/debug/leak-socket", post(leak_socket));
+    }
+    r.fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    #[derive(Serialize)]
+    struct E {
+        error: String,
+    }
+    (
+        status,
+        Json(E {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such admin route")
+}
+
+/// With a token configured, every request needs `Authorization: Bearer TOKEN`.
+async fn require_token(State(st): St, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.config.admin_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
+        if !ok {
+            let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sluice\""),
+            );
+            return resp;
+        }
+    }
+    next.run(req).await
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    ready: bool,
+    uptime_s: u64,
+    connections: u64,
+    version: &'static str,
+}
+
+async fn health(State(st): St) -> Response {
+    let draining = st.shutdown.stop_accepting.is_cancelled();
+    let body = Health {
+        status: if draining { "draining" } else { "ok" },
+        ready: !draining,
+        uptime_s: st.started.elapsed().as_secs(),
+        connections: st.registry.live_total(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let code = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct ConnFilter {
+    kind: Option<String>,
+    client: Option<String>,
+    user: Option<String>,
+    min_age: Option<String>,
+    min_idle: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct DeadlineRow {
+    reason: &'static str,
+    in_ms: u64,
+}
+
+#[derive(Serialize)]
+struct ConnRow {
+    id: u64,
+    kind: &'static str,
+    client: Option<String>,
+    upstream: Option<String>,
+    user: Option<String>,
+    state: &'static str,
+    age_ms: u64,
+    idle_ms: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    requests: u64,
+    next_deadline: Option<DeadlineRow>,
+}
+
+#[derive(Serialize)]
+struct ConnList {
+    count: usize,
+    connections: Vec<ConnRow>,
+}
+
+fn row(e: &ConnEntry) -> ConnRow {
+    let now = std::time::Instant::now();
+    ConnRow {
+        id: e.id,
+        kind: e.kind.as_str(),
+        client: e.client.map(|c| c.to_string()),
+        upstream: e.upstream().map(str::to_string),
+        user: e.user().map(str::to_string),
+        state: e.state().as_str(),
+        age_ms: e.age().as_millis() as u64,
+        idle_ms: e.idle().as_millis() as u64,
+        bytes_up: e.bytes_up.load(Ordering::Relaxed),
+        bytes_down: e.bytes_down.load(Ordering::Relaxed),
+        requests: e.requests.load(Ordering::Relaxed),
+        next_deadline: e.next_deadline().map(|d| DeadlineRow {
+            reason: d.reason,
+            in_ms: d.at.saturating_duration_since(now).as_millis() as u64,
+        }),
+    }
+}
+
+fn parse_dur(name: &str, v: &Option<String>) -> Result<Option<Duration>, Box<Response>> {
+    match v {
+        None => Ok(None),
+        Some(t) => humantime::parse_duration(t).map(Some).map_err(|e| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                format!("{name}: invalid duration `{t}`: {e}"),
+            ))
+        }),
+    }
+}
+
+async fn connections(State(st): St, Query(f): Query<ConnFilter>) -> Response {
+    let kind = match f.kind.as_deref() {
+        None => None,
+        Some(k) => match Kind::parse(k) {
+            Some(k) => Some(k),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("kind: unknown `{k}` (http, upstream, tunnel, relay, admin)"),
+                )
+            }
+        },
+    };
+    let min_age = match parse_dur("min_age", &f.min_age) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let min_idle = match parse_dur("min_idle", &f.min_idle) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let mut entries: Vec<_> = st
+        .registry
+        .snapshot()
+        .into_iter()
+        .filter(|e| kind.is_none_or(|k| e.kind == k))
+        .filter(|e| {
+            f.client.as_deref().is_none_or(|c| {
+                e.client
+                    .is_some_and(|a| a.to_string().starts_with(c) || a.ip().to_string() == c)
+            })
+        })
+        .filter(|e| f.user.as_deref().is_none_or(|u| e.user() == Some(u)))
+        .filter(|e| min_age.is_none_or(|d| e.age() >= d))
+        .filter(|e| min_idle.is_none_or(|d| e.idle() >= d))
+        .collect();
+    entries.sort_by_key(|e| e.id);
+    let count = entries.len();
+    let limit = f.limit.unwrap_or(usize::MAX);
+    let connections = entries.iter().take(limit).map(|e| row(e)).collect();
+    Json(ConnList { count, connections }).into_response()
+}
+
+async fn kill(State(st): St, Path(id): Path<u64>) -> Response {
+    if st.registry.kill(id, CloseReason::KilledByAdmin) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no live connection {id}"))
+    }
+}
+
+#[derive(Deserialize)]
+struct TopQuery {
+    top: Option<usize>,
+}
+
+async fn sockets(State(st): St, Query(q): Query<TopQuery>) -> Response {
+    match crate::sockets::report(
+        &st.registry,
+        q.top.unwrap_or(10).min(1000),
+        Duration::from_millis(100),
+    )
+    .await
+    {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read /proc: {e}"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    last: Option<usize>,
+}
+
+async fn history(State(st): St, Query(q): Query<HistoryQuery>) -> Response {
+    Json(st.history.last(q.last)).into_response()
+}
+
+async fn users(State(st): St) -> Response {
+    Json(st.users.rows(&st.registry.snapshot())).into_response()
+}
+
+async fn metrics(State(st): St) -> Response {
+    let mut resp = st.metrics.encode().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+/// Test-only: opens a socket the registry never sees, to prove the orphan
+/// detector can fail.
+async fn leak_socket(State(st): St) -> Response {
+    match std::net::TcpStream::connect_timeout(&st.proxy_addr, Duration::from_secs(2)) {
+        Ok(s) => {
+            std::mem::forget(s);
+            (StatusCode::CREATED, "leaked one socket\n").into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
