@@ -12,9 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use socket2::SockRef;
+use std::os::fd::AsRawFd;
+
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::splice::Pipe;
 use super::Deadlines;
 use crate::net::set_abortive_close;
 use crate::registry::{CloseReason, ConnEntry, ConnState, NextDeadline, Side};
@@ -52,6 +56,11 @@ struct PumpError {
     error: io::Error,
 }
 
+/// After this many bytes in one direction, the flow is bulk and moves to
+/// `splice(2)`; small exchanges stay on plain reads and writes, which cost
+/// fewer system calls and no pipe.
+const SPLICE_AFTER: u64 = 1 << 20;
+
 /// Copies `from` to `to` until EOF (then half-closes `to`) or an error.
 async fn pump(
     from: &TcpStream,
@@ -66,38 +75,117 @@ async fn pump(
         side: from_side,
         error,
     };
+    let write_err = |error| PumpError {
+        side: to_side,
+        error,
+    };
+    let mut moved: u64 = 0;
+    let mut pipe: Option<Pipe> = None;
+    let mut splice_ok = true;
     loop {
         from.readable().await.map_err(read_err)?;
+        if splice_ok && moved >= SPLICE_AFTER {
+            if pipe.is_none() {
+                match Pipe::new() {
+                    Ok(p) => pipe = Some(p),
+                    Err(_) => splice_ok = false,
+                }
+            }
+            if let Some(p) = &pipe {
+                match splice_burst(from, to, p, counter, activity, &mut moved).await {
+                    Ok(Burst::Drained) => continue,
+                    Ok(Burst::Eof) => return pass_eof(to).map_err(write_err),
+                    Ok(Burst::Unsupported) => splice_ok = false,
+                    Err(e) => return Err(e.attribute(from_side, to_side)),
+                }
+            }
+        }
         // The buffer lives only while the socket has bytes: idle tunnels
         // cost no buffer memory.
         let mut buf: Vec<u8> = Vec::with_capacity(buffer_size);
         loop {
             buf.clear();
             match from.try_read_buf(&mut buf) {
-                Ok(0) => {
-                    // Passing EOF on: the peer may still send in the other
-                    // direction. ENOTCONN here means `to` is already gone.
-                    return match SockRef::from(to).shutdown(Shutdown::Write) {
-                        Ok(()) => Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-                        Err(error) => Err(PumpError {
-                            side: to_side,
-                            error,
-                        }),
-                    };
-                }
+                Ok(0) => return pass_eof(to).map_err(write_err),
                 Ok(n) => {
-                    write_all(to, &buf[..n]).await.map_err(|error| PumpError {
-                        side: to_side,
-                        error,
-                    })?;
+                    write_all(to, &buf[..n]).await.map_err(write_err)?;
                     counter.fetch_add(n as u64, Ordering::Relaxed);
                     activity.touch();
+                    moved += n as u64;
+                    if splice_ok && moved >= SPLICE_AFTER {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(read_err(e)),
             }
         }
+    }
+}
+
+/// Passes EOF on: the peer may still send in the other direction.
+/// ENOTCONN here means `to` is already gone, which is not an error.
+fn pass_eof(to: &TcpStream) -> io::Result<()> {
+    match SockRef::from(to).shutdown(Shutdown::Write) {
+        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+        _ => Ok(()),
+    }
+}
+
+enum Burst {
+    /// The socket has nothing more for now.
+    Drained,
+    Eof,
+    /// splice(2) refused these descriptors; fall back to copying.
+    Unsupported,
+}
+
+/// A splice failure, before it is attributed to a side.
+enum SpliceError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl SpliceError {
+    fn attribute(self, from: Side, to: Side) -> PumpError {
+        match self {
+            SpliceError::Read(error) => PumpError { side: from, error },
+            SpliceError::Write(error) => PumpError { side: to, error },
+        }
+    }
+}
+
+/// Splices until `from` would block, draining the pipe into `to` after
+/// every fill.
+async fn splice_burst(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &Pipe,
+    counter: &AtomicU64,
+    activity: &Activity,
+    moved: &mut u64,
+) -> Result<Burst, SpliceError> {
+    let (from_fd, to_fd) = (from.as_raw_fd(), to.as_raw_fd());
+    loop {
+        let n = match from.try_io(Interest::READABLE, || pipe.fill_from(from_fd)) {
+            Ok(0) => return Ok(Burst::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Drained),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Burst::Unsupported),
+            Err(e) => return Err(SpliceError::Read(e)),
+        };
+        let mut left = n;
+        while left > 0 {
+            to.writable().await.map_err(SpliceError::Write)?;
+            match to.try_io(Interest::WRITABLE, || pipe.drain_into(to_fd, left)) {
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(SpliceError::Write(e)),
+            }
+        }
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        activity.touch();
+        *moved += n as u64;
     }
 }
 

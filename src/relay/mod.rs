@@ -9,6 +9,7 @@
 mod deadline;
 mod duplex;
 mod port;
+mod splice;
 
 pub use deadline::Deadlines;
 pub(crate) use duplex::write_all;
