@@ -11,6 +11,14 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+/// Runs a test body under a hard deadline, so a regression that leaves a
+/// socket hanging fails the test instead of stalling the suite.
+async fn bounded(limit: Duration, body: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(limit, body).await.is_err() {
+        panic!("test still running after {limit:?}");
+    }
+}
+
 async fn start(args: Vec<String>) -> SluiceProcess {
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -51,110 +59,113 @@ fn keepalive_left(line: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_established_socket_has_keepalive_and_user_timeout() {
-    let http = origin::http_origin().await;
-    let echo = origin::echo_origin().await;
-    let sluice = start(
-        [
-            "--keepalive-idle",
-            "7s",
-            "--keepalive-interval",
-            "3s",
-            "--keepalive-count",
-            "4",
-            "--user-timeout",
-            "21s",
-            "--relay",
-            &format!("127.0.0.1:0={echo}"),
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
-    .await;
-    let pid = sluice.pid();
+    bounded(Duration::from_secs(60), async move {
+        let http = origin::http_origin().await;
+        let echo = origin::echo_origin().await;
+        let sluice = start(
+            [
+                "--keepalive-idle",
+                "7s",
+                "--keepalive-interval",
+                "3s",
+                "--keepalive-count",
+                "4",
+                "--user-timeout",
+                "21s",
+                "--relay",
+                &format!("127.0.0.1:0={echo}"),
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .await;
+        let pid = sluice.pid();
 
-    // A keep-alive forward connection, leaving a pooled upstream behind.
-    let mut fwd = TcpStream::connect(sluice.addr).await.unwrap();
-    fwd.write_all(format!("GET http://{http}/small HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let resp = read_response(&mut BufReader::new(&mut fwd), false)
-        .await
-        .unwrap();
-    assert_eq!(resp.status, 200);
-    // A tunnel and a relay connection, both with bytes moved.
-    let mut tunnel = connect_tunnel(sluice.addr, echo).await.unwrap();
-    echo_once(&mut tunnel, b"through the tunnel").await;
-    let mut relay = TcpStream::connect(sluice.relay_addrs[0]).await.unwrap();
-    echo_once(&mut relay, b"through the relay").await;
+        // A keep-alive forward connection, leaving a pooled upstream behind.
+        let mut fwd = TcpStream::connect(sluice.addr).await.unwrap();
+        fwd.write_all(format!("GET http://{http}/small HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let resp = read_response(&mut BufReader::new(&mut fwd), false)
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        // A tunnel and a relay connection, both with bytes moved.
+        let mut tunnel = connect_tunnel(sluice.addr, echo).await.unwrap();
+        echo_once(&mut tunnel, b"through the tunnel").await;
+        let mut relay = TcpStream::connect(sluice.relay_addrs[0]).await.unwrap();
+        echo_once(&mut relay, b"through the relay").await;
 
-    // What `ss` says about every established socket of the process. A
-    // socket with unacknowledged data shows its retransmit timer instead
-    // (`timer:(on,..)`), so look again until the last delayed ACK is in.
-    let snapshot = || {
-        let out = Command::new("ss")
-            .args(["-Htnoep", "state", "established"])
-            .output()
-            .expect("ss runs");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains(&format!("pid={pid},")))
-            .map(str::to_string)
-            .collect::<Vec<String>>()
-    };
-    let mut mine = snapshot();
-    for _ in 0..30 {
-        if mine.len() >= 6 && mine.iter().all(|l| l.contains("timer:(keepalive,")) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        mine = snapshot();
-    }
-    assert!(
-        mine.len() >= 6,
-        "client+upstream legs of forward, tunnel and relay: {mine:#?}"
-    );
-    for line in &mine {
-        let left = keepalive_left(line).unwrap_or_else(|| panic!("no keepalive timer: {line}"));
-        assert!(
-            left <= 7.0,
-            "keepalive fires after {left}s, not within the 7s asked for: {line}"
-        );
-    }
-
-    // The same sockets from /proc, and their options read from the very
-    // descriptors sluice holds.
-    let established: Vec<_> = netns::tcp_sockets_of(pid)
-        .into_iter()
-        .filter(|(_, r)| r.state == netns::TCP_ESTABLISHED)
-        .collect();
-    assert_eq!(established.len(), mine.len(), "ss and /proc agree");
-    let mut checked = 0;
-    for (fd, row) in &established {
-        let sock = match netns::steal_fd(pid, *fd) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("cannot read sluice's sockets (pidfd_getfd: {e}); TCP_USER_TIMEOUT left unchecked");
+        // What `ss` says about every established socket of the process. A
+        // socket with unacknowledged data shows its retransmit timer instead
+        // (`timer:(on,..)`), so look again until the last delayed ACK is in.
+        let snapshot = || {
+            let out = Command::new("ss")
+                .args(["-Htnoep", "state", "established"])
+                .output()
+                .expect("ss runs");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains(&format!("pid={pid},")))
+                .map(str::to_string)
+                .collect::<Vec<String>>()
+        };
+        let mut mine = snapshot();
+        for _ in 0..30 {
+            if mine.len() >= 6 && mine.iter().all(|l| l.contains("timer:(keepalive,")) {
                 break;
             }
-        };
-        let opt = |level, name| netns::sockopt_int(&sock, level, name).unwrap();
-        let what = format!("fd {fd} {} -> {}", row.local, row.remote);
-        assert_eq!(opt(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1, "{what}");
-        assert_eq!(opt(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 7, "{what}");
-        assert_eq!(opt(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 3, "{what}");
-        assert_eq!(opt(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 4, "{what}");
-        assert_eq!(
-            opt(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
-            21_000,
-            "{what}"
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            mine = snapshot();
+        }
+        assert!(
+            mine.len() >= 6,
+            "client+upstream legs of forward, tunnel and relay: {mine:#?}"
         );
-        checked += 1;
-    }
-    eprintln!(
-        "{} established sockets with keepalive, {checked} with options read",
-        mine.len()
-    );
-    drop((fwd, tunnel, relay));
+        for line in &mine {
+            let left = keepalive_left(line).unwrap_or_else(|| panic!("no keepalive timer: {line}"));
+            assert!(
+                left <= 7.0,
+                "keepalive fires after {left}s, not within the 7s asked for: {line}"
+            );
+        }
+
+        // The same sockets from /proc, and their options read from the very
+        // descriptors sluice holds.
+        let established: Vec<_> = netns::tcp_sockets_of(pid)
+            .into_iter()
+            .filter(|(_, r)| r.state == netns::TCP_ESTABLISHED)
+            .collect();
+        assert_eq!(established.len(), mine.len(), "ss and /proc agree");
+        let mut checked = 0;
+        for (fd, row) in &established {
+            let sock = match netns::steal_fd(pid, *fd) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cannot read sluice's sockets (pidfd_getfd: {e}); TCP_USER_TIMEOUT left unchecked");
+                    break;
+                }
+            };
+            let opt = |level, name| netns::sockopt_int(&sock, level, name).unwrap();
+            let what = format!("fd {fd} {} -> {}", row.local, row.remote);
+            assert_eq!(opt(libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1, "{what}");
+            assert_eq!(opt(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 7, "{what}");
+            assert_eq!(opt(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), 3, "{what}");
+            assert_eq!(opt(libc::IPPROTO_TCP, libc::TCP_KEEPCNT), 4, "{what}");
+            assert_eq!(
+                opt(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+                21_000,
+                "{what}"
+            );
+            checked += 1;
+        }
+        eprintln!(
+            "{} established sockets with keepalive, {checked} with options read",
+            mine.len()
+        );
+        drop((fwd, tunnel, relay));
+    })
+    .await;
 }
 
 // 11. Graceful shutdown ---------------------------------------------------
@@ -193,106 +204,112 @@ async fn slow_origin() -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_refuses_new_connections_and_finishes_the_request_in_flight() {
-    let slow = slow_origin().await;
-    let mut sluice = start(["--drain-timeout", "10s"].map(String::from).to_vec()).await;
-    let addr = sluice.addr;
+    bounded(Duration::from_secs(60), async move {
+        let slow = slow_origin().await;
+        let mut sluice = start(["--drain-timeout", "10s"].map(String::from).to_vec()).await;
+        let addr = sluice.addr;
 
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    c.write_all(format!("GET http://{slow}/ HTTP/1.1\r\nHost: {slow}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    // Wait for the head and the first body byte: the request is in flight.
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    let head_end = loop {
-        let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(format!("GET http://{slow}/ HTTP/1.1\r\nHost: {slow}\r\n\r\n").as_bytes())
             .await
-            .expect("answer starts")
             .unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-        if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            if got.len() > p + 4 {
-                break p + 4;
-            }
-        }
-    };
-    assert!(got.starts_with(b"HTTP/1.1 200"));
-
-    sluice.signal(libc::SIGTERM);
-    let term = Instant::now();
-    // New connections are refused once the listener is gone.
-    let mut refused = false;
-    while term.elapsed() < Duration::from_secs(2) {
-        match TcpStream::connect(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                refused = true;
-                break;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-    assert!(
-        refused,
-        "still accepting {:?} after SIGTERM",
-        term.elapsed()
-    );
-
-    // The request in flight completes, in full, and then the connection ends.
-    let rest = async {
-        loop {
-            let n = c.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
+        // Wait for the head and the first body byte: the request is in flight.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let head_end = loop {
+            let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+                .await
+                .expect("answer starts")
+                .unwrap();
+            assert!(n > 0);
             got.extend_from_slice(&buf[..n]);
+            if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                if got.len() > p + 4 {
+                    break p + 4;
+                }
+            }
+        };
+        assert!(got.starts_with(b"HTTP/1.1 200"));
+
+        sluice.signal(libc::SIGTERM);
+        let term = Instant::now();
+        // New connections are refused once the listener is gone.
+        let mut refused = false;
+        while term.elapsed() < Duration::from_secs(2) {
+            match TcpStream::connect(addr).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    refused = true;
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
         }
-    };
-    tokio::time::timeout(Duration::from_secs(5), rest)
-        .await
-        .expect("body completes and the connection closes");
-    assert_eq!(&got[head_end..], SLOW_BODY);
-    let done = Instant::now();
-    assert_eq!(
-        wait_exit(&mut sluice, Duration::from_secs(8)),
-        Some(0),
-        "{}",
-        sluice.log_text()
-    );
-    // Nothing was left to drain: the exit does not wait for the 10 s deadline.
-    assert!(
-        done.elapsed() < Duration::from_secs(3),
-        "exited {:?} after the last request finished",
-        done.elapsed()
-    );
+        assert!(
+            refused,
+            "still accepting {:?} after SIGTERM",
+            term.elapsed()
+        );
+
+        // The request in flight completes, in full, and then the connection ends.
+        let rest = async {
+            loop {
+                let n = c.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), rest)
+            .await
+            .expect("body completes and the connection closes");
+        assert_eq!(&got[head_end..], SLOW_BODY);
+        let done = Instant::now();
+        assert_eq!(
+            wait_exit(&mut sluice, Duration::from_secs(8)),
+            Some(0),
+            "{}",
+            sluice.log_text()
+        );
+        // Nothing was left to drain: the exit does not wait for the 10 s deadline.
+        assert!(
+            done.elapsed() < Duration::from_secs(3),
+            "exited {:?} after the last request finished",
+            done.elapsed()
+        );
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_closes_an_idle_tunnel() {
-    let echo = origin::echo_origin().await;
-    let mut sluice = start(["--drain-timeout", "1s"].map(String::from).to_vec()).await;
-    let mut tunnel = connect_tunnel(sluice.addr, echo).await.unwrap();
-    echo_once(&mut tunnel, b"hello").await;
+    bounded(Duration::from_secs(60), async move {
+        let echo = origin::echo_origin().await;
+        let mut sluice = start(["--drain-timeout", "1s"].map(String::from).to_vec()).await;
+        let mut tunnel = connect_tunnel(sluice.addr, echo).await.unwrap();
+        echo_once(&mut tunnel, b"hello").await;
 
-    sluice.signal(libc::SIGTERM);
-    let term = Instant::now();
-    let mut buf = [0u8; 16];
-    let r = tokio::time::timeout(Duration::from_secs(5), tunnel.read(&mut buf))
-        .await
-        .expect("tunnel closed in time");
-    assert_eq!(r.unwrap(), 0, "the tunnel client sees EOF");
-    let closed_after = term.elapsed();
-    assert!(
-        closed_after >= Duration::from_millis(900),
-        "an idle tunnel is given the drain time ({closed_after:?})"
-    );
-    let code = wait_exit(&mut sluice, Duration::from_secs(5));
-    assert_eq!(code, Some(0), "{}", sluice.log_text());
-    assert!(
-        term.elapsed() < Duration::from_secs(3),
-        "exit took {:?}",
-        term.elapsed()
-    );
+        sluice.signal(libc::SIGTERM);
+        let term = Instant::now();
+        let mut buf = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(5), tunnel.read(&mut buf))
+            .await
+            .expect("tunnel closed in time");
+        assert_eq!(r.unwrap(), 0, "the tunnel client sees EOF");
+        let closed_after = term.elapsed();
+        assert!(
+            closed_after >= Duration::from_millis(900),
+            "an idle tunnel is given the drain time ({closed_after:?})"
+        );
+        let code = wait_exit(&mut sluice, Duration::from_secs(5));
+        assert_eq!(code, Some(0), "{}", sluice.log_text());
+        assert!(
+            term.elapsed() < Duration::from_secs(3),
+            "exit took {:?}",
+            term.elapsed()
+        );
+    })
+    .await;
 }
 
 // 12. Configuration errors ------------------------------------------------

@@ -20,6 +20,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
+/// Runs a test body under a hard deadline, so a regression that leaves a
+/// socket hanging fails the test instead of stalling the suite.
+async fn bounded(limit: Duration, body: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(limit, body).await.is_err() {
+        panic!("test still running after {limit:?}");
+    }
+}
+
 /// The client, run inside the namespace. `echo`: one exchange through the
 /// tunnel, then sleep. `stream`: read forever, so that sluice always has
 /// data in flight towards it. Prints `ready` once the tunnel carries bytes.
@@ -131,151 +139,160 @@ fn sockets_towards(ns: &Netns) -> Vec<support::netns::TcpRow> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_client_vanishing_without_fin_is_found_by_keepalive() {
-    let ns = Netns::create();
-    let echo = origin::echo_origin().await;
-    let proxy = proxy_for(&ns).await;
-    let client = start_client(&ns, proxy.addr, echo, "echo").await;
-    assert!(
-        eventually(Duration::from_secs(3), || proxy.registry.live(Kind::Tunnel)
-            == 1)
-        .await,
-        "the tunnel is registered"
-    );
-    assert!(
-        !sockets_towards(&ns).is_empty(),
-        "the client leg is visible"
-    );
-    assert!(
-        all_acked(&ns).await,
-        "the client acknowledged everything: the tunnel is idle"
-    );
+    bounded(Duration::from_secs(60), async move {
+        let ns = Netns::create();
+        let echo = origin::echo_origin().await;
+        let proxy = proxy_for(&ns).await;
+        let client = start_client(&ns, proxy.addr, echo, "echo").await;
+        assert!(
+            eventually(Duration::from_secs(3), || proxy.registry.live(Kind::Tunnel)
+                == 1)
+            .await,
+            "the tunnel is registered"
+        );
+        assert!(
+            !sockets_towards(&ns).is_empty(),
+            "the client leg is visible"
+        );
+        assert!(
+            all_acked(&ns).await,
+            "the client acknowledged everything: the tunnel is idle"
+        );
 
-    vanish(&ns, client).await;
-    let cut = Instant::now();
-    // Nothing happens by itself for a while: the peer is merely silent.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(proxy.registry.live(Kind::Tunnel), 1);
+        vanish(&ns, client).await;
+        let cut = Instant::now();
+        // Nothing happens by itself for a while: the peer is merely silent.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(proxy.registry.live(Kind::Tunnel), 1);
 
-    let released = eventually(Duration::from_secs(10), || {
-        proxy.registry.live(Kind::Tunnel) == 0
+        let released = eventually(Duration::from_secs(10), || {
+            proxy.registry.live(Kind::Tunnel) == 0
+        })
+        .await;
+        let took = cut.elapsed();
+        assert!(
+            released,
+            "tunnel to a vanished client still live after {took:?}"
+        );
+        eprintln!("vanished idle client released after {took:?}");
+        assert_eq!(proxy.registry.closed("dead_peer"), 1);
+        assert_eq!(proxy.registry.closed("idle_timeout"), 0);
+        let left = sockets_towards(&ns);
+        assert!(
+            left.is_empty(),
+            "sockets towards the client remain: {left:?}"
+        );
     })
     .await;
-    let took = cut.elapsed();
-    assert!(
-        released,
-        "tunnel to a vanished client still live after {took:?}"
-    );
-    eprintln!("vanished idle client released after {took:?}");
-    assert_eq!(proxy.registry.closed("dead_peer"), 1);
-    assert_eq!(proxy.registry.closed("idle_timeout"), 0);
-    let left = sockets_towards(&ns);
-    assert!(
-        left.is_empty(),
-        "sockets towards the client remain: {left:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_to_a_vanished_client_is_ended_by_user_timeout() {
-    let ns = Netns::create();
-    // Streams until its writes fail, then reports how they failed.
-    let origin_end: Arc<Mutex<Option<(std::io::ErrorKind, Instant)>>> = Arc::default();
-    let end2 = origin_end.clone();
-    let origin = origin::raw_origin(move |mut s| {
-        let end = end2.clone();
-        async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut off = 0u64;
-            loop {
-                pattern(3, off, &mut buf);
-                if let Err(e) = s.write_all(&buf).await {
-                    *end.lock().await = Some((e.kind(), Instant::now()));
-                    return;
+    bounded(Duration::from_secs(60), async move {
+        let ns = Netns::create();
+        // Streams until its writes fail, then reports how they failed.
+        let origin_end: Arc<Mutex<Option<(std::io::ErrorKind, Instant)>>> = Arc::default();
+        let end2 = origin_end.clone();
+        let origin = origin::raw_origin(move |mut s| {
+            let end = end2.clone();
+            async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut off = 0u64;
+                loop {
+                    pattern(3, off, &mut buf);
+                    if let Err(e) = s.write_all(&buf).await {
+                        *end.lock().await = Some((e.kind(), Instant::now()));
+                        return;
+                    }
+                    off += buf.len() as u64;
                 }
-                off += buf.len() as u64;
             }
+        })
+        .await;
+        let proxy = proxy_for(&ns).await;
+        let client = start_client(&ns, proxy.addr, origin, "stream").await;
+        assert_eq!(proxy.registry.live(Kind::Tunnel), 1);
+
+        vanish(&ns, client).await;
+        let cut = Instant::now();
+        let released = eventually(Duration::from_secs(10), || {
+            proxy.registry.live(Kind::Tunnel) == 0
+        })
+        .await;
+        let took = cut.elapsed();
+        assert!(
+            released,
+            "tunnel streaming to a vanished client still live after {took:?}"
+        );
+        eprintln!("vanished streaming client released after {took:?}");
+        assert_eq!(proxy.registry.closed("dead_peer"), 1);
+
+        // The origin leg was released too: its writes failed, promptly.
+        let mut origin_saw = None;
+        for _ in 0..50 {
+            origin_saw = *origin_end.lock().await;
+            if origin_saw.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let (kind, at) = origin_saw.expect("the origin's writes fail once the tunnel ends");
+        assert!(
+            at.duration_since(cut) < Duration::from_secs(10),
+            "origin leg released {:?} after the cut",
+            at.duration_since(cut)
+        );
+        eprintln!("origin write ended with {kind:?}");
+        let left = sockets_towards(&ns);
+        assert!(
+            left.is_empty(),
+            "sockets towards the client remain: {left:?}"
+        );
     })
     .await;
-    let proxy = proxy_for(&ns).await;
-    let client = start_client(&ns, proxy.addr, origin, "stream").await;
-    assert_eq!(proxy.registry.live(Kind::Tunnel), 1);
-
-    vanish(&ns, client).await;
-    let cut = Instant::now();
-    let released = eventually(Duration::from_secs(10), || {
-        proxy.registry.live(Kind::Tunnel) == 0
-    })
-    .await;
-    let took = cut.elapsed();
-    assert!(
-        released,
-        "tunnel streaming to a vanished client still live after {took:?}"
-    );
-    eprintln!("vanished streaming client released after {took:?}");
-    assert_eq!(proxy.registry.closed("dead_peer"), 1);
-
-    // The origin leg was released too: its writes failed, promptly.
-    let mut origin_saw = None;
-    for _ in 0..50 {
-        origin_saw = *origin_end.lock().await;
-        if origin_saw.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (kind, at) = origin_saw.expect("the origin's writes fail once the tunnel ends");
-    assert!(
-        at.duration_since(cut) < Duration::from_secs(10),
-        "origin leg released {:?} after the cut",
-        at.duration_since(cut)
-    );
-    eprintln!("origin write ended with {kind:?}");
-    let left = sockets_towards(&ns);
-    assert!(
-        left.is_empty(),
-        "sockets towards the client remain: {left:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_idle_client_is_found_by_unanswered_keepalive_probes() {
-    // With the link cut, the kernel cannot even transmit its probes. Here
-    // the link stays up and the probes go out, reach the namespace and are
-    // dropped there: a peer that went silent somewhere beyond the wire.
-    let ns = Netns::create();
-    let echo = origin::echo_origin().await;
-    let proxy = proxy_for(&ns).await;
-    let mut client = start_client(&ns, proxy.addr, echo, "echo").await;
-    assert!(
-        eventually(Duration::from_secs(3), || proxy.registry.live(Kind::Tunnel)
-            == 1)
-        .await,
-        "the tunnel is registered"
-    );
-    assert!(
-        all_acked(&ns).await,
-        "the client acknowledged everything: the tunnel is idle"
-    );
-    ns.silence();
-    client.start_kill().unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(5), client.wait()).await;
-    let cut = Instant::now();
+    bounded(Duration::from_secs(60), async move {
+        // With the link cut, the kernel cannot even transmit its probes. Here
+        // the link stays up and the probes go out, reach the namespace and are
+        // dropped there: a peer that went silent somewhere beyond the wire.
+        let ns = Netns::create();
+        let echo = origin::echo_origin().await;
+        let proxy = proxy_for(&ns).await;
+        let mut client = start_client(&ns, proxy.addr, echo, "echo").await;
+        assert!(
+            eventually(Duration::from_secs(3), || proxy.registry.live(Kind::Tunnel)
+                == 1)
+            .await,
+            "the tunnel is registered"
+        );
+        assert!(
+            all_acked(&ns).await,
+            "the client acknowledged everything: the tunnel is idle"
+        );
+        ns.silence();
+        client.start_kill().unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.wait()).await;
+        let cut = Instant::now();
 
-    let released = eventually(Duration::from_secs(10), || {
-        proxy.registry.live(Kind::Tunnel) == 0
+        let released = eventually(Duration::from_secs(10), || {
+            proxy.registry.live(Kind::Tunnel) == 0
+        })
+        .await;
+        let took = cut.elapsed();
+        assert!(
+            released,
+            "tunnel to a silent client still live after {took:?}"
+        );
+        eprintln!("silent idle client released after {took:?}");
+        assert_eq!(proxy.registry.closed("dead_peer"), 1);
+        let left = sockets_towards(&ns);
+        assert!(
+            left.is_empty(),
+            "sockets towards the client remain: {left:?}"
+        );
     })
     .await;
-    let took = cut.elapsed();
-    assert!(
-        released,
-        "tunnel to a silent client still live after {took:?}"
-    );
-    eprintln!("silent idle client released after {took:?}");
-    assert_eq!(proxy.registry.closed("dead_peer"), 1);
-    let left = sockets_towards(&ns);
-    assert!(
-        left.is_empty(),
-        "sockets towards the client remain: {left:?}"
-    );
 }
