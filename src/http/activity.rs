@@ -4,7 +4,7 @@
 //! Written by the connection's I/O wrapper and its service, read by the
 //! watchdog; all fields are atomics, times are milliseconds since `base`.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,9 @@ pub struct Activity {
     served: AtomicU64,
     head_started_ms: AtomicU64,
     idle_since_ms: AtomicU64,
+    /// The last request head carried both Content-Length and
+    /// Transfer-Encoding (hyper silently drops one; sluice rejects).
+    ambiguous_framing: AtomicBool,
 }
 
 /// What the watchdog should do next.
@@ -40,6 +43,7 @@ impl Activity {
             served: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(NONE),
             idle_since_ms: AtomicU64::new(0),
+            ambiguous_framing: AtomicBool::new(false),
         })
     }
 
@@ -49,6 +53,20 @@ impl Activity {
 
     fn at(&self, ms: u64) -> Instant {
         self.base + Duration::from_millis(ms)
+    }
+
+    /// No request is in flight: bytes read now belong to a request head.
+    pub fn reading_head(&self) -> bool {
+        self.inflight.load(Ordering::Relaxed) == 0
+    }
+
+    pub fn mark_ambiguous_framing(&self) {
+        self.ambiguous_framing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the head just dispatched had ambiguous framing (clears it).
+    pub fn take_ambiguous_framing(&self) -> bool {
+        self.ambiguous_framing.swap(false, Ordering::Relaxed)
     }
 
     /// Bytes arrived from the client.

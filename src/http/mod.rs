@@ -67,6 +67,9 @@ impl HttpContext {
             // keep-alive idle period and a slow head are told apart.
             .header_read_timeout(None)
             .keep_alive(true)
+            // A client that half-closes after its request still gets the
+            // whole response; keepalive and deadlines catch real departures.
+            .half_close(true)
             .max_headers(config.max_headers)
             .max_header_size(config.max_header_size)
             .max_buf_size((config.max_header_size + 8192).max(8192 * 2));

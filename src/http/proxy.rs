@@ -34,6 +34,13 @@ pub async fn handle(
     let mut inflight = conn.activity.begin_request();
     conn.entry.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
+    if conn.activity.take_ambiguous_framing() {
+        // RFC 9112 6.1: a head with both framings is how requests get
+        // smuggled; refuse it and close.
+        ctx.metrics.count_request(&method, 400);
+        return Failure::bad_request("request has both Content-Length and Transfer-Encoding")
+            .into_response();
+    }
     let user = match identify(&req, &ctx, &conn) {
         Ok(u) => u,
         Err(resp) => {
@@ -133,14 +140,6 @@ async fn forward(
     let Some(authority) = parts.uri.authority().cloned() else {
         return Err(Failure::bad_request("request URL has no host"));
     };
-    if parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        // RFC 9112 6.1: ambiguous framing is how requests get smuggled.
-        return Err(Failure::bad_request(
-            "request has both Content-Length and Transfer-Encoding",
-        ));
-    }
     let port = authority.port_u16().unwrap_or(80);
     if super::proxy_is_self(ctx, authority.host(), port) {
         return Err(Failure::new(
