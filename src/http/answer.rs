@@ -44,14 +44,40 @@ impl Failure {
         )
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let text = format!(
+    /// The answer as raw HTTP/1.1 bytes, for paths that do not go through
+    /// hyper; always closes the connection.
+    pub fn to_bytes(&self, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+        let body = self.body_text();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nX-Sluice-Error: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            self.code,
+            body.len()
+        );
+        for (k, v) in extra_headers {
+            out.push_str(k);
+            out.push_str(": ");
+            out.push_str(v);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        out.push_str(&body);
+        out.into_bytes()
+    }
+
+    fn body_text(&self) -> String {
+        format!(
             "{} {}\n{}\nfailed: {}\n",
             self.status.as_u16(),
             self.status.canonical_reason().unwrap_or(""),
             self.message,
             self.side.as_str()
-        );
+        )
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let text = self.body_text();
         let mut resp = Response::new(full(text));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();

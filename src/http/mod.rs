@@ -13,6 +13,7 @@ mod activity;
 mod answer;
 mod body;
 mod connect;
+mod connect_fast;
 mod headers;
 mod io;
 mod proxy;
@@ -159,6 +160,23 @@ async fn serve_conn(
         return;
     }
     let activity = Activity::new();
+    // A connection that opens with CONNECT (most tunnels) is served without
+    // hyper; anything else, or a head not yet fully peekable, goes to hyper.
+    let deadline = Instant::now() + ctx.config.header_timeout;
+    let first = tokio::select! {
+        r = connect_fast::peek_first(&stream, deadline) => r,
+        _ = entry.kill.cancelled() => return,
+    };
+    let is_connect = match first {
+        Ok(is_connect) => is_connect,
+        Err(reason) => {
+            guard.set_reason(reason);
+            return;
+        }
+    };
+    if is_connect {
+        return connect_fast::serve(stream, peer, guard, ctx).await;
+    }
     let conn_ctx = ConnCtx {
         entry: entry.clone(),
         activity: activity.clone(),
