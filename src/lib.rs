@@ -245,6 +245,16 @@ pub fn run(config: Config) -> i32 {
     };
     rt.block_on(async move {
         let drain = config.drain_timeout;
+        // Handlers go in before the listeners: a supervisor may send SIGTERM
+        // as soon as it sees "listening", and that must start a drain, not
+        // the default action (immediate death, in-flight work cut).
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("sluice: cannot listen for signals: {e}");
+                return 1;
+            }
+        };
         let proxy = match Proxy::start(config).await {
             Ok(p) => p,
             Err(e) => {
@@ -252,10 +262,7 @@ pub fn run(config: Config) -> i32 {
                 return 1;
             }
         };
-        if let Err(e) = wait_for_signal().await {
-            eprintln!("sluice: cannot listen for signals: {e}");
-            return 1;
-        }
+        signals.wait().await;
         tracing::info!(drain = %humantime::format_duration(drain), "shutting down");
         let closed = proxy.shutdown(drain).await;
         tracing::info!(closed_at_deadline = closed, "stopped");
@@ -263,13 +270,25 @@ pub fn run(config: Config) -> i32 {
     })
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }

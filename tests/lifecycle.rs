@@ -263,7 +263,12 @@ async fn sigterm_refuses_new_connections_and_finishes_the_request_in_flight() {
         tokio::time::timeout(Duration::from_secs(5), rest)
             .await
             .expect("body completes and the connection closes");
-        assert_eq!(&got[head_end..], SLOW_BODY);
+        assert_eq!(
+            String::from_utf8_lossy(&got[head_end..]),
+            String::from_utf8_lossy(SLOW_BODY),
+            "the whole body of the request in flight; sluice log:\n{}",
+            sluice.log_text()
+        );
         let done = Instant::now();
         assert_eq!(
             wait_exit(&mut sluice, Duration::from_secs(8)),
@@ -310,6 +315,56 @@ async fn drain_timeout_closes_an_idle_tunnel() {
         );
     })
     .await;
+}
+
+#[test]
+fn sigterm_right_after_the_listening_line_still_drains() {
+    // A supervisor may signal as soon as it sees "listening": by then the
+    // handler must be in place, or the default action kills the process
+    // (exit by signal, no drain). Signal from the very line, many times.
+    use std::io::BufRead;
+    for round in 0..40 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--drain-timeout", "2s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut log = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let ready = line.contains("sluice listening");
+            log.push(line);
+            if ready {
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                break;
+            }
+        }
+        // Keep reading so the process never blocks on a full pipe.
+        let drained = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        log.extend(drained.join().unwrap());
+        let status = status.expect("exits after SIGTERM");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "round {round}: {status:?}\n{}",
+            log.join("\n")
+        );
+    }
 }
 
 // 12. Configuration errors ------------------------------------------------
