@@ -162,6 +162,78 @@ async fn bytes_pipelined_behind_connect_head_reach_origin() {
     .await;
 }
 
+/// Sends one keep-alive forward GET on `s` and reads its 100-byte answer.
+async fn forward_get(s: &mut TcpStream, origin: SocketAddr) {
+    s.write_all(format!("GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut r = tokio::io::BufReader::new(&mut *s);
+    let resp = read_response(&mut r, false).await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), 100);
+    assert!(r.buffer().is_empty(), "nothing beyond the answer");
+}
+
+/// Reads a CONNECT answer head byte by byte (so no tunnel byte is eaten).
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "closed mid-head");
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_after_a_forward_request_on_the_same_connection() {
+    bounded(Duration::from_secs(30), async move {
+        // CONNECT as a later request on a keep-alive connection goes
+        // through the HTTP server's upgrade, not the first-request path.
+        let http = origin::http_origin().await;
+        let echo = origin::echo_origin().await;
+        let proxy = start_proxy(|_| {}).await;
+
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        forward_get(&mut s, http).await;
+        // Head and first tunnel bytes in one write: the server reads both.
+        s.write_all(
+            format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\nafter a GET").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        s.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut back))
+            .await
+            .expect("echo and EOF in time")
+            .unwrap();
+        assert_eq!(back, b"after a GET");
+        assert!(tunnels_drop_to_zero(&proxy, Duration::from_secs(2)).await);
+        assert_eq!(proxy.registry.accepted(Kind::Tunnel), 1);
+
+        // A failing CONNECT on that path is answered the same way.
+        let closed_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        forward_get(&mut s, http).await;
+        s.write_all(
+            format!("CONNECT {closed_port} HTTP/1.1\r\nHost: {closed_port}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut r = tokio::io::BufReader::new(&mut s);
+        let resp = read_response(&mut r, false).await.unwrap();
+        assert_eq!(resp.status, 502, "{}", resp.text());
+        assert!(resp.text().contains("refused"), "{}", resp.text());
+    })
+    .await;
+}
+
 // 2. Half-close ----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
