@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use super::answer::{empty, Failure, ProxyBody};
 use super::io::ClientIo;
 use super::{ConnCtx, HttpContext};
-use crate::net::{connect_upstream, ConnectErrorKind};
+use crate::net::{connect_upstream_except, ConnectErrorKind};
 use crate::registry::{CloseReason, ConnState, Kind, Side};
 use crate::relay::{relay, write_all, RelayLimits};
 
@@ -45,7 +45,7 @@ pub async fn handle_connect(
     conn.entry.set_state(ConnState::WaitingUpstream);
     let connect_started = std::time::Instant::now();
     let connected = tokio::select! {
-        r = connect_upstream(&host, port, cfg.connect_timeout, &cfg.keepalive) => r,
+        r = connect_upstream_except(&host, port, cfg.connect_timeout, &cfg.keepalive, &ctx.own_addrs) => r,
         _ = conn.entry.kill.cancelled() => {
             return Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down").into_response();
         }
@@ -63,8 +63,14 @@ pub async fn handle_connect(
                 ConnectErrorKind::Dns => (StatusCode::BAD_GATEWAY, "dns"),
                 ConnectErrorKind::Refused => (StatusCode::BAD_GATEWAY, "refused"),
                 ConnectErrorKind::Other => (StatusCode::BAD_GATEWAY, "connect-failed"),
+                ConnectErrorKind::OwnListener => (StatusCode::LOOP_DETECTED, "loop"),
             };
-            return Failure::new(status, Side::Upstream, code, e.to_string()).into_response();
+            let side = if e.kind == ConnectErrorKind::OwnListener {
+                Side::Client
+            } else {
+                Side::Upstream
+            };
+            return Failure::new(status, side, code, e.to_string()).into_response();
         }
     };
     // From here the upstream socket is owned by the tunnel's guard.

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::answer::Failure;
 use super::HttpContext;
-use crate::net::{connect_upstream, ConnectErrorKind};
+use crate::net::{connect_upstream_except, ConnectErrorKind};
 use crate::registry::{CloseReason, ConnGuard, ConnState, Kind, Side};
 use crate::relay::{relay, write_all, RelayLimits};
 use crate::users::auth::Verdict;
@@ -218,7 +218,7 @@ pub async fn serve(
     entry.set_state(ConnState::WaitingUpstream);
     let started = std::time::Instant::now();
     let connected = tokio::select! {
-        r = connect_upstream(host, port, cfg.connect_timeout, &cfg.keepalive) => r,
+        r = connect_upstream_except(host, port, cfg.connect_timeout, &cfg.keepalive, &ctx.own_addrs) => r,
         _ = entry.kill.cancelled() => return,
     };
     let (upstream, addr) = match connected {
@@ -229,8 +229,14 @@ pub async fn serve(
                 ConnectErrorKind::Dns => (StatusCode::BAD_GATEWAY, "dns"),
                 ConnectErrorKind::Refused => (StatusCode::BAD_GATEWAY, "refused"),
                 ConnectErrorKind::Other => (StatusCode::BAD_GATEWAY, "connect-failed"),
+                ConnectErrorKind::OwnListener => (StatusCode::LOOP_DETECTED, "loop"),
             };
-            let f = Failure::new(status, Side::Upstream, code, e.to_string());
+            let side = if e.kind == ConnectErrorKind::OwnListener {
+                Side::Client
+            } else {
+                Side::Upstream
+            };
+            let f = Failure::new(status, side, code, e.to_string());
             answer(&stream, &ctx, &fail(f)).await;
             return;
         }

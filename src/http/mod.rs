@@ -32,7 +32,9 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::{self, accept_loop, Admission, Limiter};
-use crate::registry::{CloseReason, ConnEntry, ConnState, Kind, NextDeadline, Registry, Side};
+use crate::registry::{
+    CloseReason, ConnEntry, ConnState, Kind, NextDeadline, PhaseView, Registry, Side,
+};
 use crate::users::auth::Authenticator;
 use crate::users::Users;
 use crate::Shutdown;
@@ -75,7 +77,7 @@ impl HttpContext {
             .max_header_size(config.max_header_size)
             .max_buf_size((config.max_header_size + 8192).max(8192 * 2));
         HttpContext {
-            client: upstream::client(&config, &registry, &metrics),
+            client: upstream::client(&config, &registry, &metrics, &own_addrs),
             config,
             registry,
             metrics,
@@ -177,6 +179,32 @@ async fn serve_conn(
     if is_connect {
         return connect_fast::serve(stream, peer, guard, ctx).await;
     }
+    // The inventory reads state and next deadline from the phase at read
+    // time: the phase changes on the data path (a request ends, a head
+    // starts) while the watchdog below sleeps.
+    {
+        let activity = activity.clone();
+        let (head_limit, idle_limit) = (ctx.config.header_timeout, ctx.config.client_idle_timeout);
+        entry.set_phase_fn(Box::new(move || {
+            let (state, at, reason) = match activity.phase() {
+                Phase::Busy => return None,
+                Phase::Head(since) => (
+                    ConnState::ReadingHeaders,
+                    since + head_limit,
+                    "header_timeout",
+                ),
+                Phase::Idle(since) => (ConnState::Idle, since + idle_limit, "idle_timeout"),
+            };
+            Some(PhaseView {
+                state,
+                deadline: Some(NextDeadline {
+                    at: at.into_std(),
+                    reason,
+                    idle_window: None,
+                }),
+            })
+        }));
+    }
     let conn_ctx = ConnCtx {
         entry: entry.clone(),
         activity: activity.clone(),
@@ -195,16 +223,11 @@ async fn serve_conn(
     let recheck = cfg.header_timeout.min(cfg.client_idle_timeout);
     let mut draining = false;
     loop {
-        let (next, shown) = match activity.phase() {
-            Phase::Busy => (Instant::now() + recheck, None),
-            Phase::Head(since) => (since + cfg.header_timeout, Some("header_timeout")),
-            Phase::Idle(since) => (since + cfg.client_idle_timeout, Some("idle_timeout")),
+        let next = match activity.phase() {
+            Phase::Busy => Instant::now() + recheck,
+            Phase::Head(since) => since + cfg.header_timeout,
+            Phase::Idle(since) => since + cfg.client_idle_timeout,
         };
-        entry.set_deadline(shown.map(|reason| NextDeadline {
-            at: next.into_std(),
-            reason,
-            idle_window: None,
-        }));
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {

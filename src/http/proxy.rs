@@ -235,6 +235,12 @@ fn classify(err: &hyper_util::client::legacy::Error, target: &str) -> Failure {
                     "connect-failed",
                     ce.to_string(),
                 ),
+                ConnectErrorKind::OwnListener => Failure::new(
+                    StatusCode::LOOP_DETECTED,
+                    Side::Client,
+                    "loop",
+                    ce.to_string(),
+                ),
             };
         }
         if let Some(be) = e.downcast_ref::<BodyError>() {

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use super::body::{BoxError, MeteredBody};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::net::{connect_upstream, ConnectError, ConnectErrorKind};
+use crate::net::{connect_upstream_except, ConnectError, ConnectErrorKind};
 use crate::registry::{ConnEntry, ConnGuard, ConnState, Kind, Registry};
 
 pub type UpstreamClient = Client<Connector, MeteredBody<hyper::body::Incoming>>;
@@ -34,6 +34,7 @@ pub fn client(
     config: &Arc<Config>,
     registry: &Arc<Registry>,
     metrics: &Arc<Metrics>,
+    own: &[std::net::SocketAddr],
 ) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(config.pool_idle_timeout)
@@ -46,6 +47,7 @@ pub fn client(
             config: config.clone(),
             registry: registry.clone(),
             metrics: metrics.clone(),
+            own: own.into(),
         })
 }
 
@@ -54,6 +56,8 @@ pub struct Connector {
     config: Arc<Config>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    /// sluice's own listeners, never connected to (loop guard).
+    own: Arc<[std::net::SocketAddr]>,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -69,6 +73,7 @@ impl tower_service::Service<Uri> for Connector {
         let config = self.config.clone();
         let registry = self.registry.clone();
         let metrics = self.metrics.clone();
+        let own = self.own.clone();
         Box::pin(async move {
             let host = uri
                 .host()
@@ -83,8 +88,14 @@ impl tower_service::Service<Uri> for Connector {
                 }) as BoxError);
             }
             let started = std::time::Instant::now();
-            let (stream, addr) =
-                connect_upstream(host, port, config.connect_timeout, &config.keepalive).await?;
+            let (stream, addr) = connect_upstream_except(
+                host,
+                port,
+                config.connect_timeout,
+                &config.keepalive,
+                &own,
+            )
+            .await?;
             metrics
                 .upstream_connect_seconds
                 .observe(started.elapsed().as_secs_f64());

@@ -19,6 +19,9 @@ use crate::registry::{Kind, Registry};
 /// One hour of 1-second samples.
 pub const CAPACITY: usize = 3600;
 
+/// Shortest window rates (bytes/s, requests/s, CPU %) are computed over.
+const MIN_RATE_WINDOW: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
     /// Unix milliseconds.
@@ -153,7 +156,18 @@ pub async fn run_sampler(
             _ = tick.tick() => {}
         }
         let now = tokio::time::Instant::now();
-        let dt = (now - prev_at).as_secs_f64().max(0.001);
+        let window = now - prev_at;
+        // The first tick fires at once, with no window behind it: a count
+        // divided by ~0 s would be a made-up spike (one request read as
+        // 1000/s), so rates read 0 until a real window has passed.
+        let dt = window.as_secs_f64();
+        let per_s = |delta: u64| {
+            if window >= MIN_RATE_WINDOW {
+                delta as f64 / dt
+            } else {
+                0.0
+            }
+        };
         let p = process::read();
         let snapshot = registry.snapshot();
         for e in &snapshot {
@@ -164,16 +178,20 @@ pub async fn run_sampler(
         history.push(Sample {
             t: now_ms(),
             rss_bytes: p.rss_bytes,
-            cpu_percent: process::cpu_percent(&prev_proc, &p, now - prev_at),
+            cpu_percent: if window >= MIN_RATE_WINDOW {
+                process::cpu_percent(&prev_proc, &p, window)
+            } else {
+                0.0
+            },
             open_fds: p.open_fds,
             threads: p.threads,
             http: registry.live(Kind::Http),
             tunnel: registry.live(Kind::Tunnel),
             relay: registry.live(Kind::Relay),
             upstream: registry.live(Kind::Upstream),
-            bytes_up_per_s: up.saturating_sub(prev_up) as f64 / dt,
-            bytes_down_per_s: down.saturating_sub(prev_down) as f64 / dt,
-            requests_per_s: req.saturating_sub(prev_req) as f64 / dt,
+            bytes_up_per_s: per_s(up.saturating_sub(prev_up)),
+            bytes_down_per_s: per_s(down.saturating_sub(prev_down)),
+            requests_per_s: per_s(req.saturating_sub(prev_req)),
         });
         (prev_proc, prev_at, prev_up, prev_down, prev_req) = (p, now, up, down, req);
 

@@ -59,10 +59,20 @@ pub fn read() -> ProcessStats {
             s.rss_bytes = rss_pages * page_size();
         }
     }
-    s.open_fds = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count() as u64)
-        .unwrap_or(0);
+    s.open_fds = open_fds();
     s
+}
+
+/// Open descriptors. Linux 6.2+ reports the count as the size of
+/// /proc/self/fd, one stat instead of listing ten thousand entries every
+/// second; older kernels report 0 there, and get the listing.
+fn open_fds() -> u64 {
+    match std::fs::metadata("/proc/self/fd") {
+        Ok(m) if m.len() > 0 => m.len(),
+        _ => std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as u64)
+            .unwrap_or(0),
+    }
 }
 
 /// CPU percent between two readings `elapsed` apart (100 = one core).

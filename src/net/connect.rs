@@ -21,6 +21,8 @@ pub enum ConnectErrorKind {
     Timeout,
     /// Unreachable network/host or another socket error.
     Other,
+    /// The target resolves to one of sluice's own listeners (a loop).
+    OwnListener,
 }
 
 /// Why an upstream connect failed, naming the target.
@@ -50,6 +52,11 @@ impl fmt::Display for ConnectError {
                 self.target, self.detail
             ),
             ConnectErrorKind::Other => write!(f, "upstream {}: {}", self.target, self.detail),
+            ConnectErrorKind::OwnListener => write!(
+                f,
+                "upstream {} is sluice itself ({} is one of its own listeners)",
+                self.target, self.detail
+            ),
         }
     }
 }
@@ -70,6 +77,30 @@ pub fn split_host_port(target: &str) -> Option<(&str, u16)> {
     Some((host, port))
 }
 
+/// Whether `addr` reaches one of `own` (sluice's listeners): the same
+/// port on the listener's address, on any loopback or unspecified address,
+/// or on any local address when the listener is bound to all of them.
+/// IPv4-mapped IPv6 addresses count as their IPv4 form. Checked on the
+/// address actually connected, so every spelling of a host (`127.1`,
+/// `2130706433`, `[::ffff:127.0.0.1]`, a name resolving to loopback) is
+/// caught.
+pub fn is_own_listener(addr: SocketAddr, own: &[SocketAddr]) -> bool {
+    let ip = addr.ip().to_canonical();
+    own.iter().any(|l| {
+        let lip = l.ip().to_canonical();
+        l.port() == addr.port()
+            && (ip == lip
+                || ip.is_loopback()
+                || ip.is_unspecified()
+                || (lip.is_unspecified() && is_local_ip(ip)))
+    })
+}
+
+/// A local interface address is one a socket can bind to.
+fn is_local_ip(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
 /// Resolves and connects to `host:port` within `timeout`, trying each
 /// address in turn, and tunes the socket before the first byte.
 pub async fn connect_upstream(
@@ -77,6 +108,20 @@ pub async fn connect_upstream(
     port: u16,
     timeout: Duration,
     ka: &Keepalive,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    connect_upstream_except(host, port, timeout, ka, &[]).await
+}
+
+/// [`connect_upstream`], refusing (before any connect) a target that
+/// resolves to one of `own`, sluice's listeners: the loop and self-SSRF
+/// guard, checked on resolved addresses so that no spelling of the host
+/// gets around it.
+pub async fn connect_upstream_except(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    ka: &Keepalive,
+    own: &[SocketAddr],
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let target = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -98,6 +143,9 @@ pub async fn connect_upstream(
         };
         if addrs.is_empty() {
             return Err(err(ConnectErrorKind::Dns, "no addresses".into()));
+        }
+        if let Some(a) = addrs.iter().find(|a| is_own_listener(**a, own)) {
+            return Err(err(ConnectErrorKind::OwnListener, a.to_string()));
         }
         let mut last: Option<io::Error> = None;
         for addr in addrs {
@@ -135,6 +183,25 @@ async fn connect_one(addr: SocketAddr, ka: &Keepalive) -> io::Result<TcpStream> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_listener_in_every_spelling() {
+        let own: Vec<SocketAddr> = vec!["127.0.0.1:8900".parse().unwrap()];
+        for a in [
+            "127.0.0.1:8900",
+            "127.0.0.2:8900",
+            "0.0.0.0:8900",
+            "[::1]:8900",
+            "[::ffff:127.0.0.1]:8900",
+        ] {
+            assert!(is_own_listener(a.parse().unwrap(), &own), "{a}");
+        }
+        assert!(!is_own_listener("127.0.0.1:8901".parse().unwrap(), &own));
+        assert!(!is_own_listener("192.0.2.1:8900".parse().unwrap(), &own));
+        let all: Vec<SocketAddr> = vec!["0.0.0.0:8900".parse().unwrap()];
+        assert!(is_own_listener("127.0.0.1:8900".parse().unwrap(), &all));
+        assert!(!is_own_listener("192.0.2.1:8900".parse().unwrap(), &all));
+    }
 
     #[test]
     fn host_port_forms() {

@@ -9,7 +9,10 @@
 mod connect;
 mod listen;
 
-pub use connect::{connect_upstream, split_host_port, ConnectError, ConnectErrorKind};
+pub use connect::{
+    connect_upstream, connect_upstream_except, is_own_listener, split_host_port, ConnectError,
+    ConnectErrorKind,
+};
 pub use listen::{accept_loop, bind, Admission, Limiter};
 
 use std::io;

@@ -84,6 +84,31 @@ pub struct NextDeadline {
     pub idle_window: Option<Duration>,
 }
 
+/// A connection's state and next deadline as its own task sees them right
+/// now; `None` while the stored values apply.
+#[derive(Debug, Clone, Copy)]
+pub struct PhaseView {
+    pub state: ConnState,
+    pub deadline: Option<NextDeadline>,
+}
+
+/// Computes a [`PhaseView`] at read time.
+pub type PhaseFn = Box<dyn Fn() -> Option<PhaseView> + Send + Sync>;
+
+/// Holds the optional [`PhaseFn`] of an entry.
+#[derive(Default)]
+struct PhaseSlot(OnceLock<PhaseFn>);
+
+impl std::fmt::Debug for PhaseSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "PhaseSlot(set)"
+        } else {
+            "PhaseSlot(unset)"
+        })
+    }
+}
+
 /// Coarse lifecycle state of a connection, readable live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -152,6 +177,10 @@ pub struct ConnEntry {
     /// Who the traffic belongs to: the authenticated user or the client IP.
     user: OnceLock<String>,
     deadline: Mutex<Option<NextDeadline>>,
+    /// Read-time view of state and deadline, for connections whose phase
+    /// changes on the data path without waking the task that enforces the
+    /// deadline (an HTTP keep-alive connection between requests).
+    phase: PhaseSlot,
     /// Byte total last seen by the sampler and when it last changed (ms
     /// since `started`): idle time without touching the data path.
     seen_bytes: AtomicU64,
@@ -160,7 +189,20 @@ pub struct ConnEntry {
 
 impl ConnEntry {
     pub fn state(&self) -> ConnState {
-        ConnState::from_u8(self.state.load(Ordering::Relaxed))
+        let stored = ConnState::from_u8(self.state.load(Ordering::Relaxed));
+        if stored == ConnState::Draining {
+            return stored;
+        }
+        self.phase_view().map(|v| v.state).unwrap_or(stored)
+    }
+
+    /// Installs the read-time view of state and deadline (once).
+    pub fn set_phase_fn(&self, f: PhaseFn) {
+        let _ = self.phase.0.set(f);
+    }
+
+    fn phase_view(&self) -> Option<PhaseView> {
+        self.phase.0.get().and_then(|f| f())
     }
 
     pub fn set_state(&self, state: ConnState) {
@@ -221,6 +263,9 @@ impl ConnEntry {
 
     /// The next deadline, with idle deadlines moved past observed activity.
     pub fn next_deadline(&self) -> Option<NextDeadline> {
+        if let Some(v) = self.phase_view() {
+            return v.deadline;
+        }
         let mut d = self.deadline.lock().ok().and_then(|d| *d)?;
         if let Some(w) = d.idle_window {
             let moved = self.last_active() + w;
@@ -328,6 +373,7 @@ impl Registry {
             sockets: Mutex::new(Vec::new()),
             user: OnceLock::new(),
             deadline: Mutex::new(None),
+            phase: PhaseSlot::default(),
             seen_bytes: AtomicU64::new(0),
             last_change_ms: AtomicU64::new(0),
         });

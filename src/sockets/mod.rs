@@ -8,9 +8,10 @@
 //! with no kernel timer armed (no keepalive) is **timer-less**. In a
 //! healthy sluice both counts are 0.
 //!
-//! Invariant: an orphan is only reported if it is seen in two reads a short
-//! moment apart, so a connection caught between accept and registration is
-//! not reported.
+//! Invariant: an orphan, timer-less or keepalive-less socket is only
+//! reported if it is seen so in two reads a short moment apart, so a
+//! connection caught between accept, registration and tuning is not
+//! reported.
 
 mod proc_net;
 
@@ -18,6 +19,7 @@ pub use proc_net::{tcp_table, TcpRow, TcpState};
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -132,24 +134,43 @@ fn scan(registry: &Registry) -> std::io::Result<(Vec<SocketRow>, HashSet<u64>)> 
     Ok((rows, known))
 }
 
+/// Whether a socket looks unaccounted for or untuned in one read.
+fn suspicious(r: &SocketRow, known: &HashSet<u64>) -> bool {
+    !known.contains(&r.inode)
+        || (r.state == TcpState::Established.as_str() && (r.timer == "none" || !r.keepalive))
+}
+
+/// [`scan`] on a blocking thread: with ten thousand sockets it reads ten
+/// thousand links and the table of every socket in the namespace, hundreds
+/// of milliseconds that would otherwise stall the proxy's async workers.
+async fn scan_blocking(
+    registry: &Arc<Registry>,
+) -> std::io::Result<(Vec<SocketRow>, HashSet<u64>)> {
+    let registry = registry.clone();
+    tokio::task::spawn_blocking(move || scan(&registry))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 /// Builds the report. Takes two reads `settle` apart to rule out sockets
-/// caught between accept and registration.
+/// caught between accept, registration and tuning (an accepted socket is
+/// registered, then given keepalive: a read in between sees it bare).
 pub async fn report(
-    registry: &Registry,
+    registry: &Arc<Registry>,
     top_n: usize,
     settle: Duration,
 ) -> std::io::Result<SocketReport> {
-    let (first, known_first) = scan(registry)?;
+    let (first, known_first) = scan_blocking(registry).await?;
     let suspects: HashSet<u64> = first
         .iter()
-        .filter(|r| !known_first.contains(&r.inode))
+        .filter(|r| suspicious(r, &known_first))
         .map(|r| r.inode)
         .collect();
     let (rows, known) = if suspects.is_empty() {
         (first, known_first)
     } else {
         tokio::time::sleep(settle).await;
-        scan(registry)?
+        scan_blocking(registry).await?
     };
     let mut by_state: std::collections::BTreeMap<String, usize> = Default::default();
     let mut peers: HashMap<IpAddr, usize> = HashMap::new();
@@ -163,7 +184,7 @@ pub async fn report(
                 *peers.entry(addr.ip()).or_insert(0) += 1;
             }
         }
-        if r.state == TcpState::Established.as_str() {
+        if r.state == TcpState::Established.as_str() && suspects.contains(&r.inode) {
             if r.timer == "none" {
                 timerless.push(r.clone());
             }

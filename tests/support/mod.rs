@@ -3,6 +3,7 @@
 //! loopback port and lives until its task or process is dropped.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod http_client;
 pub mod netns;
 pub mod origin;

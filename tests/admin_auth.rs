@@ -1,0 +1,398 @@
+//! Who may use sluice. The admin server: off loopback it refuses to start
+//! without a bearer token, and with one every request needs it. The proxy
+//! with `--auth`: 407 without or with wrong Basic credentials, accounting
+//! by user name, credentials never forwarded nor logged. Without `--auth`
+//! the user is the client IP.
+mod support;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+use support::admin::{self, s, u};
+use support::http_client::{self, Client};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "s3cret-admin-token-0123456789";
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+// 4. Admin bearer token --------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_admin_address_without_a_token_refuses_to_start() {
+    let run = admin::run_cli(
+        &["--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        matches!(run.code, Some(c) if c != 0),
+        "exit {:?}: {}",
+        run.code,
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("admin") && run.stderr.contains("token"),
+        "the message names the admin address and the missing token: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("sluice listening"), "{}", run.stderr);
+
+    // A token too short to be a secret is refused too.
+    let run = admin::run_cli(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "0.0.0.0:0",
+            "--admin-token",
+            "short",
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(matches!(run.code, Some(c) if c != 0), "exit {:?}", run.code);
+    assert!(
+        run.stderr.contains("admin_token") && run.stderr.contains("16"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("short"),
+        "the token is not echoed: {}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_admin_address_demands_the_bearer_token() {
+    let p = admin::start(&["--admin", "0.0.0.0:0", "--admin-token", TOKEN]).await;
+    let bound = p.admin.expect("admin address in the listening line");
+    assert!(bound.ip().is_unspecified(), "{bound}");
+    let adm = SocketAddr::from(([127, 0, 0, 1], bound.port()));
+    let wrong = "s3cret-admin-token-0123456780";
+    let prefix = &TOKEN[..TOKEN.len() - 1];
+    for path in [
+        "/api/health",
+        "/metrics",
+        "/api/connections",
+        "/api/sockets",
+        "/api/users",
+        "/api/stats/history",
+    ] {
+        let none = admin::request(adm, "GET", path, None).await.unwrap();
+        assert_eq!(none.status, 401, "{path} without a token: {}", none.text());
+        assert!(
+            none.header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer")),
+            "{path}: {:?}",
+            none.headers
+        );
+        for bad in [wrong, prefix, ""] {
+            let r = admin::request(adm, "GET", path, Some(bad)).await.unwrap();
+            assert_eq!(r.status, 401, "{path} with token {bad:?}: {}", r.text());
+        }
+        let ok = admin::request(adm, "GET", path, Some(TOKEN)).await.unwrap();
+        assert_eq!(ok.status, 200, "{path} with the token: {}", ok.text());
+    }
+    let h: Value = serde_json::from_slice(
+        &admin::request(adm, "GET", "/api/health", Some(TOKEN))
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(h["status"], "ok");
+    // The check runs before routing: no route or id leaks without it.
+    for (method, path) in [("DELETE", "/api/connections/1"), ("GET", "/no/such/route")] {
+        let r = admin::request(adm, method, path, None).await.unwrap();
+        assert_eq!(r.status, 401, "{method} {path}");
+    }
+
+    // The CLI commands carry the token.
+    let adm_s = adm.to_string();
+    let run = admin::run_cli(
+        &["doctor", "--admin", &adm_s, "--admin-token", TOKEN],
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    let run = admin::run_cli(&["doctor", "--admin", &adm_s], Duration::from_secs(15)).await;
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("401"), "{}", run.stderr);
+    assert!(
+        !p.log_text().contains(TOKEN),
+        "the token is never logged:\n{}",
+        p.log_text()
+    );
+}
+
+// 5. Proxy users ---------------------------------------------------------
+
+/// Sends a CONNECT (with `auth` as Proxy-Authorization, if any) and returns
+/// the answer's status and the stream.
+async fn connect_with(
+    proxy: SocketAddr,
+    target: SocketAddr,
+    auth: Option<&str>,
+) -> (u16, TcpStream, String) {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let auth = auth
+        .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("CONNECT answered in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before answering: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    (status, s, text)
+}
+
+fn get_with(origin: SocketAddr, path: &str, auth: Option<&str>) -> String {
+    let auth = auth
+        .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!("GET http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\n{auth}\r\n")
+}
+
+async fn users(adm: SocketAddr) -> Vec<Value> {
+    admin::get_json(adm, "/api/users")
+        .await
+        .as_array()
+        .expect("an array of users")
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_auth_demands_basic_credentials_and_accounts_by_user() {
+    let http = origin::http_origin().await;
+    let echo = origin::echo_origin().await;
+    let password = "correct horse battery";
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        f,
+        "# proxy users\nalice:{}\nbob:{}",
+        bcrypt::hash(password, 4).unwrap(),
+        bcrypt::hash("another one", 4).unwrap()
+    )
+    .unwrap();
+    let path = f.path().to_str().unwrap().to_string();
+    let p = admin::start(&["--auth", &path, "--log-level", "debug"]).await;
+    let adm = p.admin.unwrap();
+    let good = basic("alice", password);
+    let wrong = basic("alice", "correct horse battery!");
+    let nobody = basic("mallory", password);
+
+    // Forward requests: none, wrong, unknown user -> 407; right -> 200.
+    for (auth, what) in [
+        (None, "no credentials"),
+        (Some(wrong.as_str()), "wrong password"),
+        (Some(nobody.as_str()), "unknown user"),
+        (Some("Bearer abc"), "another scheme"),
+    ] {
+        let r = http_client::exchange(p.addr, get_with(http, "/small", auth).as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 407, "{what}: {}", r.text());
+        assert!(
+            r.header("proxy-authenticate")
+                .is_some_and(|v| v.starts_with("Basic")),
+            "{what}: {:?}",
+            r.head.headers
+        );
+    }
+    let mut ka = Client::connect(p.addr).await.unwrap();
+    for _ in 0..2 {
+        ka.send(get_with(http, "/small", Some(&good)).as_bytes())
+            .await
+            .unwrap();
+        let r = ka.read_response().await.unwrap();
+        assert_eq!((r.status(), r.body.len()), (200, 100), "{}", r.text());
+    }
+    ka.send(get_with(http, "/headers", Some(&good)).as_bytes())
+        .await
+        .unwrap();
+    let seen = ka.read_response().await.unwrap();
+    assert_eq!(seen.status(), 200);
+    let seen_text = seen.text().to_ascii_lowercase();
+    assert!(seen_text.contains("host:"), "{seen_text}");
+    assert!(
+        !seen_text.contains("proxy-authorization") && !seen_text.contains("basic"),
+        "the origin never sees the proxy credentials: {seen_text}"
+    );
+
+    // CONNECT: the same rules.
+    for (auth, what) in [
+        (None, "no credentials"),
+        (Some(wrong.as_str()), "wrong password"),
+    ] {
+        let (status, _s, head) = connect_with(p.addr, echo, auth).await;
+        assert_eq!(status, 407, "CONNECT with {what}: {head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("proxy-authenticate: basic"),
+            "{head}"
+        );
+    }
+    let (status, mut tunnel, head) = connect_with(p.addr, echo, Some(&good)).await;
+    assert_eq!(status, 200, "{head}");
+    let data = vec![b't'; 500];
+    tunnel.write_all(&data).await.unwrap();
+    let mut back = vec![0u8; 500];
+    tokio::time::timeout(Duration::from_secs(3), tunnel.read_exact(&mut back))
+        .await
+        .expect("echo through the authenticated tunnel")
+        .unwrap();
+    assert_eq!(back, data);
+
+    // Accounting by user name: 4 requests (2 x /small, /headers, CONNECT),
+    // 500 bytes up (tunnel), 200 + /headers + 500 bytes down.
+    let want_down = 200 + seen.body.len() as u64 + 500;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let (ok, alice) = loop {
+        let alice = users(adm)
+            .await
+            .into_iter()
+            .find(|r| r["user"] == "alice")
+            .unwrap_or(Value::Null);
+        if alice.is_object() && alice["bytes_down"] == want_down && alice["requests"] == 4 {
+            break (true, alice);
+        }
+        if std::time::Instant::now() > deadline {
+            break (false, alice);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(ok, "alice's figures: {alice}");
+    assert_eq!(u(&alice, "requests"), 4, "{alice}");
+    assert_eq!(u(&alice, "bytes_up"), 500, "{alice}");
+    assert_eq!(u(&alice, "bytes_down"), want_down, "{alice}");
+    assert_eq!(
+        u(&alice, "open_connections"),
+        2,
+        "the keep-alive connection and the tunnel: {alice}"
+    );
+    assert!(u(&alice, "last_seen_ms") > 0, "{alice}");
+    let all = users(adm).await;
+    assert!(
+        all.iter()
+            .all(|r| r["user"] != "mallory" && r["user"] != "127.0.0.1"),
+        "refused requests are nobody's traffic: {all:?}"
+    );
+    assert!(
+        !all.iter().any(|r| r["user"] == "bob"),
+        "bob never came: {all:?}"
+    );
+    let rows = admin::connections(adm, "user=alice").await;
+    assert!(
+        rows.len() == 2 && rows.iter().all(|r| s(r, "user") == "alice"),
+        "{rows:?}"
+    );
+    let m = admin::metrics(adm).await;
+    assert!(
+        m.must("sluice_client_bytes", &[("client", "alice")]) >= (500 + want_down) as f64,
+        "{}",
+        m.0
+    );
+
+    // Credentials never appear in the log, even at debug level.
+    let log = p.log_text();
+    for secret in [
+        password,
+        good.trim_start_matches("Basic "),
+        wrong.trim_start_matches("Basic "),
+    ] {
+        assert!(!log.contains(secret), "log shows {secret:?}:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auth_the_user_is_the_client_ip() {
+    let http = origin::http_origin().await;
+    let p = start_proxy(|c| c.admin = Some("127.0.0.1:0".parse().unwrap())).await;
+    let adm = p.admin_addr.unwrap();
+    let mut c = Client {
+        r: tokio::io::BufReader::new(admin::connect_from("127.0.0.3", p.addr).await),
+    };
+    for _ in 0..2 {
+        assert_eq!(c.get(http, "/small").await.unwrap().body.len(), 100);
+    }
+    // A Proxy-Authorization sent anyway is not forwarded either.
+    c.send(get_with(http, "/headers", Some(&basic("x", "y"))).as_bytes())
+        .await
+        .unwrap();
+    let seen = c.read_response().await.unwrap();
+    assert!(
+        !seen
+            .text()
+            .to_ascii_lowercase()
+            .contains("proxy-authorization"),
+        "{}",
+        seen.text()
+    );
+    let want_down = 200 + seen.body.len() as u64;
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            p.users
+                .rows(&p.registry.snapshot())
+                .iter()
+                .any(|r| r.user == "127.0.0.3" && r.bytes_down == want_down)
+        })
+        .await
+    );
+    let row = users(adm)
+        .await
+        .into_iter()
+        .find(|r| r["user"] == "127.0.0.3")
+        .expect("a row for the client IP");
+    assert_eq!(u(&row, "requests"), 3, "{row}");
+    assert_eq!(u(&row, "bytes_down"), want_down, "{row}");
+    assert_eq!(u(&row, "open_connections"), 1, "{row}");
+    drop(c);
+    // After the close, the bytes stay with the user.
+    assert!(
+        eventually(Duration::from_secs(3), || p
+            .registry
+            .live(sluice::registry::Kind::Http)
+            == 0)
+        .await
+    );
+    let row = users(adm)
+        .await
+        .into_iter()
+        .find(|r| r["user"] == "127.0.0.3")
+        .unwrap();
+    assert_eq!(
+        (u(&row, "bytes_down"), u(&row, "open_connections")),
+        (want_down, 0),
+        "{row}"
+    );
+}
