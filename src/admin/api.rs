@@ -118,12 +118,14 @@ struct DeadlineRow {
 }
 
 #[derive(Serialize)]
-struct ConnRow {
+/// Borrows from its entry: ten thousand rows, no allocation per field.
+struct ConnRow<'a> {
     id: u64,
     kind: &'static str,
-    client: Option<String>,
-    upstream: Option<String>,
-    user: Option<String>,
+    /// Serialized as "ip:port".
+    client: Option<std::net::SocketAddr>,
+    upstream: Option<&'a str>,
+    user: Option<&'a str>,
     state: &'static str,
     age_ms: u64,
     idle_ms: u64,
@@ -133,14 +135,14 @@ struct ConnRow {
     next_deadline: Option<DeadlineRow>,
 }
 
-fn row(e: &ConnEntry) -> ConnRow {
+fn row(e: &ConnEntry) -> ConnRow<'_> {
     let now = std::time::Instant::now();
     ConnRow {
         id: e.id,
         kind: e.kind.as_str(),
-        client: e.client.map(|c| c.to_string()),
-        upstream: e.upstream().map(str::to_string),
-        user: e.user().map(str::to_string),
+        client: e.client,
+        upstream: e.upstream(),
+        user: e.user(),
         state: e.state().as_str(),
         age_ms: e.age().as_millis() as u64,
         idle_ms: e.idle().as_millis() as u64,
