@@ -22,6 +22,7 @@ const USAGE: &str = "usage:
   loadgen bulk --target ADDR [--proxy ADDR] --bytes N --dir up|down
   loadgen rate --target ADDR [--proxy ADDR] --conc N --secs S [--msg BYTES]
   loadgen idle --target ADDR --proxy ADDR --count N --pid PID [--settle-ms MS]
+  loadgen hold --target ADDR --proxy ADDR --tunnels N [--idle-http M] --secs S
 
 bulk protocol (bulk server): client sends 'U' or 'D' + u64 big-endian length;
 'U': client sends that many bytes, server answers one byte 'K' at the end;
@@ -100,6 +101,7 @@ fn main() {
         "bulk" => rt.block_on(bulk(Opts::parse(rest))),
         "rate" => local.block_on(&rt, rate(Opts::parse(rest))),
         "idle" => local.block_on(&rt, idle(Opts::parse(rest))),
+        "hold" => local.block_on(&rt, hold(Opts::parse(rest))),
         _ => die(USAGE),
     }
 }
@@ -485,4 +487,50 @@ async fn idle(o: Opts) {
         per(rss_open),
         per(rss_used)
     );
+}
+
+/// Opens `tunnels` CONNECT tunnels to `target` and `idle-http` plain
+/// connections to the proxy that never send a request, prints one RESULT
+/// line, then holds them all for `secs` seconds (the caller usually kills
+/// it sooner). For measuring a proxy with many live connections.
+async fn hold(o: Opts) {
+    let target = o.addr("target");
+    let proxy = o.addr("proxy");
+    let tunnels = o.num("tunnels", None) as usize;
+    let idle_http = o.num("idle-http", Some(0)) as usize;
+    let secs = o.num("secs", None);
+    const BATCH: usize = 200;
+
+    let t0 = Instant::now();
+    let mut held: Vec<TcpStream> = Vec::with_capacity(tunnels + idle_http);
+    while held.len() < tunnels {
+        let n = BATCH.min(tunnels - held.len());
+        let batch: Vec<_> = (0..n)
+            .map(|_| tokio::task::spawn_local(open(target, Some(proxy))))
+            .collect();
+        for t in batch {
+            match t.await.unwrap() {
+                Ok(s) => held.push(s),
+                Err(e) => die(format!(
+                    "tunnel {} of {tunnels} failed: {e}",
+                    held.len() + 1
+                )),
+            }
+        }
+    }
+    for i in 0..idle_http {
+        match TcpStream::connect(proxy).await {
+            Ok(s) => held.push(s),
+            Err(e) => die(format!(
+                "idle connection {} of {idle_http} failed: {e}",
+                i + 1
+            )),
+        }
+    }
+    println!(
+        "RESULT tunnels={tunnels} idle_http={idle_http} open_secs={:.2}",
+        t0.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    drop(held);
 }
