@@ -6,6 +6,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::body::BoxError;
+use crate::net::{ConnectError, ConnectErrorKind};
 use crate::registry::Side;
 
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
@@ -33,6 +34,23 @@ impl Failure {
             code,
             message: message.into(),
         }
+    }
+
+    /// The one mapping from a failed upstream connect to an answer, shared
+    /// by the forward path and both CONNECT paths.
+    pub fn from_connect(e: &ConnectError) -> Self {
+        let (status, side, code) = match e.kind {
+            ConnectErrorKind::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                Side::Upstream,
+                "connect-timeout",
+            ),
+            ConnectErrorKind::Dns => (StatusCode::BAD_GATEWAY, Side::Upstream, "dns"),
+            ConnectErrorKind::Refused => (StatusCode::BAD_GATEWAY, Side::Upstream, "refused"),
+            ConnectErrorKind::Other => (StatusCode::BAD_GATEWAY, Side::Upstream, "connect-failed"),
+            ConnectErrorKind::OwnListener => (StatusCode::LOOP_DETECTED, Side::Client, "loop"),
+        };
+        Failure::new(status, side, code, e.to_string())
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use super::answer::{empty, Failure, ProxyBody};
 use super::io::ClientIo;
 use super::{ConnCtx, HttpContext};
-use crate::net::{connect_upstream_except, ConnectErrorKind};
+use crate::net::connect_upstream_except;
 use crate::registry::{CloseReason, ConnState, Kind, Side};
 use crate::relay::{relay, write_all, RelayLimits};
 
@@ -58,19 +58,7 @@ pub async fn handle_connect(
             c
         }
         Err(e) => {
-            let (status, code) = match e.kind {
-                ConnectErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "connect-timeout"),
-                ConnectErrorKind::Dns => (StatusCode::BAD_GATEWAY, "dns"),
-                ConnectErrorKind::Refused => (StatusCode::BAD_GATEWAY, "refused"),
-                ConnectErrorKind::Other => (StatusCode::BAD_GATEWAY, "connect-failed"),
-                ConnectErrorKind::OwnListener => (StatusCode::LOOP_DETECTED, "loop"),
-            };
-            let side = if e.kind == ConnectErrorKind::OwnListener {
-                Side::Client
-            } else {
-                Side::Upstream
-            };
-            return Failure::new(status, side, code, e.to_string()).into_response();
+            return Failure::from_connect(&e).into_response();
         }
     };
     // From here the upstream socket is owned by the tunnel's guard.

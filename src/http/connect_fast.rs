@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::answer::Failure;
 use super::HttpContext;
-use crate::net::{connect_upstream_except, ConnectErrorKind};
+use crate::net::connect_upstream_except;
 use crate::registry::{CloseReason, ConnGuard, ConnState, Kind, Side};
 use crate::relay::{relay, write_all, RelayLimits};
 use crate::users::auth::Verdict;
@@ -224,20 +224,7 @@ pub async fn serve(
     let (upstream, addr) = match connected {
         Ok(c) => c,
         Err(e) => {
-            let (status, code) = match e.kind {
-                ConnectErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "connect-timeout"),
-                ConnectErrorKind::Dns => (StatusCode::BAD_GATEWAY, "dns"),
-                ConnectErrorKind::Refused => (StatusCode::BAD_GATEWAY, "refused"),
-                ConnectErrorKind::Other => (StatusCode::BAD_GATEWAY, "connect-failed"),
-                ConnectErrorKind::OwnListener => (StatusCode::LOOP_DETECTED, "loop"),
-            };
-            let side = if e.kind == ConnectErrorKind::OwnListener {
-                Side::Client
-            } else {
-                Side::Upstream
-            };
-            let f = Failure::new(status, side, code, e.to_string());
-            answer(&stream, &ctx, &fail(f)).await;
+            answer(&stream, &ctx, &fail(Failure::from_connect(&e))).await;
             return;
         }
     };

@@ -19,7 +19,7 @@ use super::answer::{Failure, ProxyBody};
 use super::body::{BodyError, Direction, MeteredBody};
 use super::headers::{add_via, strip_hop_by_hop};
 use super::{ConnCtx, HttpContext};
-use crate::net::{ConnectError, ConnectErrorKind};
+use crate::net::ConnectError;
 use crate::registry::{ConnState, Side};
 use crate::users::auth::Verdict;
 use tokio::time::Instant;
@@ -210,38 +210,7 @@ fn classify(err: &hyper_util::client::legacy::Error, target: &str) -> Failure {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = src {
         if let Some(ce) = e.downcast_ref::<ConnectError>() {
-            return match ce.kind {
-                ConnectErrorKind::Timeout => Failure::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    Side::Upstream,
-                    "connect-timeout",
-                    ce.to_string(),
-                ),
-                ConnectErrorKind::Dns => Failure::new(
-                    StatusCode::BAD_GATEWAY,
-                    Side::Upstream,
-                    "dns",
-                    ce.to_string(),
-                ),
-                ConnectErrorKind::Refused => Failure::new(
-                    StatusCode::BAD_GATEWAY,
-                    Side::Upstream,
-                    "refused",
-                    ce.to_string(),
-                ),
-                ConnectErrorKind::Other => Failure::new(
-                    StatusCode::BAD_GATEWAY,
-                    Side::Upstream,
-                    "connect-failed",
-                    ce.to_string(),
-                ),
-                ConnectErrorKind::OwnListener => Failure::new(
-                    StatusCode::LOOP_DETECTED,
-                    Side::Client,
-                    "loop",
-                    ce.to_string(),
-                ),
-            };
+            return Failure::from_connect(ce);
         }
         if let Some(be) = e.downcast_ref::<BodyError>() {
             if be.side == Side::Client {
