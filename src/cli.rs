@@ -171,6 +171,7 @@ pub fn top(args: TopArgs) -> i32 {
     let a = &args.admin;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut n = 0u64;
+    let mut waited = Duration::ZERO;
     loop {
         let got = rt.block_on(client::get(
             a.admin,
@@ -181,7 +182,18 @@ pub fn top(args: TopArgs) -> i32 {
             Ok(body) => {
                 let samples: Vec<serde_json::Value> =
                     serde_json::from_slice(&body).unwrap_or_default();
-                if let Some(s) = samples.last().and_then(sample_from) {
+                let Some(s) = samples.last().and_then(sample_from) else {
+                    // A fresh instance has no sample until its sampler's
+                    // first tick: wait for it rather than skip the line.
+                    if waited < Duration::from_secs(5) {
+                        std::thread::sleep(Duration::from_millis(100));
+                        waited += Duration::from_millis(100);
+                        continue;
+                    }
+                    eprintln!("sluice top: the instance reports no samples yet");
+                    return 1;
+                };
+                {
                     if tty {
                         print!("\x1b[2K\r{}", top_line(&s));
                         let _ = std::io::Write::flush(&mut std::io::stdout());

@@ -45,6 +45,58 @@ pub struct RelaySpec {
     pub upstream: String,
 }
 
+/// Where records are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDir {
+    /// An in-memory store, gone at exit (`--data-dir :memory:`).
+    Memory,
+    /// A folder holding `records.db` (SQLite, WAL).
+    Path(PathBuf),
+}
+
+/// Request recording: what is captured and how much is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recording {
+    /// `--record off` captures nothing.
+    pub enabled: bool,
+    pub data_dir: DataDir,
+    /// Per body, bytes captured; 0 captures no bodies.
+    pub body_limit: usize,
+    pub retain_records: u64,
+    pub retain_bytes: u64,
+    pub retain_age: Duration,
+    /// Records that may wait for the writer; past it, records are dropped.
+    pub queue_records: usize,
+    /// Captured body bytes that may wait for the writer; past it, bodies
+    /// are dropped (their records kept).
+    pub queue_body_bytes: usize,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Recording {
+            enabled: true,
+            // The library default keeps no files; the binary's default is
+            // a folder under the user's data directory.
+            data_dir: DataDir::Memory,
+            body_limit: 1024 * 1024,
+            retain_records: 1_000_000,
+            retain_bytes: 1024 * 1024 * 1024,
+            retain_age: Duration::from_secs(7 * 24 * 3600),
+            queue_records: 16_384,
+            queue_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The folder the binary records into when `--data-dir` is not given.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .or_else(|| dirs::home_dir().map(|h| h.join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("sluice")
+}
+
 /// TCP keepalive settings applied to every socket, both legs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
@@ -96,6 +148,7 @@ pub struct Config {
     pub max_connection_age: Option<Duration>,
     /// Enables test-only admin routes (deliberate socket leak).
     pub test_hooks: bool,
+    pub record: Recording,
 }
 
 /// The admin address the binary uses when none is given.
@@ -135,6 +188,7 @@ impl Default for Config {
             auth_file: None,
             max_connection_age: None,
             test_hooks: false,
+            record: Recording::default(),
         }
     }
 }
@@ -231,6 +285,34 @@ pub struct RunArgs {
     /// Test-only admin routes.
     #[arg(long, hide = true)]
     pub test_hooks: bool,
+    /// Record every request: `on` or `off` [default: on].
+    #[arg(long, value_name = "on|off")]
+    pub record: Option<String>,
+    /// Folder of the record store, or `:memory:` for none on disk
+    /// [default: the user's data directory, e.g. ~/.local/share/sluice].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// Bytes of each request and response body to record; 0 records no
+    /// bodies [default: 1MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub record_body_limit: Option<String>,
+    /// Keep at most this many records [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub retain_records: Option<String>,
+    /// Keep the record store under this size [default: 1GiB].
+    #[arg(long, value_name = "BYTES")]
+    pub retain_bytes: Option<String>,
+    /// Delete records older than this [default: 7d].
+    #[arg(long, value_name = "DURATION")]
+    pub retain_age: Option<String>,
+    /// Records that may wait for the store writer before new ones are
+    /// dropped [default: 16384].
+    #[arg(long, value_name = "N")]
+    pub record_queue: Option<String>,
+    /// Body bytes that may wait for the store writer before new bodies are
+    /// dropped [default: 64MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub record_queue_bytes: Option<String>,
 }
 
 /// The TOML file: the same keys as the flags, with `_` for `-`. Values are
@@ -265,6 +347,14 @@ struct FileConfig {
     admin_token_file: Option<PathBuf>,
     auth: Option<PathBuf>,
     max_connection_age: Option<toml::Value>,
+    record: Option<toml::Value>,
+    data_dir: Option<String>,
+    record_body_limit: Option<toml::Value>,
+    retain_records: Option<toml::Value>,
+    retain_bytes: Option<toml::Value>,
+    retain_age: Option<toml::Value>,
+    record_queue: Option<toml::Value>,
+    record_queue_bytes: Option<toml::Value>,
 }
 
 fn value_text(v: &toml::Value) -> String {
@@ -303,6 +393,48 @@ fn parse_count(key: &str, text: &str, min: u64, max: u64) -> Result<u64, ConfigE
         ));
     }
     Ok(n)
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `1MiB`, `2GiB`, `10MB`, `64k`.
+pub fn parse_bytes(key: &str, text: &str) -> Result<u64, ConfigError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        invalid(
+            key,
+            text,
+            "expected a size such as 1048576, 512KiB, 1MiB, 1GiB",
+        )
+    })?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(invalid(
+                key,
+                text,
+                format!("unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)"),
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| invalid(key, text, "size too large"))
+}
+
+fn parse_switch(key: &str, text: &str) -> Result<bool, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(invalid(key, text, "expected on or off")),
+    }
 }
 
 fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -496,6 +628,7 @@ impl Config {
             c.max_connection_age = Some(parse_duration(k, &t)?);
         }
         c.test_hooks = args.test_hooks;
+        c.record = recording_from(args, &file)?;
         for r in &c.relays {
             // Port 0 asks for an ephemeral port each: no clash possible.
             if r.listen == c.listen && r.listen.port() != 0 {
@@ -508,6 +641,83 @@ impl Config {
         }
         Ok(c)
     }
+}
+
+/// The recording settings; the store defaults to the user's data folder.
+fn recording_from(args: &RunArgs, file: &FileConfig) -> Result<Recording, ConfigError> {
+    let v = |o: &Option<toml::Value>| o.as_ref().map(value_text);
+    let src = |flag: Option<&String>, file: Option<String>, key: &'static str| {
+        Source { flag, file, key }.get()
+    };
+    let mut r = Recording {
+        data_dir: DataDir::Path(default_data_dir()),
+        ..Recording::default()
+    };
+    if let Some((t, k)) = src(args.record.as_ref(), v(&file.record), "record") {
+        r.enabled = parse_switch(k, &t)?;
+    }
+    if let Some((t, k)) = src(args.data_dir.as_ref(), file.data_dir.clone(), "data_dir") {
+        let t = t.trim();
+        if t.is_empty() {
+            return Err(invalid(k, t, "expected a folder or :memory:"));
+        }
+        r.data_dir = if t == ":memory:" {
+            DataDir::Memory
+        } else {
+            DataDir::Path(PathBuf::from(t))
+        };
+    }
+    if let Some((t, k)) = src(
+        args.record_body_limit.as_ref(),
+        v(&file.record_body_limit),
+        "record_body_limit",
+    ) {
+        let n = parse_bytes(k, &t)?;
+        if n > 64 * 1024 * 1024 {
+            return Err(invalid(k, &t, "at most 64MiB per body"));
+        }
+        r.body_limit = n as usize;
+    }
+    if let Some((t, k)) = src(
+        args.retain_records.as_ref(),
+        v(&file.retain_records),
+        "retain_records",
+    ) {
+        r.retain_records = parse_count(k, &t, 1, u32::MAX as u64)?;
+    }
+    if let Some((t, k)) = src(
+        args.retain_bytes.as_ref(),
+        v(&file.retain_bytes),
+        "retain_bytes",
+    ) {
+        let n = parse_bytes(k, &t)?;
+        if n < 1024 * 1024 {
+            return Err(invalid(k, &t, "at least 1MiB"));
+        }
+        r.retain_bytes = n;
+    }
+    if let Some((t, k)) = src(args.retain_age.as_ref(), v(&file.retain_age), "retain_age") {
+        r.retain_age = parse_duration(k, &t)?;
+    }
+    if let Some((t, k)) = src(
+        args.record_queue.as_ref(),
+        v(&file.record_queue),
+        "record_queue",
+    ) {
+        r.queue_records = parse_count(k, &t, 1, 1_000_000)? as usize;
+    }
+    if let Some((t, k)) = src(
+        args.record_queue_bytes.as_ref(),
+        v(&file.record_queue_bytes),
+        "record_queue_bytes",
+    ) {
+        let n = parse_bytes(k, &t)?;
+        if n > 4 * 1024 * 1024 * 1024 {
+            return Err(invalid(k, &t, "at most 4GiB"));
+        }
+        r.queue_body_bytes = n as usize;
+    }
+    Ok(r)
 }
 
 #[cfg(test)]

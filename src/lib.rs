@@ -12,10 +12,12 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cli_records;
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod record;
 pub mod registry;
 pub mod relay;
 pub mod sockets;
@@ -45,6 +47,8 @@ pub enum StartError {
     Bind(std::io::Error),
     #[error("{0}")]
     Auth(users::auth::AuthFileError),
+    #[error("{0}")]
+    Record(record::store::StoreError),
 }
 
 /// A running sluice instance.
@@ -59,6 +63,7 @@ pub struct Proxy {
     pub metrics: Arc<metrics::Metrics>,
     pub users: Arc<users::Users>,
     pub history: Arc<metrics::history::History>,
+    pub recorder: Arc<record::Recorder>,
     shutdown: Shutdown,
     listeners: JoinSet<()>,
     sampler_stop: CancellationToken,
@@ -72,9 +77,15 @@ impl Proxy {
         let users = Arc::new(users::Users::default());
         let metrics = metrics::Metrics::new(registry.clone(), users.clone());
         let history = metrics::history::History::new();
+        let recorder = record::Recorder::start(&config.record).map_err(StartError::Record)?;
+        metrics.attach_recorder(recorder.clone());
         {
             let users = users.clone();
-            registry.set_on_close(Box::new(move |e, r| users.on_close(e, r)));
+            let recorder = recorder.clone();
+            registry.set_on_close(Box::new(move |e, r| {
+                users.on_close(e, r);
+                recorder.on_close(e, r);
+            }));
         }
         let auth = match &config.auth_file {
             Some(path) => Some(Arc::new(
@@ -120,6 +131,7 @@ impl Proxy {
             users.clone(),
             auth,
             own,
+            recorder.clone(),
         ));
         listeners.spawn(http::serve_http(
             http_listener,
@@ -145,6 +157,7 @@ impl Proxy {
                 metrics: metrics.clone(),
                 history: history.clone(),
                 users: users.clone(),
+                recorder: recorder.clone(),
                 started: std::time::Instant::now(),
                 shutdown: shutdown.clone(),
                 proxy_addr: addr,
@@ -178,6 +191,7 @@ impl Proxy {
             metrics,
             users,
             history,
+            recorder,
             shutdown,
             listeners,
             sampler_stop,
@@ -213,6 +227,9 @@ impl Proxy {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        // Records of what just closed are stored before the process goes.
+        let recorder = self.recorder.clone();
+        let _ = tokio::task::spawn_blocking(move || recorder.close(Duration::from_secs(5))).await;
         left
     }
 }

@@ -1,8 +1,9 @@
 //! The `sluice` command: parse flags, build the configuration, run; or ask
-//! a running instance (`doctor`, `top`).
+//! a running instance (`doctor`, `top`, `records`, `har`).
 
 use clap::{Parser, Subcommand};
 use sluice::cli::{DoctorArgs, TopArgs};
+use sluice::cli_records::{HarArgs, RecordsArgs};
 use sluice::config::{Config, RunArgs};
 
 #[derive(Parser)]
@@ -28,6 +29,12 @@ enum Command {
     Doctor(DoctorArgs),
     /// Show a running instance's live figures once a second.
     Top(TopArgs),
+    /// List a running instance's recorded exchanges, newest first
+    /// (exit 1 on an error answer, 2 unreachable).
+    Records(RecordsArgs),
+    /// Write a running instance's records as a HAR 1.2 file to stdout
+    /// (exit 1 on an error answer, 2 unreachable).
+    Har(HarArgs),
 }
 
 fn main() {
@@ -36,6 +43,8 @@ fn main() {
         Some(Command::Run(args)) => *args,
         Some(Command::Doctor(args)) => std::process::exit(sluice::cli::doctor(args)),
         Some(Command::Top(args)) => std::process::exit(sluice::cli::top(args)),
+        Some(Command::Records(args)) => std::process::exit(sluice::cli_records::records(args)),
+        Some(Command::Har(args)) => std::process::exit(sluice::cli_records::har(args)),
         None => cli.run,
     };
     let config = match Config::from_args(&args) {

@@ -326,7 +326,7 @@ fn sigterm_right_after_the_listening_line_still_drains() {
     for round in 0..40 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--drain-timeout", "2s"])
+            .args(["--drain-timeout", "2s", "--data-dir", ":memory:"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -372,7 +372,7 @@ fn sigterm_right_after_the_listening_line_still_drains() {
 /// Runs the binary to completion (killed after `within`): exit code, stderr.
 fn run_bounded(args: &[&str], within: Duration) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--data-dir", ":memory:"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,16 +26,26 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/sockets", get(sockets))
         .route("/api/stats/history", get(history))
         .route("/api/users", get(users))
+        .route(
+            "/api/records",
+            get(super::records::list).delete(super::records::clear),
+        )
+        .route("/api/records/live", get(super::records::live))
+        .route("/api/har", get(super::har::har))
+        .route("/api/records/{id}", get(super::records::one))
+        .route("/api/records/{id}/body/{dir}", get(super::records::body))
         .route("/metrics", get(metrics));
     if state.config.test_hooks {
-        r = r.route("/api/debug/leak-socket", post(leak_socket));
+        r = r
+            .route("/api/debug/leak-socket", post(leak_socket))
+            .route("/api/debug/recorder", post(pause_recorder));
     }
     r.fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     #[derive(Serialize)]
     struct E {
         error: String,
@@ -300,4 +310,12 @@ async fn leak_socket(State(st): St) -> Response {
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// Test-only: `POST /api/debug/recorder?paused=true|false` holds or
+/// releases the record writer (to fill its queue as a slow disk would).
+async fn pause_recorder(State(st): St, RawQuery(q): RawQuery) -> Response {
+    let paused = q.as_deref().is_some_and(|q| q.contains("paused=true"));
+    st.recorder.set_paused(paused);
+    Json(serde_json::json!({ "paused": paused })).into_response()
 }

@@ -8,6 +8,8 @@
 
 mod api;
 pub mod client;
+mod har;
+mod records;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +35,7 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub history: Arc<History>,
     pub users: Arc<Users>,
+    pub recorder: Arc<crate::record::Recorder>,
     pub started: Instant,
     pub shutdown: Shutdown,
     /// The proxy listener (target of the test-only leak hook).

@@ -84,7 +84,7 @@ impl Failure {
         out.into_bytes()
     }
 
-    fn body_text(&self) -> String {
+    pub fn body_text(&self) -> String {
         format!(
             "{} {}\n{}\nfailed: {}\n",
             self.status.as_u16(),

@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::activity::InflightGuard;
+use crate::record::capture::Exchange;
 use crate::registry::{ConnEntry, Side};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -75,6 +76,8 @@ pin_project_lite::pin_project! {
         // never touch the timer wheel.
         sleep: Option<Pin<Box<Sleep>>>,
         inflight: Option<InflightGuard>,
+        // The record this body feeds, when recording.
+        tap: Option<Arc<Exchange>>,
     }
 }
 
@@ -96,7 +99,39 @@ impl<B> MeteredBody<B> {
             last_progress: Instant::now(),
             sleep: None,
             inflight,
+            tap: None,
         }
+    }
+
+    /// Feeds the frames (and the end, or the failure) to a record.
+    pub fn with_tap(mut self, tap: Option<Arc<Exchange>>) -> Self {
+        self.tap = tap;
+        self
+    }
+}
+
+/// What a tap learns from one poll.
+fn tap_frame(tap: &Exchange, direction: Direction, data: &Bytes, ended: bool) {
+    match direction {
+        Direction::Up => {
+            tap.request_chunk(data);
+            if ended {
+                tap.request_done();
+            }
+        }
+        Direction::Down => {
+            tap.response_chunk(data);
+            if ended {
+                tap.response_done();
+            }
+        }
+    }
+}
+
+fn tap_end(tap: &Exchange, direction: Direction) {
+    match direction {
+        Direction::Up => tap.request_done(),
+        Direction::Down => tap.response_done(),
     }
 }
 
@@ -112,8 +147,8 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let counter = match this.direction {
@@ -121,17 +156,32 @@ where
                         Direction::Down => &this.entry.bytes_down,
                     };
                     counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if let Some(tap) = this.tap.as_deref() {
+                        // A body of known length may never be polled for
+                        // its end: its last frame is its end.
+                        let ended = this.inner.is_end_stream();
+                        tap_frame(tap, *this.direction, data, ended);
+                    }
                 }
                 *this.last_progress = Instant::now();
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(BodyError {
-                side: *this.side,
-                idle: None,
-                source: Some(e.into()),
-            })))),
+            Poll::Ready(Some(Err(e))) => {
+                let err = BodyError {
+                    side: *this.side,
+                    idle: None,
+                    source: Some(e.into()),
+                };
+                if let Some(tap) = this.tap.as_deref() {
+                    tap.fail(err.to_string());
+                }
+                Poll::Ready(Some(Err(Box::new(err))))
+            }
             Poll::Ready(None) => {
                 this.inflight.take();
+                if let Some(tap) = this.tap.as_deref() {
+                    tap_end(tap, *this.direction);
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => {
@@ -143,11 +193,17 @@ where
                     sleep.as_mut().reset(deadline);
                 }
                 match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyError {
-                        side: *this.side,
-                        idle: Some(*this.idle),
-                        source: None,
-                    })))),
+                    Poll::Ready(()) => {
+                        let err = BodyError {
+                            side: *this.side,
+                            idle: Some(*this.idle),
+                            source: None,
+                        };
+                        if let Some(tap) = this.tap.as_deref() {
+                            tap.fail(err.to_string());
+                        }
+                        Poll::Ready(Some(Err(Box::new(err))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }

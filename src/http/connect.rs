@@ -12,34 +12,61 @@ use super::answer::{empty, Failure, ProxyBody};
 use super::io::ClientIo;
 use super::{ConnCtx, HttpContext};
 use crate::net::connect_upstream_except;
+use crate::record::FailedConnect;
 use crate::registry::{CloseReason, ConnState, Kind, Side};
 use crate::relay::{relay, write_all, RelayLimits};
 
 pub async fn handle_connect(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     ctx: &Arc<HttpContext>,
     conn: &ConnCtx,
     user: &str,
 ) -> Response<ProxyBody> {
+    let started = std::time::Instant::now();
+    let target = req.uri().to_string();
+    match open_tunnel(req, ctx, conn, user).await {
+        Ok(resp) => resp,
+        Err(f) => {
+            // No tunnel guard exists to record this CONNECT at close.
+            ctx.recorder.connect_failed(FailedConnect {
+                conn_id: conn.entry.id,
+                client: conn.peer,
+                user: Some(user),
+                target: &target,
+                status: f.status.as_u16(),
+                error: &f.message,
+                started,
+            });
+            f.into_response()
+        }
+    }
+}
+
+async fn open_tunnel(
+    mut req: Request<Incoming>,
+    ctx: &Arc<HttpContext>,
+    conn: &ConnCtx,
+    user: &str,
+) -> Result<Response<ProxyBody>, Failure> {
     let Some(authority) = req.uri().authority().cloned() else {
-        return Failure::bad_request("CONNECT needs a host:port target").into_response();
+        return Err(Failure::bad_request("CONNECT needs a host:port target"));
     };
     let Some(port) = authority.port_u16().filter(|p| *p != 0) else {
-        return Failure::bad_request(format!("CONNECT target `{authority}` has no port"))
-            .into_response();
+        return Err(Failure::bad_request(format!(
+            "CONNECT target `{authority}` has no port"
+        )));
     };
     let host = authority
         .host()
         .trim_matches(|c| c == '[' || c == ']')
         .to_string();
     if super::proxy_is_self(ctx, &host, port) {
-        return Failure::new(
+        return Err(Failure::new(
             StatusCode::LOOP_DETECTED,
             Side::Client,
             "loop",
             format!("CONNECT {authority} is addressed to sluice itself"),
-        )
-        .into_response();
+        ));
     }
     let cfg = &ctx.config;
     conn.entry.set_state(ConnState::WaitingUpstream);
@@ -47,7 +74,7 @@ pub async fn handle_connect(
     let connected = tokio::select! {
         r = connect_upstream_except(&host, port, cfg.connect_timeout, &cfg.keepalive, &ctx.own_addrs) => r,
         _ = conn.entry.kill.cancelled() => {
-            return Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down").into_response();
+            return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down"));
         }
     };
     let (upstream, addr) = match connected {
@@ -58,7 +85,7 @@ pub async fn handle_connect(
             c
         }
         Err(e) => {
-            return Failure::from_connect(&e).into_response();
+            return Err(Failure::from_connect(&e));
         }
     };
     // From here the upstream socket is owned by the tunnel's guard.
@@ -125,5 +152,5 @@ pub async fn handle_connect(
     });
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::OK;
-    resp
+    Ok(resp)
 }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::answer::Failure;
 use super::HttpContext;
 use crate::net::connect_upstream_except;
+use crate::record::FailedConnect;
 use crate::registry::{CloseReason, ConnGuard, ConnState, Kind, Side};
 use crate::relay::{relay, write_all, RelayLimits};
 use crate::users::auth::Verdict;
@@ -144,6 +145,7 @@ pub async fn serve(
 ) {
     let cfg = &ctx.config;
     let entry = http_guard.entry().clone();
+    let head_started = std::time::Instant::now();
     let deadline = Instant::now() + cfg.header_timeout;
     let head = tokio::select! {
         h = read_head(&stream, &ctx, deadline) => h,
@@ -181,6 +183,15 @@ pub async fn serve(
                     why,
                 );
                 ctx.metrics.count_request(&http::Method::CONNECT, 407);
+                ctx.recorder.connect_failed(FailedConnect {
+                    conn_id: entry.id,
+                    client: peer,
+                    user: None,
+                    target: &target,
+                    status: 407,
+                    error: why,
+                    started: head_started,
+                });
                 answer(
                     &stream,
                     &ctx,
@@ -197,6 +208,15 @@ pub async fn serve(
     let fail = |f: Failure| {
         ctx.metrics
             .count_request(&http::Method::CONNECT, f.status.as_u16());
+        ctx.recorder.connect_failed(FailedConnect {
+            conn_id: entry.id,
+            client: peer,
+            user: Some(&user),
+            target: &target,
+            status: f.status.as_u16(),
+            error: &f.message,
+            started: head_started,
+        });
         ctx.users.on_request(&user, f.status.is_server_error());
         f.to_bytes(&[])
     };

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::{self, accept_loop, Admission, Limiter};
+use crate::record::Recorder;
 use crate::registry::{
     CloseReason, ConnEntry, ConnState, Kind, NextDeadline, PhaseView, Registry, Side,
 };
@@ -52,6 +53,7 @@ pub struct HttpContext {
     server: http1::Builder,
     /// Listener addresses of this instance, refused as targets (loop guard).
     pub own_addrs: Vec<SocketAddr>,
+    pub recorder: Arc<Recorder>,
 }
 
 impl HttpContext {
@@ -62,6 +64,7 @@ impl HttpContext {
         users: Arc<Users>,
         auth: Option<Arc<Authenticator>>,
         own_addrs: Vec<SocketAddr>,
+        recorder: Arc<Recorder>,
     ) -> Self {
         let mut server = http1::Builder::new();
         server
@@ -85,6 +88,7 @@ impl HttpContext {
             auth,
             server,
             own_addrs,
+            recorder,
         }
     }
 }

@@ -20,6 +20,7 @@ use super::body::{BodyError, Direction, MeteredBody};
 use super::headers::{add_via, strip_hop_by_hop};
 use super::{ConnCtx, HttpContext};
 use crate::net::ConnectError;
+use crate::record::capture::{Exchange, UpstreamInfo};
 use crate::registry::{ConnState, Side};
 use crate::users::auth::Verdict;
 use tokio::time::Instant;
@@ -34,27 +35,45 @@ pub async fn handle(
     let mut inflight = conn.activity.begin_request();
     conn.entry.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
+    // CONNECT becomes a tunnel record (or a failure record) in connect.rs.
+    let exchange = if method == Method::CONNECT {
+        None
+    } else {
+        ctx.recorder
+            .begin_http(conn.entry.id, conn.peer, &method, req.uri(), req.version())
+    };
     if conn.activity.take_ambiguous_framing() {
         // RFC 9112 6.1: a head with both framings is how requests get
         // smuggled; refuse it and close.
         ctx.metrics.count_request(&method, 400);
-        return Failure::bad_request("request has both Content-Length and Transfer-Encoding")
-            .into_response();
+        let f = Failure::bad_request("request has both Content-Length and Transfer-Encoding");
+        return record_answer(exchange.as_deref(), f);
     }
     let user = match identify(&req, &ctx, &conn) {
         Ok(u) => u,
         Err(resp) => {
             ctx.metrics.count_request(&method, resp.status().as_u16());
+            if let Some(ex) = &exchange {
+                ex.set_request_headers(req.headers());
+                ex.answered(
+                    resp.status().as_u16(),
+                    resp.headers(),
+                    Some("proxy authentication failed"),
+                );
+            }
             return *resp;
         }
     };
+    if let Some(ex) = &exchange {
+        ex.set_user(&user);
+    }
     let resp = if method == Method::CONNECT {
         let r = super::connect::handle_connect(req, &ctx, &conn, &user).await;
         conn.entry.set_state(ConnState::ReadingHeaders);
         r
     } else {
         inflight.observe_total(started, ctx.metrics.request_seconds.clone());
-        match forward(req, &ctx, &conn, inflight).await {
+        match forward(req, &ctx, &conn, inflight, exchange.clone()).await {
             Ok(resp) => {
                 ctx.metrics
                     .ttfb_seconds
@@ -64,7 +83,7 @@ pub async fn handle(
             Err(f) => {
                 tracing::debug!(code = f.code, message = %f.message, "request failed");
                 conn.entry.set_state(ConnState::ReadingHeaders);
-                f.into_response()
+                record_answer(exchange.as_deref(), f)
             }
         }
     };
@@ -72,6 +91,24 @@ pub async fn handle(
     ctx.metrics.count_request(&method, status);
     ctx.users.on_request(&user, status >= 500);
     resp
+}
+
+/// sluice's own answer to a request, noted in its record.
+fn record_answer(
+    exchange: Option<&crate::record::capture::Exchange>,
+    f: Failure,
+) -> Response<ProxyBody> {
+    match exchange {
+        Some(ex) => {
+            let message = f.message.clone();
+            let text = bytes::Bytes::from(f.body_text());
+            let resp = f.into_response();
+            ex.answered(resp.status().as_u16(), resp.headers(), Some(&message));
+            ex.response_chunk(&text);
+            resp
+        }
+        None => f.into_response(),
+    }
 }
 
 /// Who this request is accounted to: the authenticated user, or the client
@@ -117,8 +154,13 @@ async fn forward(
     ctx: &HttpContext,
     conn: &ConnCtx,
     inflight: InflightGuard,
+    exchange: Option<Arc<Exchange>>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let (mut parts, body) = req.into_parts();
+    if let Some(ex) = &exchange {
+        // Until the request leaves, the record holds what the client sent.
+        ex.set_request_headers(&parts.headers);
+    }
     match parts.uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
@@ -156,6 +198,9 @@ async fn forward(
         parts.headers.insert(header::HOST, host);
     }
     parts.version = Version::HTTP_11;
+    if let Some(ex) = &exchange {
+        ex.set_request_headers(&parts.headers);
+    }
     let cfg = &ctx.config;
     let body = MeteredBody::new(
         body,
@@ -164,7 +209,8 @@ async fn forward(
         Side::Client,
         cfg.body_idle_timeout,
         None,
-    );
+    )
+    .with_tap(exchange.clone());
     let upstream_req = Request::from_parts(parts, body);
 
     conn.entry.set_state(ConnState::WaitingUpstream);
@@ -193,6 +239,14 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers, parts.version);
+    if let Some(ex) = &exchange {
+        ex.response_head(
+            parts.status.as_u16(),
+            &parts.headers,
+            http_body::Body::size_hint(&body).exact(),
+            parts.extensions.get::<UpstreamInfo>(),
+        );
+    }
     let body = MeteredBody::new(
         body,
         conn.entry.clone(),
@@ -200,7 +254,8 @@ async fn forward(
         Side::Upstream,
         cfg.body_idle_timeout,
         Some(inflight),
-    );
+    )
+    .with_tap(exchange);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 

@@ -24,7 +24,8 @@ use tokio::net::TcpStream;
 use super::body::{BoxError, MeteredBody};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::net::{connect_upstream_except, ConnectError, ConnectErrorKind};
+use crate::net::{connect_upstream_timed, ConnectError, ConnectErrorKind};
+use crate::record::capture::UpstreamInfo;
 use crate::registry::{ConnEntry, ConnGuard, ConnState, Kind, Registry};
 
 pub type UpstreamClient = Client<Connector, MeteredBody<hyper::body::Incoming>>;
@@ -87,15 +88,11 @@ impl tower_service::Service<Uri> for Connector {
                     detail: "no host".into(),
                 }) as BoxError);
             }
+            let connect_started = tokio::time::Instant::now();
             let started = std::time::Instant::now();
-            let (stream, addr) = connect_upstream_except(
-                host,
-                port,
-                config.connect_timeout,
-                &config.keepalive,
-                &own,
-            )
-            .await?;
+            let (stream, addr, times) =
+                connect_upstream_timed(host, port, config.connect_timeout, &config.keepalive, &own)
+                    .await?;
             metrics
                 .upstream_connect_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -104,8 +101,17 @@ impl tower_service::Service<Uri> for Connector {
             guard.entry().attach_socket(&stream);
             guard.entry().set_state(ConnState::Streaming);
             let entry = guard.entry().clone();
+            let info = UpstreamInfo {
+                conn_id: guard.id(),
+                addr,
+                connect_started,
+                dns: times.dns,
+                connect: times.connect,
+                claimed: Default::default(),
+            };
             Ok(UpstreamConn {
                 io: TokioIo::new(Counted { stream, entry }),
+                info,
                 _guard: guard,
             })
         })
@@ -115,6 +121,8 @@ impl tower_service::Service<Uri> for Connector {
 /// One pooled upstream connection and the guard that owns it.
 pub struct UpstreamConn {
     io: TokioIo<Counted>,
+    /// Handed to every response of this connection (records use it).
+    info: UpstreamInfo,
     _guard: ConnGuard,
 }
 
@@ -178,7 +186,7 @@ impl AsyncWrite for Counted {
 
 impl Connection for UpstreamConn {
     fn connected(&self) -> Connected {
-        Connected::new()
+        Connected::new().extra(self.info.clone())
     }
 }
 

@@ -10,7 +10,7 @@ pub mod process;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -44,6 +44,7 @@ pub struct Metrics {
     pub leak_warnings: Family<WatchdogLabels, Counter>,
     /// All requests answered (for requests/s in the history).
     pub requests_total: AtomicU64,
+    recorder: Arc<OnceLock<Arc<crate::record::Recorder>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +121,10 @@ impl Metrics {
             leak_warnings.clone(),
         );
         r.register_collector(Box::new(RegistryCollector { reg, users }));
+        let recorder: Arc<OnceLock<Arc<crate::record::Recorder>>> = Default::default();
+        r.register_collector(Box::new(RecorderCollector {
+            recorder: recorder.clone(),
+        }));
         Arc::new(Metrics {
             registry: r,
             requests,
@@ -128,7 +133,13 @@ impl Metrics {
             request_seconds,
             leak_warnings,
             requests_total: AtomicU64::new(0),
+            recorder,
         })
+    }
+
+    /// Reports the recorder's queue, drops and store in the exposition.
+    pub fn attach_recorder(&self, recorder: Arc<crate::record::Recorder>) {
+        let _ = self.recorder.set(recorder);
     }
 
     pub fn count_request(&self, method: &http::Method, status: u16) {
@@ -275,6 +286,70 @@ impl Collector for RegistryCollector {
         )?;
         for (name, n) in &top.by_connections {
             ConstGauge::new(*n as i64).encode(m.encode_family(&[("client", name.as_str())])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The recorder's figures: what was stored, what was dropped and why.
+#[derive(Debug)]
+struct RecorderCollector {
+    recorder: Arc<OnceLock<Arc<crate::record::Recorder>>>,
+}
+
+impl Collector for RecorderCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(rec) = self.recorder.get() else {
+            return Ok(());
+        };
+        let s = &rec.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut m = enc.encode_descriptor(
+            "records_stored",
+            "Records written to the record store",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(get(&s.stored)).encode(m.encode_family(&NO_LABELS)?)?;
+        let mut m = enc.encode_descriptor(
+            "records_dropped",
+            "Records or bodies dropped because the recorder's queue was full (what=record|body), or not written (what=write_error)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (what, n) in [
+            ("record", get(&s.dropped_records)),
+            ("body", get(&s.dropped_bodies)),
+            ("write_error", get(&s.write_errors)),
+        ] {
+            ConstCounter::new(n).encode(m.encode_family(&[("what", what)])?)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "records_retention_deleted",
+            "Records deleted by retention (count, bytes or age limit)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(get(&s.retention_deleted)).encode(m.encode_family(&NO_LABELS)?)?;
+        let mut m = enc.encode_descriptor(
+            "records_queue",
+            "Records waiting for the writer",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(s.queued.load(Ordering::Relaxed) as i64)
+            .encode(m.encode_family(&NO_LABELS)?)?;
+        let mut m =
+            enc.encode_descriptor("records", "Records in the store", None, MetricType::Gauge)?;
+        ConstGauge::new(get(&s.stored_now) as i64).encode(m.encode_family(&NO_LABELS)?)?;
+        if let Some(store) = &rec.store {
+            let mut m = enc.encode_descriptor(
+                "record_store_bytes",
+                "Size of the record store (database and WAL files)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(store.disk_bytes() as i64).encode(m.encode_family(&NO_LABELS)?)?;
         }
         Ok(())
     }

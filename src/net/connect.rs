@@ -123,6 +123,30 @@ pub async fn connect_upstream_except(
     ka: &Keepalive,
     own: &[SocketAddr],
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    connect_upstream_timed(host, port, timeout, ka, own)
+        .await
+        .map(|(s, a, _)| (s, a))
+}
+
+/// How long the steps of a successful connect took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectTimes {
+    /// Name resolution (zero for an IP literal).
+    pub dns: Duration,
+    /// TCP connect, over every address tried.
+    pub connect: Duration,
+}
+
+/// [`connect_upstream_except`], also reporting how long resolution and
+/// connecting took (for request records).
+pub async fn connect_upstream_timed(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    ka: &Keepalive,
+    own: &[SocketAddr],
+) -> Result<(TcpStream, SocketAddr, ConnectTimes), ConnectError> {
+    let started = std::time::Instant::now();
     let target = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -147,10 +171,17 @@ pub async fn connect_upstream_except(
         if let Some(a) = addrs.iter().find(|a| is_own_listener(**a, own)) {
             return Err(err(ConnectErrorKind::OwnListener, a.to_string()));
         }
+        let resolved = std::time::Instant::now();
         let mut last: Option<io::Error> = None;
         for addr in addrs {
             match connect_one(addr, ka).await {
-                Ok(s) => return Ok((s, addr)),
+                Ok(s) => {
+                    let times = ConnectTimes {
+                        dns: resolved - started,
+                        connect: resolved.elapsed(),
+                    };
+                    return Ok((s, addr, times));
+                }
                 Err(e) => last = Some(e),
             }
         }

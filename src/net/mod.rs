@@ -10,8 +10,8 @@ mod connect;
 mod listen;
 
 pub use connect::{
-    connect_upstream, connect_upstream_except, is_own_listener, split_host_port, ConnectError,
-    ConnectErrorKind,
+    connect_upstream, connect_upstream_except, connect_upstream_timed, is_own_listener,
+    split_host_port, ConnectError, ConnectErrorKind, ConnectTimes,
 };
 pub use listen::{accept_loop, bind, Admission, Limiter};
 

@@ -28,6 +28,18 @@ pub async fn start_proxy(tweak: impl FnOnce(&mut Config)) -> Proxy {
     Proxy::start(c).await.expect("proxy starts")
 }
 
+/// [`start_proxy`], returning the start error instead of panicking.
+pub async fn start_proxy_result(
+    tweak: impl FnOnce(&mut Config),
+) -> Result<Proxy, sluice::StartError> {
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    tweak(&mut c);
+    Proxy::start(c).await
+}
+
 /// Polls `cond` every 20 ms until it holds or `within` passes.
 pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;

@@ -22,6 +22,13 @@ impl SluiceProcess {
     pub fn start(args: &[&str]) -> SluiceProcess {
         // An ephemeral admin port too, unless the test chooses one: tests
         // run in parallel and must not fight over the default 8900.
+        // Records stay in memory unless the test names a folder: parallel
+        // tests must not share the user's record store.
+        let store_args: &[&str] = if args.contains(&"--data-dir") {
+            &[]
+        } else {
+            &["--data-dir", ":memory:"]
+        };
         let admin_args: &[&str] = if args.contains(&"--admin") {
             &[]
         } else {
@@ -31,6 +38,7 @@ impl SluiceProcess {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(admin_args)
+            .args(store_args)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,196 @@
+//! The capture tap: one [`Exchange`] follows an HTTP request from its head
+//! to the end of its response, fed by the handler and by both bodies.
+//!
+//! Invariants: the tap never blocks and never buffers beyond the body
+//! limit (captured frames are zero-copy slices); the record is submitted
+//! exactly once, when the last holder (handler, request body, response
+//! body) lets go, so an exchange cut short is recorded too, with why.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::model::{header_block, Record, RecordKind};
+use super::Recorder;
+
+/// What the upstream connector knows about the connection a response came
+/// on; hyper-util hands it to every response of that connection.
+#[derive(Debug, Clone)]
+pub struct UpstreamInfo {
+    pub conn_id: u64,
+    pub addr: std::net::SocketAddr,
+    /// When the connector was asked for this connection.
+    pub connect_started: Instant,
+    pub dns: std::time::Duration,
+    pub connect: std::time::Duration,
+    /// Set by the first exchange that reports the setup timings: later
+    /// exchanges on the same connection reused it.
+    pub claimed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct Pending {
+    record: Record,
+    /// Content-Length of the response, to tell a finished body from a cut one.
+    resp_expected: Option<u64>,
+    resp_done: bool,
+    submitted: bool,
+}
+
+/// One HTTP exchange being captured.
+pub struct Exchange {
+    recorder: Arc<Recorder>,
+    started: Instant,
+    body_limit: usize,
+    pending: Mutex<Pending>,
+}
+
+impl Exchange {
+    pub(super) fn new(recorder: Arc<Recorder>, record: Record) -> Exchange {
+        Exchange {
+            body_limit: recorder.body_limit(),
+            recorder,
+            started: Instant::now(),
+            pending: Mutex::new(Pending {
+                record,
+                resp_expected: None,
+                resp_done: false,
+                submitted: false,
+            }),
+        }
+    }
+
+    fn offset_us(&self) -> i64 {
+        self.started.elapsed().as_micros() as i64
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Pending)) {
+        if let Ok(mut p) = self.pending.lock() {
+            f(&mut p);
+        }
+    }
+
+    pub fn set_user(&self, user: &str) {
+        self.with(|p| p.record.user = Some(user.to_string()));
+    }
+
+    /// The request as it leaves for the upstream (after hop-by-hop removal).
+    pub fn set_request_headers(&self, headers: &http::HeaderMap) {
+        let block = header_block(headers);
+        self.with(|p| p.record.req_headers = block);
+    }
+
+    pub fn request_chunk(&self, data: &Bytes) {
+        let limit = self.body_limit;
+        self.with(|p| p.record.req_body.push(data, limit));
+    }
+
+    pub fn request_done(&self) {
+        let at = self.offset_us();
+        self.with(|p| {
+            p.record.timings.sent_us.get_or_insert(at);
+        });
+    }
+
+    /// The response head arrived from the upstream.
+    pub fn response_head(
+        &self,
+        status: u16,
+        headers: &http::HeaderMap,
+        expected_len: Option<u64>,
+        upstream: Option<&UpstreamInfo>,
+    ) {
+        let at = self.offset_us();
+        let block = header_block(headers);
+        self.with(|p| {
+            let r = &mut p.record;
+            r.status = Some(status);
+            r.resp_headers = block;
+            r.timings.ttfb_us = Some(at);
+            p.resp_expected = expected_len;
+            if let Some(u) = upstream {
+                r.upstream_conn_id = Some(u.conn_id);
+                r.upstream_addr = Some(u.addr.to_string());
+                let fresh = !u.claimed.swap(true, std::sync::atomic::Ordering::Relaxed);
+                if fresh {
+                    let queued = u.connect_started.saturating_duration_since(self.started);
+                    r.timings.queued_us = Some(queued.as_micros() as i64);
+                    r.timings.dns_us = Some(u.dns.as_micros() as i64);
+                    r.timings.connect_us = Some(u.connect.as_micros() as i64);
+                }
+            }
+            // A request without a body is sent once its head is written,
+            // which the tap cannot see; the head arriving bounds it.
+            r.timings.sent_us.get_or_insert(at);
+        });
+    }
+
+    pub fn response_chunk(&self, data: &Bytes) {
+        let limit = self.body_limit;
+        self.with(|p| p.record.resp_body.push(data, limit));
+    }
+
+    pub fn response_done(&self) {
+        let at = self.offset_us();
+        self.with(|p| {
+            p.resp_done = true;
+            p.record.timings.total_us.get_or_insert(at);
+        });
+    }
+
+    /// The exchange failed; the first error wins (it is the cause).
+    pub fn fail(&self, error: impl Into<String>) {
+        let error = error.into();
+        self.with(|p| {
+            p.record.error.get_or_insert(error);
+        });
+    }
+
+    /// sluice answered itself (an error answer): status and headers of that
+    /// answer, and why.
+    pub fn answered(&self, status: u16, headers: &http::HeaderMap, error: Option<&str>) {
+        let at = self.offset_us();
+        let block = header_block(headers);
+        self.with(|p| {
+            let r = &mut p.record;
+            r.status = Some(status);
+            r.resp_headers = block;
+            r.timings.ttfb_us.get_or_insert(at);
+            r.timings.total_us.get_or_insert(at);
+            p.resp_done = true;
+            if let Some(e) = error {
+                r.error.get_or_insert_with(|| e.to_string());
+            }
+        });
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let at = self.offset_us();
+        let Ok(p) = self.pending.get_mut() else {
+            return;
+        };
+        if p.submitted {
+            return;
+        }
+        p.submitted = true;
+        let r = &mut p.record;
+        let body_complete = p.resp_done || p.resp_expected == Some(r.resp_body.size);
+        if r.status.is_some() && !body_complete && r.error.is_none() {
+            r.error = Some(format!(
+                "response cut short after {} bytes (client went away or the upstream stopped)",
+                r.resp_body.size
+            ));
+        } else if r.status.is_none() && r.error.is_none() {
+            r.error = Some("no response: the client went away before the upstream answered".into());
+        }
+        r.timings.total_us.get_or_insert(at);
+        let record = std::mem::replace(
+            r,
+            Record::new(RecordKind::Http, 0, String::new(), SystemTime::UNIX_EPOCH),
+        );
+        self.recorder.submit(record);
+    }
+}

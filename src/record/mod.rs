@@ -1,0 +1,503 @@
+//! Request recording: every HTTP exchange, CONNECT tunnel and relay
+//! connection becomes a record, stored durably and searchable.
+//!
+//! Data flow: capture taps ([`capture::Exchange`], the registry's close
+//! hook) build a [`model::Record`] and [`Recorder::submit`] it into a
+//! bounded queue; one writer thread drains the queue in batches into the
+//! [`store::Store`], enforces retention, then announces the new records on
+//! the live feed.
+//!
+//! Invariants: submitting never blocks and never waits on the disk. When
+//! the queue's body budget is spent, bodies are dropped first; when the
+//! queue itself is full, whole records are; each drop is counted. The
+//! writer commits within [`FLUSH_EVERY`] of a record arriving, so a crash
+//! loses at most that much.
+
+pub mod capture;
+pub mod decode;
+pub mod har;
+pub mod model;
+pub mod query;
+pub mod store;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::broadcast;
+
+use crate::config::Recording;
+use crate::registry::{CloseReason, ConnEntry, Kind};
+use capture::Exchange;
+use model::{unix_micros, Record, RecordKind};
+use query::Summary;
+use store::{Store, StoreError};
+
+/// The writer commits at least this often while records arrive.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Live-feed events buffered per subscriber before it is told it lagged.
+const FEED_CAPACITY: usize = 4096;
+/// The age limit is checked this often (it needs a clock and a query).
+const AGE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Counters the metrics and the API report.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    pub submitted: AtomicU64,
+    pub stored: AtomicU64,
+    pub dropped_records: AtomicU64,
+    pub dropped_bodies: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub retention_deleted: AtomicU64,
+    /// Records in the store, as the writer counts them.
+    pub stored_now: AtomicU64,
+    pub queued: AtomicUsize,
+    pub queued_body_bytes: AtomicUsize,
+}
+
+/// The recorder of one sluice instance.
+pub struct Recorder {
+    config: Recording,
+    tx: Option<SyncSender<Record>>,
+    next_id: AtomicU64,
+    pub stats: Arc<RecorderStats>,
+    feed: broadcast::Sender<Arc<Summary>>,
+    pub store: Option<Arc<Store>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    closing: Arc<AtomicBool>,
+    /// Test hook: the writer stops draining the queue while set.
+    paused: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("enabled", &self.enabled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// Opens the store and starts the writer (or a recorder that records
+    /// nothing, with `--record off`).
+    pub fn start(config: &Recording) -> Result<Arc<Recorder>, StoreError> {
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let stats = Arc::new(RecorderStats::default());
+        let closing = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
+        if !config.enabled {
+            return Ok(Arc::new(Recorder {
+                config: config.clone(),
+                tx: None,
+                next_id: AtomicU64::new(1),
+                stats,
+                feed,
+                store: None,
+                writer: Mutex::new(None),
+                closing,
+                paused,
+            }));
+        }
+        let store = Store::open(config)?;
+        let max_id = store.max_id()?;
+        let count = store.count()?;
+        stats.stored_now.store(count, Ordering::Relaxed);
+        let (tx, rx) = mpsc::sync_channel(config.queue_records);
+        let writer = Writer {
+            store: store.clone(),
+            config: config.clone(),
+            rx,
+            stats: stats.clone(),
+            feed: feed.clone(),
+            closing: closing.clone(),
+            paused: paused.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("sluice-recorder".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Poisoned(format!("cannot start the writer thread: {e}")))?;
+        Ok(Arc::new(Recorder {
+            config: config.clone(),
+            tx: Some(tx),
+            next_id: AtomicU64::new(max_id + 1),
+            stats,
+            feed,
+            store: Some(store),
+            writer: Mutex::new(Some(handle)),
+            closing,
+            paused,
+        }))
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn body_limit(&self) -> usize {
+        self.config.body_limit
+    }
+
+    pub fn config(&self) -> &Recording {
+        &self.config
+    }
+
+    /// Starts capturing one HTTP exchange, or `None` when recording is off.
+    pub fn begin_http(
+        self: &Arc<Self>,
+        conn_id: u64,
+        client: std::net::SocketAddr,
+        method: &http::Method,
+        uri: &http::Uri,
+        version: http::Version,
+    ) -> Option<Arc<Exchange>> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut r = Record::new(
+            RecordKind::Http,
+            conn_id,
+            client.to_string(),
+            SystemTime::now(),
+        );
+        r.method = method.as_str().to_string();
+        r.url = uri.to_string();
+        r.host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_ascii_lowercase();
+        r.version = format!("{version:?}");
+        Some(Arc::new(Exchange::new(self.clone(), r)))
+    }
+
+    /// A CONNECT that sluice refused or could not open (no tunnel exists
+    /// to record it at close).
+    pub fn connect_failed(&self, f: FailedConnect<'_>) {
+        if !self.enabled() {
+            return;
+        }
+        let FailedConnect {
+            conn_id,
+            client,
+            user,
+            target,
+            status,
+            error,
+            started,
+        } = f;
+        let wall = SystemTime::now()
+            .checked_sub(started.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut r = Record::new(RecordKind::Tunnel, conn_id, client.to_string(), wall);
+        r.method = "CONNECT".into();
+        r.url = target.to_string();
+        r.host = host_of(target);
+        r.version = "HTTP/1.1".into();
+        r.user = user.map(str::to_string);
+        r.status = Some(status);
+        r.error = Some(error.to_string());
+        r.timings.total_us = Some(started.elapsed().as_micros() as i64);
+        self.submit(r);
+    }
+
+    /// The registry's close hook: tunnels and relays become records when
+    /// they close.
+    pub fn on_close(&self, e: &ConnEntry, reason: &CloseReason) {
+        let kind = match e.kind {
+            Kind::Tunnel => RecordKind::Tunnel,
+            Kind::Relay => RecordKind::Relay,
+            _ => return,
+        };
+        if !self.enabled() {
+            return;
+        }
+        let age = e.age();
+        let wall = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let client = e.client.map(|a| a.to_string()).unwrap_or_default();
+        let mut r = Record::new(kind, e.id, client, wall);
+        // Tunnels name their upstream "target (address)".
+        let upstream = e.upstream().unwrap_or_default();
+        let (target, addr) = match upstream.split_once(" (") {
+            Some((t, a)) => (t.to_string(), Some(a.trim_end_matches(')').to_string())),
+            None => (upstream.to_string(), None),
+        };
+        r.method = match kind {
+            RecordKind::Tunnel => "CONNECT".into(),
+            _ => "RELAY".into(),
+        };
+        r.host = host_of(&target);
+        r.url = target;
+        r.upstream_addr = addr;
+        r.version = match kind {
+            RecordKind::Tunnel => "HTTP/1.1".into(),
+            _ => "TCP".into(),
+        };
+        r.user = e.user().map(str::to_string);
+        if kind == RecordKind::Tunnel {
+            r.status = Some(200);
+        }
+        r.req_body.size = e.bytes_up.load(Ordering::Relaxed);
+        r.resp_body.size = e.bytes_down.load(Ordering::Relaxed);
+        r.timings.total_us = Some(age.as_micros() as i64);
+        r.close_reason = Some(reason.to_string());
+        if !matches!(reason, CloseReason::Eof) {
+            if let Some(side) = reason.side() {
+                r.error = Some(format!("{reason} (failed: {})", side.as_str()));
+            }
+        }
+        self.submit(r);
+    }
+
+    /// Hands a finished record to the writer without waiting. Bodies go
+    /// first when the body budget is spent; the record goes when the queue
+    /// is full.
+    pub fn submit(&self, mut record: Record) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        let stats = &self.stats;
+        stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let mut body_bytes = record.req_body.captured + record.resp_body.captured;
+        let mut stripped = false;
+        if body_bytes > 0 {
+            let queued = stats.queued_body_bytes.load(Ordering::Relaxed);
+            if queued + body_bytes > self.config.queue_body_bytes {
+                record.req_body.drop_capture();
+                record.resp_body.drop_capture();
+                body_bytes = 0;
+                stripped = true;
+            } else {
+                stats
+                    .queued_body_bytes
+                    .fetch_add(body_bytes, Ordering::Relaxed);
+            }
+        }
+        record.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        stats.queued.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send(record) {
+            Ok(()) => {
+                // Counted only for records that made it: a record dropped
+                // whole is one drop, not two.
+                if stripped {
+                    stats.dropped_bodies.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                stats
+                    .queued_body_bytes
+                    .fetch_sub(body_bytes, Ordering::Relaxed);
+                stats.dropped_records.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// New records as they are stored.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Summary>> {
+        self.feed.subscribe()
+    }
+
+    /// Test hook: holds (or releases) the writer, so that the queue fills
+    /// as it would behind a slow disk.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Stops the writer after it has stored what is queued (bounded by
+    /// `deadline`).
+    pub fn close(&self, deadline: Duration) {
+        self.closing.store(true, Ordering::Relaxed);
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let until = Instant::now() + deadline;
+            while !h.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                tracing::warn!("record writer did not finish within the shutdown deadline");
+            }
+        }
+    }
+}
+
+/// A CONNECT answered with an error, for [`Recorder::connect_failed`].
+pub struct FailedConnect<'a> {
+    pub conn_id: u64,
+    pub client: std::net::SocketAddr,
+    pub user: Option<&'a str>,
+    pub target: &'a str,
+    pub status: u16,
+    pub error: &'a str,
+    /// When the CONNECT head arrived.
+    pub started: Instant,
+}
+
+/// The host part of `host:port` (brackets removed), lower-cased.
+fn host_of(target: &str) -> String {
+    crate::net::split_host_port(target)
+        .map(|(h, _)| h.to_ascii_lowercase())
+        .unwrap_or_else(|| target.to_ascii_lowercase())
+}
+
+/// The writer thread: batches, commits, retention, feed.
+struct Writer {
+    store: Arc<Store>,
+    config: Recording,
+    rx: Receiver<Record>,
+    stats: Arc<RecorderStats>,
+    feed: broadcast::Sender<Arc<Summary>>,
+    closing: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let max_batch_bytes = store::batch_bytes(&self.config);
+        let mut last_age_check = Instant::now() - AGE_CHECK_EVERY;
+        let mut batch: Vec<Record> = Vec::with_capacity(1024);
+        loop {
+            if self.paused.load(Ordering::Relaxed) && !self.closing.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            let first = match self.rx.recv_timeout(FLUSH_EVERY) {
+                Ok(r) => Some(r),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let got = first.is_some();
+            if let Some(r) = first {
+                let mut bytes = r.weight();
+                batch.push(r);
+                // Whatever else is already waiting joins this batch, up to
+                // a size that keeps the WAL small.
+                while batch.len() < 4096 && bytes < max_batch_bytes {
+                    match self.rx.try_recv() {
+                        Ok(r) => {
+                            bytes += r.weight();
+                            batch.push(r);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                self.write(&mut batch);
+            }
+            let check_age = last_age_check.elapsed() >= AGE_CHECK_EVERY;
+            if check_age || got {
+                if check_age {
+                    last_age_check = Instant::now();
+                }
+                self.retain(check_age);
+            }
+            if !got && self.closing.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+    }
+
+    fn write(&mut self, batch: &mut Vec<Record>) {
+        let body_bytes: usize = batch
+            .iter()
+            .map(|r| r.req_body.captured + r.resp_body.captured)
+            .sum();
+        let n = batch.len();
+        let stored_now = &self.stats.stored_now;
+        // The count moves under the writer lock, as deletes through the
+        // API do, so the two never race.
+        let result = self.store.write(|c| {
+            store::insert_batch(c, batch)?;
+            stored_now.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(())
+        });
+        self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+        self.stats
+            .queued_body_bytes
+            .fetch_sub(body_bytes, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                self.stats.stored.fetch_add(n as u64, Ordering::Relaxed);
+                if self.feed.receiver_count() > 0 {
+                    for r in batch.iter() {
+                        let _ = self.feed.send(Arc::new(summary_of(r)));
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats
+                    .write_errors
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, records = n, "cannot store records");
+            }
+        }
+        batch.clear();
+    }
+
+    fn retain(&mut self, check_age: bool) {
+        let now = unix_micros(SystemTime::now());
+        let config = &self.config;
+        let stored_now = &self.stats.stored_now;
+        match self.store.write(|c| {
+            let mut count = stored_now.load(Ordering::Relaxed);
+            let t = store::enforce_retention(c, config, &mut count, now, check_age);
+            stored_now.store(count, Ordering::Relaxed);
+            t
+        }) {
+            Ok(t) => {
+                self.stats
+                    .retention_deleted
+                    .fetch_add(t.records, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "record retention pass failed"),
+        }
+    }
+}
+
+/// The list shape of a record that has just been stored.
+fn summary_of(r: &Record) -> Summary {
+    Summary {
+        id: r.id,
+        kind: r.kind.as_str(),
+        started: model::rfc3339(r.started_us),
+        started_us: r.started_us,
+        conn_id: r.conn_id,
+        upstream_conn_id: r.upstream_conn_id,
+        client: r.client.clone(),
+        user: r.user.clone(),
+        method: r.method.clone(),
+        url: r.url.clone(),
+        host: r.host.clone(),
+        version: r.version.clone(),
+        status: r.status,
+        req_size: r.req_body.size,
+        resp_size: r.resp_body.size,
+        content_type: model::header_value(&r.resp_headers, "content-type"),
+        duration_ms: r.timings.total_us.map(|t| t as f64 / 1000.0),
+        total_us: r.timings.total_us,
+        upstream_addr: r.upstream_addr.clone(),
+        error: r.error.clone(),
+        close_reason: r.close_reason.clone(),
+        rules: r.rules.clone(),
+    }
+}
+
+impl Recorder {
+    /// Deletes the records matching `f`; returns how many went.
+    pub fn delete(&self, f: &query::Filter) -> Result<u64, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let stored_now = &self.stats.stored_now;
+        store.write(|c| {
+            let n = query::delete(c, f)?;
+            let _ = stored_now.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
+            Ok(n)
+        })
+    }
+}

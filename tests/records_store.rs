@@ -1,0 +1,273 @@
+//! The record store under pressure: retention by count, bytes and age, a
+//! full queue (bodies dropped first, then records, proxying unslowed), and
+//! a `kill -9` in the middle of traffic.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice::config::{DataDir, Recording};
+use sluice::Proxy;
+use support::admin::{get_json, metrics};
+use support::http_client::{exchange, get_once, Client};
+
+async fn proxy_with(tweak: impl FnOnce(&mut Recording)) -> Proxy {
+    support::start_proxy(|c| {
+        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.record = Recording {
+            data_dir: DataDir::Memory,
+            ..Recording::default()
+        };
+        tweak(&mut c.record);
+    })
+    .await
+}
+
+async fn stored(admin: SocketAddr) -> Vec<Value> {
+    get_json(admin, "/api/records?limit=1000")
+        .await
+        .get("records")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls until `cond(records)` holds; panics with the last view after 10 s.
+async fn wait_until(admin: SocketAddr, what: &str, cond: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = stored(admin).await;
+        if cond(&rows) {
+            return rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not after 10 s ({} records)",
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A POST of `size` bytes to the echo origin through `proxy`.
+async fn post(proxy: SocketAddr, origin: SocketAddr, path: &str, size: usize) -> u16 {
+    let mut raw = format!(
+        "POST http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    raw.extend(std::iter::repeat_n(b'z', size));
+    exchange(proxy, &raw).await.unwrap().status()
+}
+
+fn store_bytes(dir: &Path) -> u64 {
+    ["records.db", "records.db-wal"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test]
+async fn retention_by_count_keeps_the_newest() {
+    let origin = support::origin::http_origin().await;
+    let proxy = proxy_with(|r| r.retain_records = 50).await;
+    let admin = proxy.admin_addr.unwrap();
+    let mut c = Client::connect(proxy.addr).await.unwrap();
+    for i in 0..200 {
+        assert_eq!(c.get(origin, &format!("/small?n={i}")).await.unwrap().status(), 200);
+    }
+    let rows = wait_until(admin, "newest stored", |rows| {
+        rows.first()
+            .is_some_and(|r| r["url"].as_str().unwrap().ends_with("n=199"))
+    })
+    .await;
+    assert!(rows.len() <= 50, "{} records kept", rows.len());
+    let oldest = rows.last().unwrap()["url"].as_str().unwrap().to_string();
+    let n: usize = oldest.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(n >= 150, "oldest kept is n={n}");
+}
+
+#[tokio::test]
+async fn retention_by_age_deletes_old_records() {
+    let origin = support::origin::http_origin().await;
+    let proxy = proxy_with(|r| r.retain_age = Duration::from_secs(1)).await;
+    let admin = proxy.admin_addr.unwrap();
+    for i in 0..10 {
+        get_once(proxy.addr, origin, &format!("/small?old={i}")).await.unwrap();
+    }
+    wait_until(admin, "old stored", |rows| rows.len() == 10).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    get_once(proxy.addr, origin, "/small?new").await.unwrap();
+    let rows = wait_until(admin, "only the new one", |rows| {
+        rows.len() == 1 && rows[0]["url"].as_str().unwrap().ends_with("?new")
+    })
+    .await;
+    assert_eq!(rows.len(), 1);
+}
+
+#[tokio::test]
+async fn retention_by_bytes_bounds_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = support::origin::http_origin().await;
+    let limit: u64 = 2 * 1024 * 1024;
+    let proxy = proxy_with(|r| {
+        r.data_dir = DataDir::Path(dir.path().to_path_buf());
+        r.retain_bytes = limit;
+    })
+    .await;
+    let admin = proxy.admin_addr.unwrap();
+    // 300 exchanges x 2 bodies x 16 KiB: about 9.4 MiB captured, nearly
+    // five times the limit.
+    let mut peak = 0;
+    for i in 0..300 {
+        assert_eq!(post(proxy.addr, origin, &format!("/echo?b={i}"), 16 * 1024).await, 200);
+        if i % 20 == 0 {
+            peak = peak.max(store_bytes(dir.path()));
+        }
+    }
+    wait_until(admin, "last stored", |rows| {
+        rows.first()
+            .is_some_and(|r| r["url"].as_str().unwrap().ends_with("b=299"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    peak = peak.max(store_bytes(dir.path()));
+    assert!(
+        peak as f64 <= limit as f64 * 1.05,
+        "store reached {peak} bytes, limit {limit}"
+    );
+    let rows = stored(admin).await;
+    assert!(rows.len() >= 20, "only {} records kept", rows.len());
+    assert!(rows.len() < 300, "nothing was deleted");
+    let m = metrics(admin).await;
+    assert!(m.must("sluice_records_retention_deleted_total", &[]) > 0.0);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_bodies_first_then_records_and_never_slows_proxying() {
+    let origin = support::origin::http_origin().await;
+    let proxy = proxy_with(|r| {
+        r.queue_records = 100;
+        r.queue_body_bytes = 256 * 1024;
+    })
+    .await;
+    let admin = proxy.admin_addr.unwrap();
+    // The writer stands still, as behind a stalled disk.
+    proxy.recorder.set_paused(true);
+    let started = std::time::Instant::now();
+    for i in 0..150 {
+        assert_eq!(post(proxy.addr, origin, &format!("/echo?q={i}"), 4 * 1024).await, 200);
+    }
+    let took = started.elapsed();
+    let m = metrics(admin).await;
+    // 4 KiB each way: 32 records fit the 256 KiB body budget, the next 68
+    // queue without bodies, the last 50 find the queue full.
+    assert_eq!(m.must("sluice_records_dropped_total", &[("what", "record")]), 50.0);
+    assert_eq!(m.must("sluice_records_dropped_total", &[("what", "body")]), 68.0);
+    assert_eq!(m.must("sluice_records_queue", &[]), 100.0);
+    proxy.recorder.set_paused(false);
+    let rows = wait_until(admin, "queue drained", |rows| rows.len() == 100).await;
+    let with_body = |id: &Value| {
+        let id = id.clone();
+        async move {
+            let d = get_json(admin, &format!("/api/records/{id}")).await;
+            (
+                d["request"]["body"]["captured"].as_u64().unwrap(),
+                d["request"]["body"]["dropped"].as_bool().unwrap(),
+            )
+        }
+    };
+    // Oldest kept still has its body; the newest kept lost it, flagged.
+    assert_eq!(with_body(&rows[99]["id"]).await, (4096, false));
+    assert_eq!(with_body(&rows[0]["id"]).await, (0, true));
+    assert!(rows[0]["url"].as_str().unwrap().ends_with("q=99"));
+    // For the record: 150 proxied requests with a stalled writer.
+    eprintln!("150 requests with the writer paused took {took:?}");
+}
+
+#[tokio::test]
+async fn kill_9_loses_at_most_the_last_second_and_the_store_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let origin = support::origin::http_origin().await;
+    let mut first = support::admin::start(&["--data-dir", &data]).await;
+    let admin = first.admin.unwrap();
+    let mut c = Client::connect(first.addr).await.unwrap();
+    for i in 0..300 {
+        assert_eq!(c.get(origin, &format!("/small?before={i}")).await.unwrap().status(), 200);
+    }
+    // More than a second passes between these and the kill.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for i in 0..100 {
+        assert_eq!(c.get(origin, &format!("/small?late={i}")).await.unwrap().status(), 200);
+    }
+    let pid = first.pid();
+    first.signal(libc::SIGKILL);
+    // Killed by the signal: no exit code, and the process is gone (reaped).
+    assert_eq!(first.wait_exit(Duration::from_secs(5)), None);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    drop(first);
+
+    let second = support::admin::start(&["--data-dir", &data]).await;
+    let admin2 = second.admin.unwrap();
+    assert_ne!(admin, admin2);
+    let all = get_json(admin2, "/api/records?limit=1000&url=before=").await;
+    let before = all["records"].as_array().unwrap();
+    assert_eq!(before.len(), 300, "records older than a second survive kill -9");
+    let max_id = before.iter().map(|r| r["id"].as_u64().unwrap()).max().unwrap();
+    // New records continue after the old ids.
+    get_once(second.addr, origin, "/small?after").await.unwrap();
+    let after = wait_until(admin2, "new record", |rows| {
+        rows.iter()
+            .any(|r| r["url"].as_str().unwrap().ends_with("?after"))
+    })
+    .await;
+    let new_id = after
+        .iter()
+        .find(|r| r["url"].as_str().unwrap().ends_with("?after"))
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert!(new_id > max_id);
+    drop(second);
+    // The file itself is sound.
+    let conn = rusqlite::Connection::open(dir.path().join("records.db")).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+#[tokio::test]
+async fn a_store_that_is_not_a_database_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("records.db"), vec![0x42u8; 8192]).unwrap();
+    let origin = support::origin::http_origin().await;
+    let proxy = proxy_with(|r| r.data_dir = DataDir::Path(dir.path().to_path_buf())).await;
+    let admin = proxy.admin_addr.unwrap();
+    get_once(proxy.addr, origin, "/small?fresh").await.unwrap();
+    wait_until(admin, "recorded in a new store", |rows| rows.len() == 1).await;
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the bad file is kept beside the new one");
+    assert_eq!(std::fs::read(aside[0].path()).unwrap(), vec![0x42u8; 8192]);
+}
+
+#[tokio::test]
+async fn an_unwritable_data_dir_is_a_clear_start_error() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let bad = file.path().join("sub");
+    let err = support::start_proxy_result(|c| {
+        c.record.data_dir = DataDir::Path(bad.clone());
+    })
+    .await
+    .err()
+    .expect("start fails");
+    let text = err.to_string();
+    assert!(text.contains("data folder") && text.contains("sub"), "{text}");
+}
