@@ -316,6 +316,7 @@ async fn leak_socket(State(st): St) -> Response {
 /// releases the record writer (to fill its queue as a slow disk would).
 async fn pause_recorder(State(st): St, RawQuery(q): RawQuery) -> Response {
     let paused = q.as_deref().is_some_and(|q| q.contains("paused=true"));
-    st.recorder.set_paused(paused);
+    let recorder = st.recorder.clone();
+    let _ = tokio::task::spawn_blocking(move || recorder.set_paused(paused)).await;
     Json(serde_json::json!({ "paused": paused })).into_response()
 }

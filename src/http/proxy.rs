@@ -157,40 +157,16 @@ async fn forward(
     exchange: Option<Arc<Exchange>>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let (mut parts, body) = req.into_parts();
-    if let Some(ex) = &exchange {
-        // Until the request leaves, the record holds what the client sent.
-        ex.set_request_headers(&parts.headers);
-    }
-    match parts.uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(Failure::bad_request(
-                "https:// URLs must be tunnelled with CONNECT through this proxy",
-            ))
+    let authority = match target_of(&parts.uri, ctx) {
+        Ok(a) => a,
+        Err(f) => {
+            if let Some(ex) = &exchange {
+                // Refused before leaving: the record shows what the client sent.
+                ex.set_request_headers(&parts.headers);
+            }
+            return Err(f);
         }
-        Some(other) => {
-            return Err(Failure::bad_request(format!(
-                "unsupported URL scheme `{other}`"
-            )))
-        }
-        None => {
-            return Err(Failure::bad_request(
-                "sluice is a forward proxy: send requests in absolute form (GET http://host/path)",
-            ))
-        }
-    }
-    let Some(authority) = parts.uri.authority().cloned() else {
-        return Err(Failure::bad_request("request URL has no host"));
     };
-    let port = authority.port_u16().unwrap_or(80);
-    if super::proxy_is_self(ctx, authority.host(), port) {
-        return Err(Failure::new(
-            StatusCode::LOOP_DETECTED,
-            Side::Client,
-            "loop",
-            format!("request for {authority} is addressed to sluice itself"),
-        ));
-    }
 
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers, parts.version);
@@ -257,6 +233,41 @@ async fn forward(
     )
     .with_tap(exchange);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// The origin a request is for, or why it cannot be forwarded.
+fn target_of(uri: &http::Uri, ctx: &HttpContext) -> Result<http::uri::Authority, Failure> {
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(Failure::bad_request(
+                "https:// URLs must be tunnelled with CONNECT through this proxy",
+            ))
+        }
+        Some(other) => {
+            return Err(Failure::bad_request(format!(
+                "unsupported URL scheme `{other}`"
+            )))
+        }
+        None => {
+            return Err(Failure::bad_request(
+                "sluice is a forward proxy: send requests in absolute form (GET http://host/path)",
+            ))
+        }
+    }
+    let Some(authority) = uri.authority().cloned() else {
+        return Err(Failure::bad_request("request URL has no host"));
+    };
+    let port = authority.port_u16().unwrap_or(80);
+    if super::proxy_is_self(ctx, authority.host(), port) {
+        return Err(Failure::new(
+            StatusCode::LOOP_DETECTED,
+            Side::Client,
+            "loop",
+            format!("request for {authority} is addressed to sluice itself"),
+        ));
+    }
+    Ok(authority)
 }
 
 /// Turns a client error into an answer that says who failed and why.
