@@ -5,18 +5,20 @@
 #   bench/run.sh            full run (median of 3, 10 s each, 5000 idle tunnels)
 #   bench/run.sh --quick    smoke run (1 run each, 3 s, 1000 idle tunnels)
 #   bench/run.sh --soak     also F: RSS over a ~1M-request run
-#   bench/run.sh --only AE  run only the listed sections (A..E; F needs --soak)
+#   bench/run.sh --only AE  run only the listed sections (A..E, R; F needs --soak)
 #   bench/run.sh --rev HEAD build a committed revision (git archive) instead of
 #                           the working tree, e.g. while others edit src/
 #
 # Load generators and origins run on core 0, the proxy under test on core 1.
+# Every sluice records into its own fresh --data-dir under the temp work
+# dir (never the user's data dir) and has its admin server on a free port.
 # Output: a Markdown table on stdout and in bench/out/results.md; every
 # raw tool output in bench/out/logs/.
 set -euo pipefail
 
 QUICK=0
 SOAK=0
-ONLY=ABCDE
+ONLY=ABCDER
 REV=""
 args=("$@")
 i=0
@@ -131,6 +133,7 @@ need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ] || need+=(squid)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 INSTALL_NOTE=""
 if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing ${need[*]} and not root: install them (apt-get install -y ${need[*]})"
@@ -150,6 +153,7 @@ command -v nginx >/dev/null 2>&1 || die "nginx is not installed and could not be
 HAVE_SQUID=1
 command -v squid >/dev/null 2>&1 || { HAVE_SQUID=0; log "squid unavailable: squid rows will read n/a"; }
 command -v taskset >/dev/null 2>&1 || die "taskset (util-linux) is missing"
+command -v curl >/dev/null 2>&1 || die "curl is missing (it reads sluice's /metrics)"
 command -v cargo >/dev/null 2>&1 || die "cargo is missing"
 [ "$(nproc --all)" -ge 2 ] || die "needs at least 2 CPUs (core 0 for load, core 1 for the proxy)"
 
@@ -202,7 +206,10 @@ fi
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ------------------------------------------------------------ 3. servers
-read -r P_NGINX P_ECHO P_BULK P_SLUICE P_SQUID P_SLUICE2 P_SQUID2 <<<"$("$LOADGEN" ports 7)"
+read -r P_NGINX P_ECHO P_BULK P_SLUICE P_SQUID P_SLUICE2 P_SQUID2 P_REC_ON P_REC_OFF <<<"$("$LOADGEN" ports 9)"
+# Admin servers: one free port per sluice start (at most 1 + 2 + RUNS + 1),
+# all taken now so they are distinct from each other and from the above.
+read -r -a ADMIN_PORTS <<<"$("$LOADGEN" ports $((RUNS + 6)))"
 ORIGIN="127.0.0.1:$P_NGINX"
 ECHO="127.0.0.1:$P_ECHO"
 BULK="127.0.0.1:$P_BULK"
@@ -247,11 +254,42 @@ SERVERS_PID=$LAST_PID
 "$LOADGEN" wait-port "$ORIGIN" 10000 || die "nginx did not start (see $LOGS/nginx.err)"
 "$LOADGEN" wait-port "$ECHO" 10000 || die "loadgen serve did not start"
 
-SLUICE_ARGS_TEMPLATE="--listen 127.0.0.1:PORT --log-level warn --workers 1"
-start_sluice() { # PORT NAME; sets LAST_PID
+# PORT, ADMIN and DATA are filled in per start: every instance gets a free
+# admin port and a fresh record store of its own (recording is on by
+# default; the store must never be the user's ~/.local/share/sluice).
+SLUICE_ARGS_TEMPLATE="--listen 127.0.0.1:PORT --log-level warn --workers 1 --admin 127.0.0.1:ADMIN --data-dir DATA"
+# A revision from before recording (--rev) has neither --data-dir nor
+# --record: it runs without them and R is skipped.
+HAVE_RECORDING=1
+if ! "$SLUICE" --help 2>&1 | grep -q -- '--data-dir'; then
+  HAVE_RECORDING=0
+  SLUICE_ARGS_TEMPLATE="${SLUICE_ARGS_TEMPLATE% --data-dir DATA}"
+  INSTALL_NOTE="$INSTALL_NOTE this sluice predates recording (no --data-dir): section R skipped;"
+  log "this sluice has no --data-dir (it predates recording): R is skipped"
+fi
+ADMIN_NEXT=0
+LAST_ADMIN=""
+start_sluice() { # PORT NAME [EXTRA ARGS...]; sets LAST_PID and LAST_ADMIN (the admin address)
+  local port="$1" name="$2" args
+  shift 2
+  [ "$ADMIN_NEXT" -lt "${#ADMIN_PORTS[@]}" ] || die "out of admin ports (${#ADMIN_PORTS[@]} reserved)"
+  LAST_ADMIN="127.0.0.1:${ADMIN_PORTS[$ADMIN_NEXT]}"
+  ADMIN_NEXT=$((ADMIN_NEXT + 1))
+  rm -rf "$WORK/data-$name"
+  args="${SLUICE_ARGS_TEMPLATE//PORT/$port}"
+  args="${args//ADMIN/${LAST_ADMIN#127.0.0.1:}}"
+  args="${args//DATA/$WORK/data-$name}"
   # shellcheck disable=SC2086
-  start_bg "$2" taskset -c "$PROXY_CPU" "$SLUICE" ${SLUICE_ARGS_TEMPLATE//PORT/$1}
-  "$LOADGEN" wait-port "127.0.0.1:$1" 20000 || die "sluice did not start (see $LOGS/$2.err)"
+  start_bg "$name" taskset -c "$PROXY_CPU" "$SLUICE" $args "$@"
+  "$LOADGEN" wait-port "127.0.0.1:$port" 20000 || die "sluice did not start (see $LOGS/$name.err)"
+}
+# Prometheus text of a sluice admin server (empty on failure).
+scrape() { timeout 10 curl -s --max-time 5 "http://$1/metrics" || true; }
+# One sample from Prometheus text on stdin: METRIC [LABEL-MATCH] -> value (n/a when absent).
+metric() {
+  awk -v m="$1" -v l="${2:-}" '$1 == m || index($1, m "{") == 1 {
+      if (l == "" || index($1, l) > 0) { print $2; found = 1; exit } }
+    END { if (!found) print "n/a" }'
 }
 
 write_squid_conf() { # PORT DIR
@@ -289,6 +327,7 @@ start_squid() { # PORT NAME; sets LAST_PID
 log "starting sluice on 127.0.0.1:$P_SLUICE (core $PROXY_CPU)"
 start_sluice "$P_SLUICE" sluice
 SLUICE_PID=$LAST_PID
+SLUICE_ADMIN=$LAST_ADMIN
 SQUID_PID=""
 if [ "$HAVE_SQUID" = 1 ]; then
   log "starting squid on 127.0.0.1:$P_SQUID (core $PROXY_CPU)"
@@ -296,7 +335,12 @@ if [ "$HAVE_SQUID" = 1 ]; then
 fi
 
 SLUICE_PORT=$P_SLUICE
-proxy_port() { case "$1" in sluice) echo "$SLUICE_PORT" ;; squid) echo "$P_SQUID" ;; esac; }
+proxy_port() {
+  case "$1" in
+    sluice) echo "$SLUICE_PORT" ;; squid) echo "$P_SQUID" ;;
+    rec_on) echo "$P_REC_ON" ;; rec_off) echo "$P_REC_OFF" ;;
+  esac
+}
 TARGETS=(direct sluice)
 [ "$HAVE_SQUID" = 1 ] && TARGETS+=(squid)
 
@@ -401,9 +445,83 @@ want D && for t in "${TARGETS[@]}"; do
   done
 done
 
-# The shared proxies are done; E and F start their own.
+# Waits (up to 10 s) until a recording sluice has written what it queued,
+# then saves its /metrics: stored and dropped counts are only final then.
+settle_metrics() { # ADMIN_ADDR FILE
+  local i q
+  for i in $(seq 100); do
+    q="$(scrape "$1" | metric sluice_records_queue)"
+    case "$q" in 0|n/a) break ;; esac
+    sleep 0.1
+  done
+  sleep 0.5 # the writer commits within 200 ms of its last batch
+  scrape "$1" >"$2"
+}
+# "N stored, dropped: X records, Y bodies, Z write errors" from a saved scrape.
+record_counts() { # FILE
+  printf '%s stored, dropped: %s records, %s bodies, %s write errors; store %s' \
+    "$(metric sluice_records_stored_total <"$1")" \
+    "$(metric sluice_records_dropped_total 'what="record"' <"$1")" \
+    "$(metric sluice_records_dropped_total 'what="body"' <"$1")" \
+    "$(metric sluice_records_dropped_total 'what="write_error"' <"$1")" \
+    "$(fmt '%.1f MiB' "$(awk -v b="$(metric sluice_record_store_bytes <"$1")" 'BEGIN{ if (b == "n/a") print "n/a"; else print b/1048576 }')")"
+}
+
+# The shared proxies are done; R, E and F start their own.
+SHARED_RECORDS=""
+if [ "$HAVE_RECORDING" = 1 ] && { want A || want B || want C || want D; }; then
+  settle_metrics "$SLUICE_ADMIN" "$LOGS/sluice-metrics.txt"
+  SHARED_RECORDS="$(record_counts "$LOGS/sluice-metrics.txt")"
+fi
 stop_pid "$SLUICE_PID"
 [ -n "$SQUID_PID" ] && stop_pid "$SQUID_PID"
+
+# ------------------------------------------------------------ R: recording cost
+# The A workload through two fresh sluice instances, identical but for
+# recording: one with the defaults (bodies up to 1 MiB), one --record off.
+# Runs alternate, the order swapped every pair (off, on, on, off, off,
+# on, ...), so that drift in the machine's load and whatever the second of
+# two back-to-back runs pays hit both alike.
+if want R && [ "$HAVE_RECORDING" = 1 ]; then
+  log "R: recording on vs --record off, /small, $CONNS_SMALL connections: warm-up 1 s + $RUNS x ${DUR}s each, alternating (off, on, on, off, ...)"
+  start_sluice "$P_REC_ON" R-sluice-on
+  REC_ON_PID=$LAST_PID; REC_ON_ADMIN=$LAST_ADMIN
+  start_sluice "$P_REC_OFF" R-sluice-off --record off
+  REC_OFF_PID=$LAST_PID
+  R_SENT=0
+  for t in rec_on rec_off; do
+    run_wrk "$t" /small "$CONNS_SMALL" 1 "R-$t-warmup"
+    [ "$t" = rec_on ] && [ -n "$WRK_LAST" ] && R_SENT=$((R_SENT + $(kv requests "$WRK_LAST")))
+  done
+  for r in $(seq "$RUNS"); do
+    order="rec_off rec_on"
+    [ $((r % 2)) = 0 ] && order="rec_on rec_off"
+    for t in $order; do
+      run_wrk "$t" /small "$CONNS_SMALL" "$DUR" "R-$t-run$r"
+      line="$WRK_LAST"
+      if [ -z "$line" ]; then
+        RAW+=("R $t run $r: no result (see bench/out/logs/R-$t-run$r.txt)")
+        continue
+      fi
+      [ "$t" = rec_on ] && R_SENT=$((R_SENT + $(kv requests "$line")))
+      rps=$(awk -v n="$(kv requests "$line")" -v d="$(kv duration_us "$line")" 'BEGIN{printf "%.1f", n/(d/1e6)}')
+      add "R_${t}_rps" "$rps"
+      add "R_${t}_p50" "$(kv p50_us "$line")"
+      add "R_${t}_p99" "$(kv p99_us "$line")"
+      add "R_${t}_err" "$(kv errors "$line")"
+      RAW+=("R $t run $r: $rps req/s, p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us, errors $(kv errors "$line")")
+    done
+  done
+  settle_metrics "$REC_ON_ADMIN" "$LOGS/R-sluice-on-metrics.txt"
+  R_STORED="$(metric sluice_records_stored_total <"$LOGS/R-sluice-on-metrics.txt")"
+  R_DROP_REC="$(metric sluice_records_dropped_total 'what="record"' <"$LOGS/R-sluice-on-metrics.txt")"
+  R_DROP_BODY="$(metric sluice_records_dropped_total 'what="body"' <"$LOGS/R-sluice-on-metrics.txt")"
+  R_WRITE_ERR="$(metric sluice_records_dropped_total 'what="write_error"' <"$LOGS/R-sluice-on-metrics.txt")"
+  R_STORE_MIB="$(awk -v b="$(metric sluice_record_store_bytes <"$LOGS/R-sluice-on-metrics.txt")" 'BEGIN{ if (b == "n/a") print "n/a"; else printf "%.1f", b/1048576 }')"
+  RAW+=("R recording instance: $(record_counts "$LOGS/R-sluice-on-metrics.txt"); wrk completed $R_SENT requests through it (warm-up included)")
+  stop_pid "$REC_ON_PID"
+  stop_pid "$REC_OFF_PID"
+fi
 
 # ------------------------------------------------------------ E: idle tunnels
 E_TARGETS=(sluice)
@@ -479,7 +597,7 @@ SQUID_VER="$( [ "$HAVE_SQUID" = 1 ] && squid -v 2>/dev/null | sed -n 's/.*Versio
 NGINX_VER="$(nginx -v 2>&1 | sed 's/.*nginx\///' || true)"
 WRK_VER="$(wrk -v 2>&1 | sed -n 's/^wrk \([^ ]*\).*/\1/p' | head -n1 || true)"
 CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1 || true)"
-SLUICE_CMD="taskset -c $PROXY_CPU sluice ${SLUICE_ARGS_TEMPLATE//PORT/<port>}"
+SLUICE_CMD="taskset -c $PROXY_CPU sluice $(a="${SLUICE_ARGS_TEMPLATE//PORT/<port>}"; a="${a//ADMIN/<admin port>}"; echo "${a//DATA/<fresh dir>}")"
 med() { median ${R[$1]:-}; }
 
 report() {
@@ -491,6 +609,7 @@ report() {
   echo "- machine: $(nproc --all) CPUs ($CPU_MODEL), Linux $(uname -r); load generators and origins on core $LOADGEN_CPU, proxy on core $PROXY_CPU"
   echo "- tools: wrk $WRK_VER, nginx $NGINX_VER${SQUID_VER:+, squid $SQUID_VER}, bench/loadgen (tokio)"
   echo "- each figure: median of $RUNS run(s); load average at start $LOAD_START, at end $LOAD_END (other work on the machine makes figures noisy)"
+  [ -n "$SHARED_RECORDS" ] && echo "- recording by the sluice of A–D (defaults: bodies up to 1 MiB): $SHARED_RECORDS"
   [ -n "$INSTALL_NOTE" ] && echo "- problems:$INSTALL_NOTE"
   if want A; then
     echo
@@ -537,6 +656,24 @@ report() {
       lbl="$(label "$t")"; [ "$t" = direct ] && lbl="direct (loadgen → echo, no CONNECT)"
       echo "| $lbl | $(fmt %.0f "$(med "D_${t}_rate")") | $(ratio "$(med "D_${t}_rate")" "$base") | $(us_to_ms "$(med "D_${t}_p50")") | $(us_to_ms "$(med "D_${t}_p99")") | $(sum_list ${R[D_${t}_err]:-}) |"
     done
+  fi
+  if want R && [ "$HAVE_RECORDING" = 1 ]; then
+    local on_rps off_rps on_p99 off_p99 rr pr verdict
+    on_rps=$(med R_rec_on_rps); off_rps=$(med R_rec_off_rps)
+    on_p99=$(med R_rec_on_p99); off_p99=$(med R_rec_off_p99)
+    rr=$(ratio "$on_rps" "$off_rps"); pr=$(ratio "$on_p99" "$off_p99")
+    verdict=$(awk -v a="$on_rps" -v b="$off_rps" -v c="$on_p99" -v d="$off_p99" 'BEGIN{
+      if (a == "n/a" || b == "n/a" || c == "n/a" || d == "n/a" || b == 0 || d == 0) { print "n/a"; exit }
+      print ((a / b >= 0.85) ? "met" : "NOT met") " (requests/s), " ((c / d < 2) ? "met" : "NOT met") " (p99)" }')
+    echo
+    echo "## R. Recording cost: A's workload (\`GET /small\`, \`wrk -t1 -c$CONNS_SMALL -d${DUR}s --latency\`) through sluice recording vs \`--record off\`"
+    echo
+    echo "| sluice | requests/s | on / off | p50 latency | p99 latency | p99 on / off | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| recording on (defaults, bodies ≤ 1 MiB) | $(fmt %.0f "$on_rps") | $rr | $(us_to_ms "$(med R_rec_on_p50)") | $(us_to_ms "$on_p99") | $pr | $(sum_list ${R[R_rec_on_err]:-}) |"
+    echo "| \`--record off\` | $(fmt %.0f "$off_rps") | 1.00x | $(us_to_ms "$(med R_rec_off_p50)") | $(us_to_ms "$off_p99") | 1.00x | $(sum_list ${R[R_rec_off_err]:-}) |"
+    echo
+    echo "Target (requests/s ≥ 0.85x, p99 < 2x): $verdict. Recording instance after the runs: **$R_STORED records stored**, dropped **$R_DROP_REC records** and **$R_DROP_BODY bodies** (\`sluice_records_dropped_total\`), $R_WRITE_ERR write errors, store $R_STORE_MIB MiB; wrk completed $R_SENT requests through it (warm-up included). The ratio is only honest when nothing was dropped."
   fi
   if want E; then
     echo

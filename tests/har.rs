@@ -631,3 +631,28 @@ async fn big_export_streams() {
         .all(|e| e["response"]["content"]["encoding"] == "base64"
             && e["response"]["content"]["size"] == BIG_BODY));
 }
+
+/// The merged schema is not vacuous: its `$ref`s resolve into the entry
+/// rules, which a broken entry fails.
+#[test]
+fn schema_rejects_broken_entries() {
+    let ok = serde_json::json!({"log": {"version": "1.2", "creator": {"name": "x", "version": "1"}, "entries": []}});
+    assert!(schema().is_valid(&ok));
+    let mut bad = ok.clone();
+    bad["log"]["entries"] = serde_json::json!([{
+        "startedDateTime": "2026-11-26T10:00:00.000Z", "time": 1,
+        "request": {"method": "GET", "url": "http://h/", "httpVersion": "HTTP/1.1",
+            "cookies": [], "headers": [], "queryString": [], "headersSize": -1, "bodySize": 0},
+        "response": {"status": "200", "statusText": "OK", "httpVersion": "HTTP/1.1",
+            "cookies": [], "headers": [], "content": {"size": 0, "mimeType": "x"},
+            "redirectURL": "", "headersSize": -1, "bodySize": 0},
+        "cache": {}, "timings": {"send": 0, "wait": 0, "receive": 1},
+        "serverIPAddress": "not an address"
+    }]);
+    let errors: Vec<String> = schema().iter_errors(&bad).map(|e| e.to_string()).collect();
+    assert!(errors.iter().any(|e| e.contains("\"200\"")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.contains("not an address")),
+        "{errors:?}"
+    );
+}

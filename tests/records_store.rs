@@ -76,7 +76,13 @@ async fn retention_by_count_keeps_the_newest() {
     let admin = proxy.admin_addr.unwrap();
     let mut c = Client::connect(proxy.addr).await.unwrap();
     for i in 0..200 {
-        assert_eq!(c.get(origin, &format!("/small?n={i}")).await.unwrap().status(), 200);
+        assert_eq!(
+            c.get(origin, &format!("/small?n={i}"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
     let rows = wait_until(admin, "newest stored", |rows| {
         rows.first()
@@ -95,7 +101,9 @@ async fn retention_by_age_deletes_old_records() {
     let proxy = proxy_with(|r| r.retain_age = Duration::from_secs(1)).await;
     let admin = proxy.admin_addr.unwrap();
     for i in 0..10 {
-        get_once(proxy.addr, origin, &format!("/small?old={i}")).await.unwrap();
+        get_once(proxy.addr, origin, &format!("/small?old={i}"))
+            .await
+            .unwrap();
     }
     wait_until(admin, "old stored", |rows| rows.len() == 10).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -122,7 +130,10 @@ async fn retention_by_bytes_bounds_the_files() {
     // five times the limit.
     let mut peak = 0;
     for i in 0..300 {
-        assert_eq!(post(proxy.addr, origin, &format!("/echo?b={i}"), 16 * 1024).await, 200);
+        assert_eq!(
+            post(proxy.addr, origin, &format!("/echo?b={i}"), 16 * 1024).await,
+            200
+        );
         if i % 20 == 0 {
             peak = peak.max(store_bytes(dir.path()));
         }
@@ -158,14 +169,23 @@ async fn a_full_queue_drops_bodies_first_then_records_and_never_slows_proxying()
     proxy.recorder.set_paused(true);
     let started = std::time::Instant::now();
     for i in 0..150 {
-        assert_eq!(post(proxy.addr, origin, &format!("/echo?q={i}"), 4 * 1024).await, 200);
+        assert_eq!(
+            post(proxy.addr, origin, &format!("/echo?q={i}"), 4 * 1024).await,
+            200
+        );
     }
     let took = started.elapsed();
     let m = metrics(admin).await;
     // 4 KiB each way: 32 records fit the 256 KiB body budget, the next 68
     // queue without bodies, the last 50 find the queue full.
-    assert_eq!(m.must("sluice_records_dropped_total", &[("what", "record")]), 50.0);
-    assert_eq!(m.must("sluice_records_dropped_total", &[("what", "body")]), 68.0);
+    assert_eq!(
+        m.must("sluice_records_dropped_total", &[("what", "record")]),
+        50.0
+    );
+    assert_eq!(
+        m.must("sluice_records_dropped_total", &[("what", "body")]),
+        68.0
+    );
     assert_eq!(m.must("sluice_records_queue", &[]), 100.0);
     proxy.recorder.set_paused(false);
     let rows = wait_until(admin, "queue drained", |rows| rows.len() == 100).await;
@@ -196,12 +216,24 @@ async fn kill_9_loses_at_most_the_last_second_and_the_store_reopens() {
     let admin = first.admin.unwrap();
     let mut c = Client::connect(first.addr).await.unwrap();
     for i in 0..300 {
-        assert_eq!(c.get(origin, &format!("/small?before={i}")).await.unwrap().status(), 200);
+        assert_eq!(
+            c.get(origin, &format!("/small?before={i}"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
     // More than a second passes between these and the kill.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     for i in 0..100 {
-        assert_eq!(c.get(origin, &format!("/small?late={i}")).await.unwrap().status(), 200);
+        assert_eq!(
+            c.get(origin, &format!("/small?late={i}"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
     let pid = first.pid();
     first.signal(libc::SIGKILL);
@@ -215,8 +247,16 @@ async fn kill_9_loses_at_most_the_last_second_and_the_store_reopens() {
     assert_ne!(admin, admin2);
     let all = get_json(admin2, "/api/records?limit=1000&url=before=").await;
     let before = all["records"].as_array().unwrap();
-    assert_eq!(before.len(), 300, "records older than a second survive kill -9");
-    let max_id = before.iter().map(|r| r["id"].as_u64().unwrap()).max().unwrap();
+    assert_eq!(
+        before.len(),
+        300,
+        "records older than a second survive kill -9"
+    );
+    let max_id = before
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .max()
+        .unwrap();
     // New records continue after the old ids.
     get_once(second.addr, origin, "/small?after").await.unwrap();
     let after = wait_until(admin2, "new record", |rows| {
@@ -269,5 +309,8 @@ async fn an_unwritable_data_dir_is_a_clear_start_error() {
     .err()
     .expect("start fails");
     let text = err.to_string();
-    assert!(text.contains("data folder") && text.contains("sub"), "{text}");
+    assert!(
+        text.contains("data folder") && text.contains("sub"),
+        "{text}"
+    );
 }

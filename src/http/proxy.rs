@@ -64,7 +64,8 @@ pub async fn handle(
             return *resp;
         }
     };
-    if let Some(ex) = &exchange {
+    if let (Some(ex), Some(_)) = (&exchange, &ctx.auth) {
+        // Without --auth the "user" is the client IP, already recorded.
         ex.set_user(&user);
     }
     let resp = if method == Method::CONNECT {
@@ -189,6 +190,13 @@ async fn forward(
     .with_tap(exchange.clone());
     let upstream_req = Request::from_parts(parts, body);
 
+    if let Some(ex) = &exchange {
+        if http_body::Body::is_end_stream(upstream_req.body()) {
+            // No body: the request is sent once its head is written, which
+            // happens as soon as a connection is ready (see response_head).
+            ex.request_done();
+        }
+    }
     conn.entry.set_state(ConnState::WaitingUpstream);
     let sent = tokio::select! {
         r = tokio::time::timeout(cfg.response_timeout, ctx.client.request(upstream_req)) => r,

@@ -115,9 +115,18 @@ impl Exchange {
                 let fresh = !u.claimed.swap(true, std::sync::atomic::Ordering::Relaxed);
                 if fresh {
                     let queued = u.connect_started.saturating_duration_since(self.started);
-                    r.timings.queued_us = Some(queued.as_micros() as i64);
-                    r.timings.dns_us = Some(u.dns.as_micros() as i64);
-                    r.timings.connect_us = Some(u.connect.as_micros() as i64);
+                    let queued_us = queued.as_micros() as i64;
+                    let dns_us = u.dns.as_micros() as i64;
+                    let connect_us = u.connect.as_micros() as i64;
+                    r.timings.queued_us = Some(queued_us);
+                    r.timings.dns_us = Some(dns_us);
+                    r.timings.connect_us = Some(connect_us);
+                    // The request could not leave before its connection
+                    // was up.
+                    let ready = queued_us + dns_us + connect_us;
+                    if let Some(sent) = r.timings.sent_us.as_mut() {
+                        *sent = (*sent).max(ready);
+                    }
                 }
             }
             // A request without a body is sent once its head is written,

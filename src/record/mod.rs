@@ -249,7 +249,11 @@ impl Recorder {
             RecordKind::Tunnel => "HTTP/1.1".into(),
             _ => "TCP".into(),
         };
-        r.user = e.user().map(str::to_string);
+        // Without --auth the "user" is the client IP, already recorded.
+        r.user = e
+            .user()
+            .filter(|u| e.client.is_none_or(|c| c.ip().to_string() != *u))
+            .map(str::to_string);
         if kind == RecordKind::Tunnel {
             r.status = Some(200);
         }

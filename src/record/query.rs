@@ -351,11 +351,10 @@ pub struct Summary {
 
 /// Columns read for a [`Summary`], in [`summary_from_row`] order.
 pub const SUMMARY_COLUMNS: &str = "id, kind, started_us, conn_id, upstream_conn_id, client, user,
-    method, url, host, version, status, req_size, resp_size, resp_headers, total_us,
+    method, url, host, version, status, req_size, resp_size, content_type, total_us,
     upstream_addr, error, close_reason, rules";
 
 pub fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<Summary> {
-    let resp_headers: Vec<u8> = r.get(14)?;
     let total_us: Option<i64> = r.get(15)?;
     let rules: String = r.get(19)?;
     let started_us: i64 = r.get(2)?;
@@ -375,7 +374,7 @@ pub fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<Summary> {
         status: r.get(11)?,
         req_size: r.get::<_, i64>(12)? as u64,
         resp_size: r.get::<_, i64>(13)? as u64,
-        content_type: header_value(&resp_headers, "content-type"),
+        content_type: r.get(14)?,
         duration_ms: total_us.map(|t| t as f64 / 1000.0),
         total_us,
         upstream_addr: r.get(16)?,
@@ -451,7 +450,7 @@ pub struct BodyMeta {
 
 pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS}, req_headers, req_captured, resp_captured, req_flags, resp_flags,
+        "SELECT {SUMMARY_COLUMNS}, 0, req_captured, resp_captured, req_flags, resp_flags,
             queued_us, dns_us, connect_us, tls_us, sent_us, ttfb_us
          FROM records WHERE id = ?1"
     );
@@ -461,8 +460,16 @@ pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
         return Ok(None);
     };
     let summary = summary_from_row(r)?;
-    let resp_block: Vec<u8> = r.get(14)?;
-    let req_block: Vec<u8> = r.get(20)?;
+    let (req_block, resp_block): (Vec<u8>, Vec<u8>) = {
+        use rusqlite::OptionalExtension;
+        conn.query_row(
+            "SELECT req, resp FROM heads WHERE id = ?1",
+            [id as i64],
+            |h| Ok((h.get(0)?, h.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or_default()
+    };
     let meta = |block: &[u8], size: u64, captured: i64, flags: i64| BodyMeta {
         size,
         captured: captured.max(0) as u64,

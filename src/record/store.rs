@@ -37,6 +37,10 @@ pub enum StoreError {
     Poisoned(String),
 }
 
+/// Bumped whenever the tables change; a store of another version is moved
+/// aside (kept, not read) and a new one started.
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
@@ -51,8 +55,7 @@ CREATE TABLE IF NOT EXISTS records (
     host TEXT NOT NULL,
     version TEXT NOT NULL,
     status INTEGER,
-    req_headers BLOB NOT NULL,
-    resp_headers BLOB NOT NULL,
+    content_type TEXT,
     req_size INTEGER NOT NULL,
     resp_size INTEGER NOT NULL,
     req_captured INTEGER NOT NULL,
@@ -72,6 +75,9 @@ CREATE TABLE IF NOT EXISTS records (
     rules TEXT NOT NULL,
     weight INTEGER NOT NULL
 );
+-- Header blocks live apart from the list columns, so that the scans a
+-- filter needs (url substring, client prefix) read small rows.
+CREATE TABLE IF NOT EXISTS heads (id INTEGER PRIMARY KEY, req BLOB NOT NULL, resp BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS records_host ON records(host);
 CREATE INDEX IF NOT EXISTS records_started ON records(started_us);
 -- id = record id * 2 (+1 for the response body)
@@ -241,7 +247,7 @@ fn open_file(path: &Path, rec: &Recording) -> Result<Connection, StoreError> {
                 store = %path.display(),
                 moved_to = %aside.display(),
                 error = %e,
-                "record store is not a valid database; moved aside, starting a new one"
+                "record store is not a database this sluice can use; moved aside, starting a new one"
             );
             std::fs::rename(path, &aside).map_err(|source| StoreError::Folder {
                 path: aside.clone(),
@@ -295,7 +301,22 @@ fn init(conn: &Connection, rec: &Recording) -> rusqlite::Result<()> {
     conn.pragma_update(None, "wal_autocheckpoint", wal_pages(rec))?;
     conn.pragma_update(None, "journal_size_limit", wal_pages(rec) * 4096)?;
     tune_cache(conn)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let has_tables: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'records'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_tables && version != SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTADB),
+            Some(format!(
+                "record store has schema version {version}, this sluice writes {SCHEMA_VERSION}"
+            )),
+        ));
+    }
     conn.execute_batch(SCHEMA)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
 
@@ -304,7 +325,7 @@ fn init(conn: &Connection, rec: &Recording) -> rusqlite::Result<()> {
 fn tune_cache(conn: &Connection) -> rusqlite::Result<()> {
     // Negative: KiB. 32 MiB per connection, allocated as pages are used.
     conn.pragma_update(None, "cache_size", -32 * 1024)?;
-    conn.pragma_update(None, "mmap_size", 256i64 * 1024 * 1024)?;
+    conn.pragma_update(None, "mmap_size", 1024i64 * 1024 * 1024)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
@@ -323,14 +344,16 @@ pub fn insert_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result
     {
         let mut rec_stmt = tx.prepare_cached(
             "INSERT OR REPLACE INTO records (id, kind, started_us, conn_id, upstream_conn_id, client, user,
-                method, url, host, version, status, req_headers, resp_headers, req_size, resp_size,
+                method, url, host, version, status, content_type, req_size, resp_size,
                 req_captured, resp_captured, req_flags, resp_flags, queued_us, dns_us, connect_us,
                 tls_us, sent_us, ttfb_us, total_us, upstream_addr, error, close_reason, rules, weight)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
         )?;
         let mut body_stmt =
             tx.prepare_cached("INSERT OR REPLACE INTO bodies (id, data) VALUES (?1, ?2)")?;
+        let mut head_stmt =
+            tx.prepare_cached("INSERT OR REPLACE INTO heads (id, req, resp) VALUES (?1, ?2, ?3)")?;
         for r in batch {
             let t = &r.timings;
             let rules = if r.rules.is_empty() {
@@ -351,8 +374,7 @@ pub fn insert_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result
                 r.host,
                 r.version,
                 r.status,
-                r.req_headers,
-                r.resp_headers,
+                super::model::header_value(&r.resp_headers, "content-type"),
                 r.req_body.size as i64,
                 r.resp_body.size as i64,
                 r.req_body.captured as i64,
@@ -372,6 +394,7 @@ pub fn insert_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result
                 rules,
                 r.weight() as i64,
             ])?;
+            head_stmt.execute(params![r.id as i64, r.req_headers, r.resp_headers])?;
             for (dir, body) in [
                 (BodyDir::Request, &r.req_body),
                 (BodyDir::Response, &r.resp_body),
@@ -469,6 +492,7 @@ fn delete_oldest(conn: &mut Connection, n: u64) -> rusqlite::Result<u64> {
         None => {
             let tx = conn.transaction()?;
             let n = tx.execute("DELETE FROM records", [])? as u64;
+            tx.execute("DELETE FROM heads", [])?;
             tx.execute("DELETE FROM bodies", [])?;
             tx.commit()?;
             Ok(n)
@@ -480,6 +504,7 @@ fn delete_oldest(conn: &mut Connection, n: u64) -> rusqlite::Result<u64> {
 fn delete_through(conn: &mut Connection, id: i64) -> rusqlite::Result<u64> {
     let tx = conn.transaction()?;
     let n = tx.execute("DELETE FROM records WHERE id <= ?1", [id])? as u64;
+    tx.execute("DELETE FROM heads WHERE id <= ?1", [id])?;
     tx.execute("DELETE FROM bodies WHERE id < ?1", [(id + 1) * 2])?;
     tx.commit()?;
     Ok(n)
