@@ -249,7 +249,7 @@ def get(query):
 
 # --- the SQL of src/record/query.rs (Filter::sql, page), for counts and plans
 COLUMNS = """id, kind, started_us, conn_id, upstream_conn_id, client, user,
-    method, url, host, version, status, req_size, resp_size, resp_headers, total_us,
+    method, url, host, version, status, req_size, resp_size, content_type, total_us,
     upstream_addr, error, close_reason, rules"""
 
 def like_escape(s):

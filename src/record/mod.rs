@@ -39,7 +39,7 @@ use store::{Store, StoreError};
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// A batch is committed at most this long after its first record arrived:
 /// the bound on what a crash can lose and on how late the live feed is.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
+pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// How long the writer naps between drains inside a batch window.
 const BATCH_NAP: Duration = Duration::from_millis(10);
 /// Records per transaction, at most.

@@ -75,11 +75,6 @@ impl BodyDir {
             _ => None,
         }
     }
-
-    /// Row id of this body in the `bodies` table.
-    pub fn body_id(self, record_id: u64) -> i64 {
-        (record_id as i64) * 2 + matches!(self, BodyDir::Response) as i64
-    }
 }
 
 /// One body as it crossed sluice: its full size on the wire and the part
@@ -273,12 +268,21 @@ pub fn header_pairs(block: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The first value of `name` (case-insensitive) in a header block.
+/// The first value of `name` (case-insensitive) in a header block, found
+/// without splitting the whole block.
 pub fn header_value(block: &[u8], name: &str) -> Option<String> {
-    header_pairs(block)
-        .into_iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
+    block.split(|&b| b == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        if !line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
+            return None;
+        }
+        Some(
+            String::from_utf8_lossy(&line[colon + 1..])
+                .trim_start()
+                .to_string(),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -463,7 +463,7 @@ pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
     let (req_block, resp_block): (Vec<u8>, Vec<u8>) = {
         use rusqlite::OptionalExtension;
         conn.query_row(
-            "SELECT req, resp FROM heads WHERE id = ?1",
+            "SELECT req_headers, resp_headers FROM details WHERE id = ?1",
             [id as i64],
             |h| Ok((h.get(0)?, h.get(1)?)),
         )
@@ -502,13 +502,18 @@ pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
 /// The stored bytes of one body (empty when none was captured).
 pub fn body(conn: &Connection, id: u64, dir: super::model::BodyDir) -> rusqlite::Result<Vec<u8>> {
     use rusqlite::OptionalExtension;
+    let column = match dir {
+        super::model::BodyDir::Request => "req_body",
+        super::model::BodyDir::Response => "resp_body",
+    };
     Ok(conn
         .query_row(
-            "SELECT data FROM bodies WHERE id = ?1",
-            [dir.body_id(id)],
-            |r| r.get::<_, Vec<u8>>(0),
+            &format!("SELECT {column} FROM details WHERE id = ?1"),
+            [id as i64],
+            |r| r.get::<_, Option<Vec<u8>>>(0),
         )
         .optional()?
+        .flatten()
         .unwrap_or_default())
 }
 
@@ -517,7 +522,7 @@ pub fn delete(conn: &mut Connection, f: &Filter) -> rusqlite::Result<u64> {
     let (clause, params) = f.sql();
     let tx = conn.transaction()?;
     tx.execute(
-        &format!("DELETE FROM bodies WHERE id / 2 IN (SELECT id FROM records{clause})"),
+        &format!("DELETE FROM details WHERE id IN (SELECT id FROM records{clause})"),
         rusqlite::params_from_iter(params.clone()),
     )?;
     let n = tx.execute(

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::model::{BodyDir, Record};
+use super::model::Record;
 use crate::config::{DataDir, Recording};
 
 /// The database file inside the data folder.
@@ -39,7 +39,7 @@ pub enum StoreError {
 
 /// Bumped whenever the tables change; a store of another version is moved
 /// aside (kept, not read) and a new one started.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -75,13 +75,17 @@ CREATE TABLE IF NOT EXISTS records (
     rules TEXT NOT NULL,
     weight INTEGER NOT NULL
 );
--- Header blocks live apart from the list columns, so that the scans a
--- filter needs (url substring, client prefix) read small rows.
-CREATE TABLE IF NOT EXISTS heads (id INTEGER PRIMARY KEY, req BLOB NOT NULL, resp BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS records_host ON records(host);
-CREATE INDEX IF NOT EXISTS records_started ON records(started_us);
--- id = record id * 2 (+1 for the response body)
-CREATE TABLE IF NOT EXISTS bodies (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+-- Header blocks and bodies live apart from the list columns, so that the
+-- scans a filter needs read small rows. No secondary index: every list
+-- query walks ids newest first and stops at a page, and inserts stay
+-- appends (a full scan of a million rows takes ~20 ms; bench/records_query.sh).
+CREATE TABLE IF NOT EXISTS details (
+    id INTEGER PRIMARY KEY,
+    req_headers BLOB NOT NULL,
+    resp_headers BLOB NOT NULL,
+    req_body BLOB,
+    resp_body BLOB
+);
 ";
 
 /// Where readers get a connection.
@@ -350,11 +354,17 @@ pub fn insert_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
         )?;
-        let mut body_stmt =
-            tx.prepare_cached("INSERT OR REPLACE INTO bodies (id, data) VALUES (?1, ?2)")?;
-        let mut head_stmt =
-            tx.prepare_cached("INSERT OR REPLACE INTO heads (id, req, resp) VALUES (?1, ?2, ?3)")?;
-        for r in batch {
+        let mut details_stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO details (id, req_headers, resp_headers, req_body, resp_body)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (i, r) in batch.iter().enumerate() {
+            // A batch is milliseconds of CPU: yielding now and then lets a
+            // proxy worker that shares this core answer in between, instead
+            // of waiting out the writer's whole time slice (p99 latency).
+            if i % 64 == 63 {
+                std::thread::yield_now();
+            }
             let t = &r.timings;
             let rules = if r.rules.is_empty() {
                 String::new()
@@ -394,19 +404,21 @@ pub fn insert_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result
                 rules,
                 r.weight() as i64,
             ])?;
-            head_stmt.execute(params![r.id as i64, r.req_headers, r.resp_headers])?;
-            for (dir, body) in [
-                (BodyDir::Request, &r.req_body),
-                (BodyDir::Response, &r.resp_body),
-            ] {
-                if body.captured > 0 {
-                    body_stmt.execute(params![dir.body_id(r.id), body.to_vec()])?;
-                }
-            }
+            let body = |b: &super::model::CapturedBody| (b.captured > 0).then(|| b.to_vec());
+            details_stmt.execute(params![
+                r.id as i64,
+                r.req_headers,
+                r.resp_headers,
+                body(&r.req_body),
+                body(&r.resp_body),
+            ])?;
         }
     }
     tx.commit()
 }
+
+/// Records looked at per step of the age limit.
+const AGE_CHUNK: i64 = 1000;
 
 /// What one retention pass removed.
 #[derive(Debug, Default, Clone, Copy)]
@@ -428,20 +440,26 @@ pub fn enforce_retention(
     let mut trimmed = Trimmed::default();
     if check_age {
         let cutoff = now_us - rec.retain_age.as_micros() as i64;
-        let newest_old: Option<i64> = conn
-            .query_row(
-                "SELECT MAX(id) FROM records WHERE started_us < ?1",
-                [cutoff],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
-        if let Some(id) = newest_old {
-            // Ids follow completion order, which is close to start order:
-            // everything up to the newest too-old record goes.
+        // Ids follow completion order, close to start order: the oldest
+        // records are cut a chunk at a time from the low end, so the check
+        // reads a handful of rows, never the table.
+        loop {
+            let last_old: Option<i64> = conn
+                .query_row(
+                    "SELECT MAX(id) FROM (SELECT id, started_us FROM records ORDER BY id LIMIT ?1)
+                     WHERE started_us < ?2",
+                    params![AGE_CHUNK, cutoff],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            let Some(id) = last_old else { break };
             let n = delete_through(conn, id)?;
             trimmed.records += n;
             *count = count.saturating_sub(n);
+            if n < AGE_CHUNK as u64 {
+                break;
+            }
         }
     }
     if *count > rec.retain_records {
@@ -492,8 +510,7 @@ fn delete_oldest(conn: &mut Connection, n: u64) -> rusqlite::Result<u64> {
         None => {
             let tx = conn.transaction()?;
             let n = tx.execute("DELETE FROM records", [])? as u64;
-            tx.execute("DELETE FROM heads", [])?;
-            tx.execute("DELETE FROM bodies", [])?;
+            tx.execute("DELETE FROM details", [])?;
             tx.commit()?;
             Ok(n)
         }
@@ -504,8 +521,7 @@ fn delete_oldest(conn: &mut Connection, n: u64) -> rusqlite::Result<u64> {
 fn delete_through(conn: &mut Connection, id: i64) -> rusqlite::Result<u64> {
     let tx = conn.transaction()?;
     let n = tx.execute("DELETE FROM records WHERE id <= ?1", [id])? as u64;
-    tx.execute("DELETE FROM heads WHERE id <= ?1", [id])?;
-    tx.execute("DELETE FROM bodies WHERE id < ?1", [(id + 1) * 2])?;
+    tx.execute("DELETE FROM details WHERE id <= ?1", [id])?;
     tx.commit()?;
     Ok(n)
 }
