@@ -20,6 +20,7 @@ pub mod net;
 pub mod record;
 pub mod registry;
 pub mod relay;
+pub mod rules;
 pub mod sockets;
 pub mod users;
 

@@ -41,6 +41,16 @@ enum Command {
     /// Write a running instance's records as a HAR 1.2 file to stdout
     /// (exit 1 on an error answer, 2 unreachable).
     Har(HarArgs),
+    /// Work with tamper-rule files offline.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate a rule file: prints `FILE: N rules OK` (exit 0) or each
+    /// error as `FILE:LINE:COL: message` (exit 1).
+    Check { file: std::path::PathBuf },
 }
 
 fn main() {
@@ -51,6 +61,9 @@ fn main() {
         Some(Command::Top(args)) => std::process::exit(sluice::cli::top(args)),
         Some(Command::Records(args)) => std::process::exit(sluice::cli_records::records(args)),
         Some(Command::Har(args)) => std::process::exit(sluice::cli_records::har(args)),
+        Some(Command::Rules(RulesCommand::Check { file })) => {
+            std::process::exit(sluice::rules::cli_check(&file))
+        }
         None => cli.run,
     };
     let config = match Config::from_args(&args) {

@@ -1,0 +1,435 @@
+//! Compiles rule specs into a [`RuleSet`] indexed for lookup, and answers
+//! [`RuleSet::plan`]: which rules match a request, and which action of
+//! each kind applies.
+//!
+//! The index: exact hosts in a hash map (host → rule indices),
+//! `*.suffix` rules in a hash map keyed by suffix (looked up with each
+//! label suffix of the request host), `*` rules in a short list, and the
+//! regex rules in one `RegexSet`. Candidates from the four are merged in
+//! file order; port, path, method and client are then checked per
+//! candidate.
+//!
+//! Invariants: `plan` is pure, cannot fail and does not panic; its cost
+//! follows the number of candidates for the request's host (plus one
+//! `RegexSet` scan when there are regex rules), not the number of rules;
+//! its result is the one a linear scan over the rules in file order
+//! would give (a test compares the two on random rules and requests).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::actions::{
+    split_host_port, Block, HeaderEdit, Rate, RedirectSpec, Upstream, UrlTarget, MAX_BODY,
+};
+use super::body::{default_content_type, BodySub, Mock, ResponseBody};
+use super::cors::Cors;
+use super::plan::Plan;
+use super::syntax::{Cidr, HostPattern, ParsedAction, Pattern, RuleSpec};
+use super::{RuleError, RuleId};
+
+/// How the client asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// An absolute-form `http://` request.
+    Http,
+    /// A CONNECT tunnel to `host:port`.
+    Connect,
+}
+
+/// What the rules look at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'r> {
+    pub method: &'r str,
+    pub scheme: Scheme,
+    /// As the client gave it (any case, IPv6 with or without brackets).
+    pub host: &'r str,
+    /// The effective port: 80 for `http://` without one, the CONNECT port.
+    pub port: u16,
+    /// `/path?query` (empty for CONNECT).
+    pub path_and_query: &'r str,
+    pub client: IpAddr,
+}
+
+/// The actions of one rule, merged from its specs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Actions {
+    pub upstream: Option<Upstream>,
+    pub url: Option<UrlTarget>,
+    pub redirect: Option<RedirectSpec>,
+    pub req_headers: Vec<HeaderEdit>,
+    pub res_headers: Vec<HeaderEdit>,
+    pub status: Option<StatusCode>,
+    pub response: Option<ResponseBody>,
+    pub body_sub: Option<BodySub>,
+    pub delay: Option<Duration>,
+    pub res_delay: Option<Duration>,
+    pub throttle: Option<Rate>,
+    pub req_throttle: Option<Rate>,
+    pub block: Option<Block>,
+    pub cors: Option<Cors>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub id: RuleId,
+    pub text: String,
+    pub pattern: Pattern,
+    pub methods: Box<[String]>,
+    pub clients: Box<[Cidr]>,
+    pub actions: Actions,
+}
+
+#[derive(Debug, Clone)]
+struct RegexIndex {
+    set: regex::RegexSet,
+    /// Set pattern index → rule index.
+    rules: Vec<u32>,
+}
+
+/// A compiled, indexed rule file. Cheap to share behind an `Arc`; a new
+/// file means a new `RuleSet`, swapped in whole.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    exact: HashMap<Box<str>, Vec<u32>>,
+    suffix: HashMap<Box<str>, Vec<u32>>,
+    any: Vec<u32>,
+    regex: Option<RegexIndex>,
+}
+
+impl RuleSet {
+    /// Builds the set from parsed rules: merges each rule's actions,
+    /// reads its `bodyFile://` (relative paths from the working
+    /// directory; see [`super::parse_in`]) and builds the index. Every
+    /// error is reported; any error means no set.
+    pub fn compile(specs: Vec<RuleSpec>) -> Result<RuleSet, Vec<RuleError>> {
+        let mut errors = Vec::new();
+        let mut rules = Vec::with_capacity(specs.len());
+        for spec in specs {
+            match build_rule(spec) {
+                Ok(rule) => rules.push(rule),
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        let mut set = RuleSet::default();
+        let mut patterns = Vec::new();
+        let mut regex_rules = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            match &rule.pattern {
+                Pattern::Host { host, .. } => match host {
+                    HostPattern::Exact(h) => {
+                        set.exact.entry(h.as_str().into()).or_default().push(index)
+                    }
+                    HostPattern::Suffix(s) => {
+                        set.suffix.entry(s.as_str().into()).or_default().push(index)
+                    }
+                    HostPattern::Any => set.any.push(index),
+                },
+                Pattern::Regex {
+                    pattern,
+                    case_insensitive,
+                    ..
+                } => {
+                    patterns.push(if *case_insensitive {
+                        format!("(?i){pattern}")
+                    } else {
+                        pattern.clone()
+                    });
+                    regex_rules.push(index);
+                }
+            }
+        }
+        if !patterns.is_empty() {
+            match regex::RegexSetBuilder::new(&patterns)
+                .size_limit(256 << 20)
+                .dfa_size_limit(16 << 20)
+                .build()
+            {
+                Ok(regex_set) => {
+                    set.regex = Some(RegexIndex {
+                        set: regex_set,
+                        rules: regex_rules,
+                    })
+                }
+                Err(e) => {
+                    let line = regex_rules
+                        .first()
+                        .and_then(|&i| rules.get(i as usize))
+                        .map_or(1, |r| r.id.line());
+                    errors.push(RuleError::new(
+                        line,
+                        1,
+                        format!("the regex rules together are too large to compile: {e}"),
+                    ));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| (e.line, e.column));
+            return Err(errors);
+        }
+        set.rules = rules;
+        Ok(set)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Each rule's id and text, in file order.
+    pub fn rules(&self) -> impl Iterator<Item = (RuleId, &str)> {
+        self.rules.iter().map(|r| (r.id, r.text.as_str()))
+    }
+
+    /// The rules that match `req` and the action chosen for each kind.
+    pub fn plan(&self, req: &RequestInfo<'_>) -> Plan<'_> {
+        let mut plan = Plan::default();
+        if self.rules.is_empty() {
+            return plan;
+        }
+        let host = normalize_host(req.host);
+        let mut candidates: Vec<u32> = Vec::new();
+        let mut sources = 0;
+        if let Some(v) = self.exact.get(&*host) {
+            candidates.extend_from_slice(v);
+            sources += 1;
+        }
+        if !self.suffix.is_empty() {
+            let mut rest: &str = &host;
+            while let Some(dot) = rest.find('.') {
+                rest = &rest[dot + 1..];
+                if let Some(v) = self.suffix.get(rest) {
+                    candidates.extend_from_slice(v);
+                    sources += 1;
+                }
+            }
+        }
+        if !self.any.is_empty() {
+            candidates.extend_from_slice(&self.any);
+            sources += 1;
+        }
+        let url = self.regex.as_ref().map(|_| full_url(req, &host));
+        if let (Some(index), Some(url)) = (&self.regex, &url) {
+            if index.set.is_match(url) {
+                candidates.extend(index.set.matches(url).iter().map(|i| index.rules[i]));
+                sources += 1;
+            }
+        }
+        if sources > 1 {
+            candidates.sort_unstable();
+        }
+        let connect = req.scheme == Scheme::Connect;
+        for &i in &candidates {
+            let Some(rule) = self.rules.get(i as usize) else {
+                continue;
+            };
+            if rule.admits(req) {
+                plan.add(rule, connect, url.as_deref());
+            }
+        }
+        plan
+    }
+
+    /// [`plan`](Self::plan) for a URL as the test API receives it:
+    /// `http://host[:port]/path?query`, or `host:port` with `CONNECT`.
+    pub fn plan_url(&self, method: &str, url: &str, client: IpAddr) -> Result<Plan<'_>, String> {
+        if method.eq_ignore_ascii_case("CONNECT") {
+            let (host, port) = split_host_port(url)?;
+            let port = port.ok_or_else(|| format!("CONNECT `{url}` needs a port"))?;
+            return Ok(self.plan(&RequestInfo {
+                method: "CONNECT",
+                scheme: Scheme::Connect,
+                host,
+                port,
+                path_and_query: "",
+                client,
+            }));
+        }
+        let uri: http::Uri = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
+        if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+            return Err(format!("`{url}` is not an http:// URL"));
+        }
+        let host = uri.host().ok_or_else(|| format!("`{url}` has no host"))?;
+        Ok(self.plan(&RequestInfo {
+            method,
+            scheme: Scheme::Http,
+            host,
+            port: uri.port_u16().unwrap_or(80),
+            path_and_query: uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            client,
+        }))
+    }
+}
+
+impl Rule {
+    /// The checks the index leaves: port, path, method and client.
+    fn admits(&self, req: &RequestInfo<'_>) -> bool {
+        if let Pattern::Host { port, path, .. } = &self.pattern {
+            if port.is_some_and(|p| p != req.port) {
+                return false;
+            }
+            if let Some(prefix) = path {
+                if req.scheme == Scheme::Connect || !req.path_and_query.starts_with(prefix.as_str())
+                {
+                    return false;
+                }
+            }
+        }
+        (self.methods.is_empty()
+            || self
+                .methods
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(req.method)))
+            && (self.clients.is_empty() || self.clients.iter().any(|c| c.contains(req.client)))
+    }
+}
+
+/// Lower-case, without IPv6 brackets or a trailing dot; borrowed when
+/// already in that form (the common case).
+pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// What regex rules see: `http://host[:port]/path?query` (port only when
+/// not 80), or `host:port` for CONNECT; the host lower-case.
+pub(crate) fn full_url(req: &RequestInfo<'_>, host: &str) -> String {
+    let mut s = String::with_capacity(host.len() + req.path_and_query.len() + 16);
+    if req.scheme == Scheme::Http {
+        s.push_str("http://");
+    }
+    if host.contains(':') {
+        s.push('[');
+        s.push_str(host);
+        s.push(']');
+    } else {
+        s.push_str(host);
+    }
+    match req.scheme {
+        Scheme::Http => {
+            if req.port != 80 {
+                let _ = write!(s, ":{}", req.port);
+            }
+            if req.path_and_query.is_empty() {
+                s.push('/');
+            } else {
+                s.push_str(req.path_and_query);
+            }
+        }
+        Scheme::Connect => {
+            let _ = write!(s, ":{}", req.port);
+        }
+    }
+    s
+}
+
+fn build_rule(spec: RuleSpec) -> Result<Rule, Vec<RuleError>> {
+    let line = spec.id.line();
+    let mut errors = Vec::new();
+    let mut a = Actions::default();
+    let mut mock: Option<(StatusCode, usize)> = None;
+    let mut body: Option<Bytes> = None;
+    for action in spec.actions {
+        match action.action {
+            ParsedAction::Upstream(u) => a.upstream = Some(u),
+            ParsedAction::Url(u) => a.url = Some(u),
+            ParsedAction::Redirect(r) => a.redirect = Some(r),
+            ParsedAction::ReqHeader(e) => a.req_headers.push(e),
+            ParsedAction::ResHeader(e) => a.res_headers.push(e),
+            ParsedAction::Status(s) => a.status = Some(s),
+            ParsedAction::Mock(s) => mock = Some((s, action.col)),
+            ParsedAction::Body(b) => body = Some(b),
+            ParsedAction::BodyFile(path) => match read_body_file(&path) {
+                Ok(b) => body = Some(b),
+                Err(message) => errors.push(RuleError::new(line, action.col, message)),
+            },
+            ParsedAction::BodySub(s) => a.body_sub = Some(s),
+            ParsedAction::Delay(d) => a.delay = Some(d),
+            ParsedAction::ResDelay(d) => a.res_delay = Some(d),
+            ParsedAction::Throttle(r) => a.throttle = Some(r),
+            ParsedAction::ReqThrottle(r) => a.req_throttle = Some(r),
+            ParsedAction::Block(b) => a.block = Some(b),
+            ParsedAction::Cors(c) => a.cors = Some(c),
+        }
+    }
+    a.response = match (mock, body) {
+        (Some((status, col)), body) => {
+            let body = body.unwrap_or_default();
+            if !body.is_empty() && matches!(status.as_u16(), 204 | 205 | 304) {
+                errors.push(RuleError::new(
+                    line,
+                    col,
+                    format!("a {} answer cannot have a body", status.as_u16()),
+                ));
+            }
+            Some(ResponseBody::Mock(Mock {
+                status,
+                content_type: default_content_type(&body),
+                body,
+            }))
+        }
+        (None, Some(body)) => Some(ResponseBody::Replace(body)),
+        (None, None) => None,
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Rule {
+        id: spec.id,
+        text: spec.text,
+        pattern: spec.pattern,
+        methods: spec.methods.into(),
+        clients: spec.clients.into(),
+        actions: a,
+    })
+}
+
+/// Reads a `bodyFile://`: a regular file of at most [`MAX_BODY`] bytes.
+fn read_body_file(path: &Path) -> Result<Bytes, String> {
+    let shown = path.display();
+    let file = File::open(path).map_err(|e| format!("bodyFile {shown}: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("bodyFile {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("bodyFile {shown} is not a regular file"));
+    }
+    let over = || format!("bodyFile {shown} is over the 16 MiB limit");
+    if meta.len() > MAX_BODY as u64 {
+        return Err(over());
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("bodyFile {shown}: {e}"))?;
+    if buf.len() > MAX_BODY {
+        return Err(over());
+    }
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+#[path = "matcher_tests.rs"]
+mod tests;

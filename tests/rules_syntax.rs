@@ -1,0 +1,93 @@
+//! `sluice rules check FILE`: a good file says how many rules it holds
+//! and exits 0; a bad one prints every error as `FILE:LINE:COL: message`
+//! and exits 1; so does a file that cannot be read.
+
+use std::path::Path;
+use std::process::Command;
+
+struct Checked {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn check(file: &Path) -> Checked {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["rules", "check"])
+        .arg(file)
+        .output()
+        .expect("run sluice");
+    Checked {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn a_good_file_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("fixtures")).expect("mkdir");
+    std::fs::write(dir.path().join("fixtures/user.json"), r#"{"id": 1}"#).expect("write");
+    let file = dir.path().join("rules.txt");
+    std::fs::write(
+        &file,
+        r#"# rules for the lab
+api.example.com                127.0.0.1:3000
+*.cdn.example.com              status://404
+example.com/api/ method:POST   delay://500ms resHeaders://x-debug=1
+/^http://shop\.test/item/(\d+)/  url:///items?id=$1
+api.test/v1/user               mock://200 bodyFile://fixtures/user.json
+*  client:10.0.0.0/8           reqHeaders://x-office=1 throttle://64kbps
+ads.test                       block://403   # no ads
+"#,
+    )
+    .expect("write");
+    let c = check(&file);
+    assert_eq!(c.code, Some(0), "stdout: {} stderr: {}", c.stdout, c.stderr);
+    assert_eq!(c.stdout.trim(), format!("{}: 7 rules OK", file.display()));
+}
+
+#[test]
+fn a_bad_file_lists_every_error_with_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.rules");
+    std::fs::write(
+        &file,
+        "a.com status://404\nb.com status://99\n\nc.com throttle://64k nope://x\nd.com bodyFile://missing.json\n",
+    )
+    .expect("write");
+    let c = check(&file);
+    assert_eq!(c.code, Some(1), "stdout: {} stderr: {}", c.stdout, c.stderr);
+    assert!(c.stdout.is_empty(), "{}", c.stdout);
+    let shown = file.display().to_string();
+    let lines: Vec<&str> = c.stderr.lines().collect();
+    let at: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            let rest = l
+                .strip_prefix(&format!("{shown}:"))
+                .unwrap_or_else(|| panic!("{l}"));
+            let mut parts = rest.splitn(3, ':');
+            let line = parts.next().unwrap_or("");
+            let col = parts.next().unwrap_or("");
+            &rest[..line.len() + 1 + col.len()]
+        })
+        .collect();
+    assert_eq!(at, vec!["2:16", "4:18", "4:22", "5:7"], "{}", c.stderr);
+    assert!(lines[0].ends_with("(expected 200-599)"), "{}", lines[0]);
+    assert!(
+        lines[2].contains("unknown action `nope://`"),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[3].contains("missing.json"), "{}", lines[3]);
+}
+
+#[test]
+fn an_unreadable_file_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = check(&dir.path().join("absent.rules"));
+    assert_eq!(c.code, Some(1));
+    assert!(c.stderr.contains("cannot read rule file"), "{}", c.stderr);
+}
