@@ -219,7 +219,10 @@ pub fn records(args: RecordsArgs) -> i32 {
         let empty = got.is_empty();
         rows.extend(got);
         cursor = page["next_cursor"].as_u64();
-        if cursor.is_none() || empty {
+        // A short page that says `partial` ended its scan window: older
+        // records may still match.
+        let partial = page["partial"].as_bool().unwrap_or(false);
+        if cursor.is_none() || (empty && !partial) {
             break;
         }
     }
