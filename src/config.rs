@@ -149,6 +149,8 @@ pub struct Config {
     /// Enables test-only admin routes (deliberate socket leak).
     pub test_hooks: bool,
     pub record: Recording,
+    /// Tamper rules (`--rules FILE`), reloaded on change and SIGHUP.
+    pub rules_file: Option<PathBuf>,
 }
 
 /// The admin address the binary uses when none is given.
@@ -189,6 +191,7 @@ impl Default for Config {
             max_connection_age: None,
             test_hooks: false,
             record: Recording::default(),
+            rules_file: None,
         }
     }
 }
@@ -305,6 +308,10 @@ pub struct RunArgs {
     /// Delete records older than this [default: 7d].
     #[arg(long, value_name = "DURATION")]
     pub retain_age: Option<String>,
+    /// Rule file: one `MATCH ACTION...` rule per line (see README), reloaded
+    /// when it changes and on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
     /// Records that may wait for the store writer before new ones are
     /// dropped [default: 16384].
     #[arg(long, value_name = "N")]
@@ -355,6 +362,7 @@ struct FileConfig {
     retain_age: Option<toml::Value>,
     record_queue: Option<toml::Value>,
     record_queue_bytes: Option<toml::Value>,
+    rules: Option<PathBuf>,
 }
 
 fn value_text(v: &toml::Value) -> String {
@@ -629,6 +637,7 @@ impl Config {
         }
         c.test_hooks = args.test_hooks;
         c.record = recording_from(args, &file)?;
+        c.rules_file = args.rules.clone().or(file.rules.clone());
         for r in &c.relays {
             // Port 0 asks for an ephemeral port each: no clash possible.
             if r.listen == c.listen && r.listen.port() != 0 {

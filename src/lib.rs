@@ -50,6 +50,8 @@ pub enum StartError {
     Auth(users::auth::AuthFileError),
     #[error("{0}")]
     Record(record::store::StoreError),
+    #[error("{0}")]
+    Rules(rules::LoadError),
 }
 
 /// A running sluice instance.
@@ -65,6 +67,7 @@ pub struct Proxy {
     pub users: Arc<users::Users>,
     pub history: Arc<metrics::history::History>,
     pub recorder: Arc<record::Recorder>,
+    pub rules: Arc<rules::live::LiveRules>,
     shutdown: Shutdown,
     listeners: JoinSet<()>,
     sampler_stop: CancellationToken,
@@ -78,6 +81,10 @@ impl Proxy {
         let users = Arc::new(users::Users::default());
         let metrics = metrics::Metrics::new(registry.clone(), users.clone());
         let history = metrics::history::History::new();
+        let live_rules = Arc::new(match &config.rules_file {
+            Some(path) => rules::live::LiveRules::from_file(path).map_err(StartError::Rules)?,
+            None => rules::live::LiveRules::empty(),
+        });
         let recorder = record::Recorder::start(&config.record).map_err(StartError::Record)?;
         metrics.attach_recorder(recorder.clone());
         {
@@ -133,6 +140,7 @@ impl Proxy {
             auth,
             own,
             recorder.clone(),
+            live_rules.clone(),
         ));
         listeners.spawn(http::serve_http(
             http_listener,
@@ -159,6 +167,7 @@ impl Proxy {
                 history: history.clone(),
                 users: users.clone(),
                 recorder: recorder.clone(),
+                rules: live_rules.clone(),
                 started: std::time::Instant::now(),
                 shutdown: shutdown.clone(),
                 proxy_addr: addr,
@@ -193,6 +202,7 @@ impl Proxy {
             users,
             history,
             recorder,
+            rules: live_rules,
             shutdown,
             listeners,
             sampler_stop,

@@ -36,6 +36,7 @@ pub struct AdminState {
     pub history: Arc<History>,
     pub users: Arc<Users>,
     pub recorder: Arc<crate::record::Recorder>,
+    pub rules: Arc<crate::rules::live::LiveRules>,
     pub started: Instant,
     pub shutdown: Shutdown,
     /// The proxy listener (target of the test-only leak hook).

@@ -54,6 +54,7 @@ pub struct HttpContext {
     /// Listener addresses of this instance, refused as targets (loop guard).
     pub own_addrs: Vec<SocketAddr>,
     pub recorder: Arc<Recorder>,
+    pub rules: Arc<crate::rules::live::LiveRules>,
 }
 
 impl HttpContext {
@@ -65,6 +66,7 @@ impl HttpContext {
         auth: Option<Arc<Authenticator>>,
         own_addrs: Vec<SocketAddr>,
         recorder: Arc<Recorder>,
+        rules: Arc<crate::rules::live::LiveRules>,
     ) -> Self {
         let mut server = http1::Builder::new();
         server
@@ -89,6 +91,7 @@ impl HttpContext {
             server,
             own_addrs,
             recorder,
+            rules,
         }
     }
 }

@@ -123,6 +123,7 @@ mod actions;
 mod body;
 mod cors;
 mod lexer;
+pub mod live;
 mod matcher;
 mod plan;
 mod syntax;
