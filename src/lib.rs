@@ -132,16 +132,16 @@ impl Proxy {
         own.extend(relay_addrs.iter().copied());
         own.extend(admin_addr);
 
-        let ctx = Arc::new(http::HttpContext::new(
-            config.clone(),
-            registry.clone(),
-            metrics.clone(),
-            users.clone(),
+        let ctx = Arc::new(http::HttpContext::new(http::Shared {
+            config: config.clone(),
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            users: users.clone(),
             auth,
-            own,
-            recorder.clone(),
-            live_rules.clone(),
-        ));
+            own_addrs: own,
+            recorder: recorder.clone(),
+            rules: live_rules.clone(),
+        }));
         listeners.spawn(http::serve_http(
             http_listener,
             ctx,

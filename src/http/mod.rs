@@ -57,17 +57,30 @@ pub struct HttpContext {
     pub rules: Arc<crate::rules::live::LiveRules>,
 }
 
+/// What the proxy listener shares with the rest of the instance.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub users: Arc<Users>,
+    pub auth: Option<Arc<Authenticator>>,
+    pub own_addrs: Vec<SocketAddr>,
+    pub recorder: Arc<Recorder>,
+    pub rules: Arc<crate::rules::live::LiveRules>,
+}
+
 impl HttpContext {
-    pub fn new(
-        config: Arc<Config>,
-        registry: Arc<Registry>,
-        metrics: Arc<Metrics>,
-        users: Arc<Users>,
-        auth: Option<Arc<Authenticator>>,
-        own_addrs: Vec<SocketAddr>,
-        recorder: Arc<Recorder>,
-        rules: Arc<crate::rules::live::LiveRules>,
-    ) -> Self {
+    pub fn new(shared: Shared) -> Self {
+        let Shared {
+            config,
+            registry,
+            metrics,
+            users,
+            auth,
+            own_addrs,
+            recorder,
+            rules,
+        } = shared;
         let mut server = http1::Builder::new();
         server
             .timer(TokioTimer::new())
