@@ -87,6 +87,7 @@ impl Proxy {
         });
         let recorder = record::Recorder::start(&config.record).map_err(StartError::Record)?;
         metrics.attach_recorder(recorder.clone());
+        metrics.attach_rules(live_rules.clone());
         {
             let users = users.clone();
             let recorder = recorder.clone();
@@ -187,6 +188,7 @@ impl Proxy {
             watchdog,
             sampler_stop.clone(),
         ));
+        tokio::spawn(live_rules.clone().watch(sampler_stop.clone()));
         tracing::info!(
             proxy = %addr,
             admin = %admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
@@ -256,7 +258,8 @@ pub fn init_logging(level: &str) {
         .try_init();
 }
 
-/// Runs one instance until SIGTERM or SIGINT, then drains. Returns the exit code.
+/// Runs one instance until SIGTERM or SIGINT, then drains (SIGHUP
+/// reloads the rule file). Returns the exit code.
 pub fn run(config: Config) -> i32 {
     init_logging(&config.log_level);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -290,7 +293,7 @@ pub fn run(config: Config) -> i32 {
                 return 1;
             }
         };
-        signals.wait().await;
+        signals.wait(&proxy.rules).await;
         tracing::info!(drain = %humantime::format_duration(drain), "shutting down");
         let closed = proxy.shutdown(drain).await;
         tracing::info!(closed_at_deadline = closed, "stopped");
@@ -298,10 +301,12 @@ pub fn run(config: Config) -> i32 {
     })
 }
 
-/// SIGTERM and SIGINT, caught from the moment they are installed.
+/// SIGTERM and SIGINT (drain), SIGHUP (reload the rule file), caught
+/// from the moment they are installed.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -310,13 +315,18 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+    /// Returns at SIGTERM or SIGINT; reloads `rules` at each SIGHUP.
+    async fn wait(mut self, rules: &rules::live::LiveRules) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => rules.reload_logged("SIGHUP").await,
+            }
         }
     }
 }

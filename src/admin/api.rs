@@ -34,6 +34,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/har", get(super::har::har))
         .route("/api/records/{id}", get(super::records::one))
         .route("/api/records/{id}/body/{dir}", get(super::records::body))
+        .route(
+            "/api/rules",
+            get(super::rules::get_rules).put(super::rules::put_rules),
+        )
+        .route("/api/rules/test", get(super::rules::test_rules))
         .route("/metrics", get(metrics));
     if state.config.test_hooks {
         r = r
@@ -41,6 +46,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             .route("/api/debug/recorder", post(pause_recorder));
     }
     r.fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(super::rules::MAX_PUT))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }

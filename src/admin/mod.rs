@@ -10,6 +10,7 @@ mod api;
 pub mod client;
 mod har;
 mod records;
+mod rules;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

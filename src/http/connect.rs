@@ -13,8 +13,83 @@ use super::io::ClientIo;
 use super::{ConnCtx, HttpContext};
 use crate::net::connect_upstream_except;
 use crate::record::FailedConnect;
-use crate::registry::{CloseReason, ConnState, Kind, Side};
+use crate::registry::{CloseReason, ConnEntry, ConnState, Kind, Side};
 use crate::relay::{relay, write_all, RelayLimits};
+use crate::rules::{Block, RequestInfo, Scheme};
+
+/// What the rules decided for one CONNECT (both CONNECT paths).
+pub(super) enum TunnelRules {
+    /// Open the tunnel to this host and port (the rules' upstream, or
+    /// the CONNECT target).
+    Open { host: String, port: u16 },
+    /// Answer with this failure (`block://STATUS`).
+    Answer(Failure),
+    /// Close the client connection unanswered (`block://close`).
+    Close(String),
+    /// The connection was killed during a `delay://`.
+    Killed,
+}
+
+/// Plans `CONNECT host:port` from `client` against the live rules and
+/// applies, in order, `delay` (cancelled by `entry.kill`), `block` and
+/// `upstream`. Tunnel throttles are not applied (yet).
+pub(super) async fn apply_rules(
+    ctx: &HttpContext,
+    entry: &ConnEntry,
+    client: std::net::IpAddr,
+    host: &str,
+    port: u16,
+) -> TunnelRules {
+    let snapshot = ctx.rules.current();
+    let plan = snapshot.set.plan(&RequestInfo {
+        method: "CONNECT",
+        scheme: Scheme::Connect,
+        host,
+        port,
+        path_and_query: "",
+        client,
+    });
+    if plan.is_empty() {
+        return TunnelRules::Open {
+            host: host.to_string(),
+            port,
+        };
+    }
+    if let Some(d) = plan.delay {
+        tokio::select! {
+            _ = tokio::time::sleep(d.action) => {}
+            _ = entry.kill.cancelled() => return TunnelRules::Killed,
+        }
+    }
+    if let Some(b) = plan.block {
+        return match b.action {
+            Block::Status(status) => TunnelRules::Answer(Failure::new(
+                status,
+                Side::Sluice,
+                "blocked",
+                format!(
+                    "CONNECT {host}:{port} blocked by rule {} (block://{})",
+                    b.rule,
+                    status.as_u16()
+                ),
+            )),
+            Block::Close => TunnelRules::Close(format!(
+                "CONNECT {host}:{port} closed by rule {} (block://close)",
+                b.rule
+            )),
+        };
+    }
+    match plan.upstream {
+        Some(u) => TunnelRules::Open {
+            host: u.action.host.clone(),
+            port: u.action.port.unwrap_or(port),
+        },
+        None => TunnelRules::Open {
+            host: host.to_string(),
+            port,
+        },
+    }
+}
 
 pub async fn handle_connect(
     req: Request<Incoming>,
@@ -66,6 +141,33 @@ async fn open_tunnel(
             Side::Client,
             "loop",
             format!("CONNECT {authority} is addressed to sluice itself"),
+        ));
+    }
+    let (host, port) = match apply_rules(ctx, &conn.entry, conn.peer.ip(), &host, port).await {
+        TunnelRules::Open { host, port } => (host, port),
+        TunnelRules::Answer(f) => return Err(f),
+        TunnelRules::Close(why) => {
+            // Closed unanswered: the connection's own loop drops it when
+            // it sees the kill, and this answer never completes.
+            ctx.registry
+                .kill(conn.entry.id, CloseReason::Error(Side::Sluice, why));
+            return std::future::pending().await;
+        }
+        TunnelRules::Killed => {
+            return Err(Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Side::Sluice,
+                "shutdown",
+                "connection closed during a rule delay",
+            ))
+        }
+    };
+    if super::proxy_is_self(ctx, &host, port) {
+        return Err(Failure::new(
+            StatusCode::LOOP_DETECTED,
+            Side::Client,
+            "loop",
+            format!("CONNECT {authority}: the rules send it to sluice itself ({host}:{port})"),
         ));
     }
     let cfg = &ctx.config;

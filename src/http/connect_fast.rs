@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::answer::Failure;
+use super::connect::{apply_rules, TunnelRules};
 use super::HttpContext;
 use crate::net::connect_upstream_except;
 use crate::record::FailedConnect;
@@ -235,10 +236,33 @@ pub async fn serve(
         answer(&stream, &ctx, &fail(f)).await;
         return;
     }
+    let (host, port) = match apply_rules(&ctx, &entry, peer.ip(), host, port).await {
+        TunnelRules::Open { host, port } => (host, port),
+        TunnelRules::Answer(f) => {
+            answer(&stream, &ctx, &fail(f)).await;
+            return;
+        }
+        TunnelRules::Close(why) => {
+            ctx.metrics.count_request(&http::Method::CONNECT, 0);
+            http_guard.set_reason(CloseReason::Error(Side::Sluice, why));
+            return;
+        }
+        TunnelRules::Killed => return,
+    };
+    if super::proxy_is_self(&ctx, &host, port) {
+        let f = Failure::new(
+            StatusCode::LOOP_DETECTED,
+            Side::Client,
+            "loop",
+            format!("CONNECT {target}: the rules send it to sluice itself ({host}:{port})"),
+        );
+        answer(&stream, &ctx, &fail(f)).await;
+        return;
+    }
     entry.set_state(ConnState::WaitingUpstream);
     let started = std::time::Instant::now();
     let connected = tokio::select! {
-        r = connect_upstream_except(host, port, cfg.connect_timeout, &cfg.keepalive, &ctx.own_addrs) => r,
+        r = connect_upstream_except(&host, port, cfg.connect_timeout, &cfg.keepalive, &ctx.own_addrs) => r,
         _ = entry.kill.cancelled() => return,
     };
     let (upstream, addr) = match connected {

@@ -17,9 +17,10 @@ mod connect_fast;
 mod headers;
 mod io;
 mod proxy;
+mod tamper;
+mod throttle;
 mod upstream;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -233,7 +234,7 @@ async fn serve_conn(
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| {
         let (ctx, conn) = (svc_ctx.clone(), conn_ctx.clone());
-        async move { Ok::<_, Infallible>(proxy::handle(req, ctx, conn).await) }
+        async move { proxy::handle(req, ctx, conn).await }
     });
     let io = TokioIo::new(io::ClientIo::new(stream, activity.clone()));
     let conn = ctx.server.serve_connection(io, service).with_upgrades();
@@ -296,6 +297,9 @@ fn reason_from_hyper(e: &hyper::Error) -> CloseReason {
     }
     let mut src = e.source();
     while let Some(s) = src {
+        if let Some(close) = s.downcast_ref::<proxy::RuleClose>() {
+            return CloseReason::Error(Side::Sluice, close.0.clone());
+        }
         if let Some(ioe) = s.downcast_ref::<std::io::Error>() {
             return CloseReason::from_io(Side::Client, ioe);
         }

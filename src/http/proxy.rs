@@ -16,21 +16,30 @@ use hyper::body::Incoming;
 
 use super::activity::InflightGuard;
 use super::answer::{Failure, ProxyBody};
-use super::body::{BodyError, Direction, MeteredBody};
+use super::body::{BodyError, BoxError, Direction, MeteredBody};
 use super::headers::{add_via, strip_hop_by_hop};
+use super::tamper;
+use super::throttle::ThrottledBody;
 use super::{ConnCtx, HttpContext};
 use crate::net::ConnectError;
 use crate::record::capture::{Exchange, UpstreamInfo};
 use crate::registry::{ConnState, Side};
+use crate::rules::{apply_header_edits, rewrite_uri, Answer, RequestInfo, Scheme, MAX_BODY};
 use crate::users::auth::Verdict;
 use tokio::time::Instant;
 
-/// Answers one request on a client connection.
+/// `block://close`: the service fails, so hyper drops the connection
+/// without writing an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RuleClose(pub String);
+
+/// Answers one request on a client connection (`Err`: close it unanswered).
 pub async fn handle(
     req: Request<Incoming>,
     ctx: Arc<HttpContext>,
     conn: ConnCtx,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, RuleClose> {
     let started = Instant::now();
     let mut inflight = conn.activity.begin_request();
     conn.entry.requests.fetch_add(1, Ordering::Relaxed);
@@ -47,7 +56,7 @@ pub async fn handle(
         // smuggled; refuse it and close.
         ctx.metrics.count_request(&method, 400);
         let f = Failure::bad_request("request has both Content-Length and Transfer-Encoding");
-        return record_answer(exchange.as_deref(), f);
+        return Ok(record_answer(exchange.as_deref(), f));
     }
     let user = match identify(&req, &ctx, &conn) {
         Ok(u) => u,
@@ -61,7 +70,7 @@ pub async fn handle(
                     Some("proxy authentication failed"),
                 );
             }
-            return *resp;
+            return Ok(*resp);
         }
     };
     if let (Some(ex), Some(_)) = (&exchange, &ctx.auth) {
@@ -81,6 +90,13 @@ pub async fn handle(
                     .observe(started.elapsed().as_secs_f64());
                 resp
             }
+            Err(f) if f.code == RULE_CLOSE => {
+                if let Some(ex) = &exchange {
+                    ex.fail(f.message.clone());
+                }
+                ctx.metrics.count_request(&method, 0);
+                return Err(RuleClose(f.message));
+            }
             Err(f) => {
                 tracing::debug!(code = f.code, message = %f.message, "request failed");
                 conn.entry.set_state(ConnState::ReadingHeaders);
@@ -91,7 +107,7 @@ pub async fn handle(
     let status = resp.status().as_u16();
     ctx.metrics.count_request(&method, status);
     ctx.users.on_request(&user, status >= 500);
-    resp
+    Ok(resp)
 }
 
 /// sluice's own answer to a request, noted in its record.
@@ -150,6 +166,23 @@ fn identify(
     Ok(user)
 }
 
+/// The `code` of the failure that stands for `block://close`: `handle`
+/// turns it into a service error, which makes hyper drop the connection.
+pub const RULE_CLOSE: &str = "rule-close";
+
+/// Waits `d` (a rule's delay), or fails when the connection is killed.
+async fn rule_sleep(d: std::time::Duration, conn: &ConnCtx) -> Result<(), Failure> {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(()),
+        _ = conn.entry.kill.cancelled() => Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Side::Sluice,
+            "shutdown",
+            "sluice is shutting down",
+        )),
+    }
+}
+
 async fn forward(
     req: Request<Incoming>,
     ctx: &HttpContext,
@@ -158,7 +191,7 @@ async fn forward(
     exchange: Option<Arc<Exchange>>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let (mut parts, body) = req.into_parts();
-    let authority = match target_of(&parts.uri, ctx) {
+    let mut authority = match target_of(&parts.uri, ctx) {
         Ok(a) => a,
         Err(f) => {
             if let Some(ex) = &exchange {
@@ -169,16 +202,153 @@ async fn forward(
         }
     };
 
+    // One snapshot of the rules for the whole exchange.
+    let snapshot = ctx.rules.current();
+    let plan = if snapshot.set.is_empty() {
+        None
+    } else {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let info = RequestInfo {
+            method: parts.method.as_str(),
+            scheme: Scheme::Http,
+            host: authority.host(),
+            port: authority.port_u16().unwrap_or(80),
+            path_and_query: pq,
+            client: conn.peer.ip(),
+        };
+        Some(snapshot.set.plan(&info)).filter(|p| !p.is_empty())
+    };
+    let mut notes = plan.as_ref().map(tamper::notes).unwrap_or_default();
+    if let Some(ex) = &exchange {
+        ex.set_rules(&notes);
+    }
+    // The client's own request headers, for CORS (`Origin`).
+    let client_headers = match &plan {
+        Some(p) if p.cors.is_some() => parts.headers.clone(),
+        _ => http::HeaderMap::new(),
+    };
+    if let Some(d) = plan.as_ref().and_then(|p| p.delay) {
+        rule_sleep(d.action, conn).await?;
+    }
+    if let Some(p) = &plan {
+        let preflight = tamper::is_preflight(&parts.method, &parts.headers);
+        if let Some(a) = p.answer(preflight) {
+            if let Some(ex) = &exchange {
+                ex.set_request_headers(&parts.headers);
+            }
+            let Some((mut head, mut bytes)) = tamper::answer(a, &parts.headers) else {
+                return Err(Failure::new(
+                    StatusCode::FORBIDDEN,
+                    Side::Sluice,
+                    RULE_CLOSE,
+                    format!(
+                        "connection closed by rule {}",
+                        p.block.map(|b| b.rule.to_string()).unwrap_or_default()
+                    ),
+                ));
+            };
+            let mock = matches!(a, Answer::Mock(_));
+            if mock {
+                tamper::edit_response_head(p, &client_headers, &mut head);
+                if p.body_sub.is_some() {
+                    match tamper::rewrite_body(p, &http::HeaderMap::new(), bytes.clone()) {
+                        Ok(b) => bytes = b,
+                        Err(why) => tamper::add_note(&mut notes, "bodySub", why),
+                    }
+                    tamper::set_identity_length(&mut head.headers, bytes.len());
+                    if let Some(ex) = &exchange {
+                        ex.set_rules(&notes);
+                    }
+                }
+            }
+            if let Some(ex) = &exchange {
+                ex.request_done();
+                ex.answered(head.status.as_u16(), &head.headers, None);
+                ex.response_chunk(&bytes);
+            }
+            drop(body);
+            if mock {
+                if let Some(d) = p.res_delay {
+                    rule_sleep(d.action, conn).await?;
+                }
+                if let Some(t) = p.throttle {
+                    let b = ThrottledBody::new(tamper::full(bytes), t.action.bytes_per_sec());
+                    return Ok(Response::from_parts(head, b.boxed_unsync()));
+                }
+            }
+            return Ok(Response::from_parts(head, tamper::full(bytes)));
+        }
+        if let Some(u) = &p.url {
+            let uri = rewrite_uri(&parts.uri, &u.action).map_err(|e| {
+                Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Side::Sluice,
+                    "rule-url",
+                    format!("rule {}: {e}", u.rule),
+                )
+            })?;
+            authority = target_of(&uri, ctx)?;
+            parts.uri = uri;
+        }
+    }
+
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers, parts.version);
     if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
         parts.headers.insert(header::HOST, host);
+    }
+    let mut upstream_label = authority.to_string();
+    if let Some(p) = &plan {
+        if let Some(up) = p.upstream {
+            // Connect elsewhere; the Host header (set above) stays.
+            let port = up.action.port_or(authority.port_u16().unwrap_or(80));
+            let host = if up.action.host.contains(':') {
+                format!("[{}]", up.action.host)
+            } else {
+                up.action.host.clone()
+            };
+            let mapped = format!("{host}:{port}");
+            if super::proxy_is_self(ctx, &host, port) {
+                return Err(Failure::new(
+                    StatusCode::LOOP_DETECTED,
+                    Side::Client,
+                    "loop",
+                    format!(
+                        "rule {} maps the request to {mapped}, which is sluice itself",
+                        up.rule
+                    ),
+                ));
+            }
+            let mut uri_parts = parts.uri.clone().into_parts();
+            uri_parts.authority = Some(mapped.parse().map_err(|e| {
+                Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Side::Sluice,
+                    "rule-upstream",
+                    format!("rule {}: upstream {mapped}: {e}", up.rule),
+                )
+            })?);
+            parts.uri = http::Uri::from_parts(uri_parts).map_err(|e| {
+                Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Side::Sluice,
+                    "rule-upstream",
+                    format!("rule {}: upstream {mapped}: {e}", up.rule),
+                )
+            })?;
+            upstream_label = mapped;
+        }
+        apply_header_edits(&mut parts.headers, p.req_headers.iter().map(|c| c.action));
     }
     parts.version = Version::HTTP_11;
     if let Some(ex) = &exchange {
         ex.set_request_headers(&parts.headers);
     }
     let cfg = &ctx.config;
+    let body = match plan.as_ref().and_then(|p| p.req_throttle) {
+        Some(t) => ThrottledBody::new(body, t.action.bytes_per_sec()),
+        None => ThrottledBody::unlimited(body),
+    };
     let body = MeteredBody::new(
         body,
         conn.entry.clone(),
@@ -206,14 +376,14 @@ async fn forward(
     };
     let resp = match sent {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => return Err(classify(&e, authority.as_str())),
+        Ok(Err(e)) => return Err(classify(&e, &upstream_label)),
         Err(_) => {
             return Err(Failure::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 Side::Upstream,
                 "response-timeout",
                 format!(
-                    "upstream {authority} sent no response head within {}",
+                    "upstream {upstream_label} sent no response head within {}",
                     humantime::format_duration(cfg.response_timeout)
                 ),
             ))
@@ -223,13 +393,74 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers, parts.version);
+    let Some(p) = &plan else {
+        if let Some(ex) = &exchange {
+            ex.response_head(
+                parts.status.as_u16(),
+                &parts.headers,
+                http_body::Body::size_hint(&body).exact(),
+                parts.extensions.get::<UpstreamInfo>(),
+            );
+        }
+        let body = MeteredBody::new(
+            body,
+            conn.entry.clone(),
+            Direction::Down,
+            Side::Upstream,
+            cfg.body_idle_timeout,
+            Some(inflight),
+        )
+        .with_tap(exchange);
+        return Ok(Response::from_parts(parts, body.boxed_unsync()));
+    };
+    tamper::edit_response_head(p, &client_headers, &mut parts);
+    let body: ProxyBody = if tamper::edits_body(p) {
+        // Read the upstream body (metered, untapped: the record keeps
+        // what the client gets), then rewrite it.
+        let upstream_body = MeteredBody::new(
+            body,
+            conn.entry.clone(),
+            Direction::Down,
+            Side::Upstream,
+            cfg.body_idle_timeout,
+            None,
+        );
+        match tamper::collect_capped(upstream_body, MAX_BODY).await {
+            Ok(whole) => match tamper::rewrite_body(p, &parts.headers, whole.clone()) {
+                Ok(new) => {
+                    tamper::set_identity_length(&mut parts.headers, new.len());
+                    tamper::full(new)
+                }
+                Err(why) => {
+                    tamper::add_note(&mut notes, "bodySub", why);
+                    tamper::full(whole)
+                }
+            },
+            Err(rest) => {
+                let why = format!(
+                    "body rules skipped: the body is over the {MAX_BODY}-byte limit or failed"
+                );
+                if p.body_sub.is_some() {
+                    tamper::add_note(&mut notes, "bodySub", why.clone());
+                }
+                tamper::add_note(&mut notes, "mock/body", why);
+                rest.boxed_unsync()
+            }
+        }
+    } else {
+        body.map_err(BoxError::from).boxed_unsync()
+    };
     if let Some(ex) = &exchange {
+        ex.set_rules(&notes);
         ex.response_head(
             parts.status.as_u16(),
             &parts.headers,
             http_body::Body::size_hint(&body).exact(),
             parts.extensions.get::<UpstreamInfo>(),
         );
+    }
+    if let Some(d) = p.res_delay {
+        rule_sleep(d.action, conn).await?;
     }
     let body = MeteredBody::new(
         body,
@@ -240,7 +471,11 @@ async fn forward(
         Some(inflight),
     )
     .with_tap(exchange);
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
+    let body = match p.throttle {
+        Some(t) => ThrottledBody::new(body, t.action.bytes_per_sec()).boxed_unsync(),
+        None => body.boxed_unsync(),
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// The origin a request is for, or why it cannot be forwarded.

@@ -28,7 +28,8 @@ use crate::net::{connect_upstream_timed, ConnectError, ConnectErrorKind};
 use crate::record::capture::UpstreamInfo;
 use crate::registry::{ConnEntry, ConnGuard, ConnState, Kind, Registry};
 
-pub type UpstreamClient = Client<Connector, MeteredBody<hyper::body::Incoming>>;
+pub type UpstreamClient =
+    Client<Connector, MeteredBody<super::throttle::ThrottledBody<hyper::body::Incoming>>>;
 
 /// Builds the pooled client for one sluice instance.
 pub fn client(

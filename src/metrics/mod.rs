@@ -45,6 +45,7 @@ pub struct Metrics {
     /// All requests answered (for requests/s in the history).
     pub requests_total: AtomicU64,
     recorder: Arc<OnceLock<Arc<crate::record::Recorder>>>,
+    rules: Arc<OnceLock<Arc<crate::rules::live::LiveRules>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -125,6 +126,10 @@ impl Metrics {
         r.register_collector(Box::new(RecorderCollector {
             recorder: recorder.clone(),
         }));
+        let rules: Arc<OnceLock<Arc<crate::rules::live::LiveRules>>> = Default::default();
+        r.register_collector(Box::new(RulesCollector {
+            rules: rules.clone(),
+        }));
         Arc::new(Metrics {
             registry: r,
             requests,
@@ -134,7 +139,13 @@ impl Metrics {
             leak_warnings,
             requests_total: AtomicU64::new(0),
             recorder,
+            rules,
         })
+    }
+
+    /// Reports the live rules' reloads, generation and size.
+    pub fn attach_rules(&self, rules: Arc<crate::rules::live::LiveRules>) {
+        let _ = self.rules.set(rules);
     }
 
     /// Reports the recorder's queue, drops and store in the exposition.
@@ -351,6 +362,44 @@ impl Collector for RecorderCollector {
             )?;
             ConstGauge::new(store.disk_bytes() as i64).encode(m.encode_family(&NO_LABELS)?)?;
         }
+        Ok(())
+    }
+}
+
+/// The live rules: reload outcomes, current generation and rule count.
+#[derive(Debug)]
+struct RulesCollector {
+    rules: Arc<OnceLock<Arc<crate::rules::live::LiveRules>>>,
+}
+
+impl Collector for RulesCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(rules) = self.rules.get() else {
+            return Ok(());
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut m = enc.encode_descriptor(
+            "rules_reloads",
+            "Rule replacements (file reloads and API puts), by outcome (ok, failed: the running rules stayed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, n) in [
+            ("ok", get(&rules.stats.ok)),
+            ("failed", get(&rules.stats.failed)),
+        ] {
+            ConstCounter::new(n).encode(m.encode_family(&[("outcome", outcome)])?)?;
+        }
+        let snap = rules.current();
+        let mut m = enc.encode_descriptor(
+            "rules_generation",
+            "Generation of the installed rules (bumped on each install)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(snap.generation as i64).encode(m.encode_family(&NO_LABELS)?)?;
+        let mut m = enc.encode_descriptor("rules", "Rules installed", None, MetricType::Gauge)?;
+        ConstGauge::new(snap.set.len() as i64).encode(m.encode_family(&NO_LABELS)?)?;
         Ok(())
     }
 }

@@ -75,6 +75,17 @@ impl Exchange {
         self.with(|p| p.record.user = Some(user.to_string()));
     }
 
+    /// The rules that touched this exchange and what each changed
+    /// (`Plan::describe`), plus any note about an action that could not
+    /// apply; stored as a JSON array.
+    pub fn set_rules<T: serde::Serialize>(&self, applied: &[T]) {
+        if applied.is_empty() {
+            return;
+        }
+        let text = serde_json::to_string(applied).unwrap_or_default();
+        self.with(|p| p.record.rules = text);
+    }
+
     /// The request as it leaves for the upstream (after hop-by-hop removal).
     pub fn set_request_headers(&self, headers: &http::HeaderMap) {
         let block = header_block(headers);

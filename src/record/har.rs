@@ -189,7 +189,7 @@ pub struct Entry {
     #[serde(rename = "_closeReason", skip_serializing_if = "Option::is_none")]
     pub close_reason: Option<String>,
     #[serde(rename = "_rules")]
-    pub rules: Vec<String>,
+    pub rules: serde_json::Value,
 }
 
 #[derive(Debug, Serialize)]

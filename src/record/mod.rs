@@ -566,7 +566,7 @@ fn summary_of(r: &Record) -> Summary {
         upstream_addr: r.upstream_addr.clone(),
         error: r.error.clone(),
         close_reason: r.close_reason.clone(),
-        rules: r.rules.clone(),
+        rules: query::parse_rules(&r.rules),
     }
 }
 

@@ -180,8 +180,9 @@ pub struct Record {
     pub error: Option<String>,
     /// Why a tunnel or relay connection closed.
     pub close_reason: Option<String>,
-    /// Ids of the rules that touched this exchange.
-    pub rules: Vec<String>,
+    /// The rules that touched this exchange and what each changed: a
+    /// JSON array of `{rule, kind, action}` (empty string: none).
+    pub rules: String,
 }
 
 impl Record {
@@ -207,7 +208,7 @@ impl Record {
             upstream_addr: None,
             error: None,
             close_reason: None,
-            rules: Vec::new(),
+            rules: String::new(),
         }
     }
 

@@ -346,7 +346,8 @@ pub struct Summary {
     pub upstream_addr: Option<String>,
     pub error: Option<String>,
     pub close_reason: Option<String>,
-    pub rules: Vec<String>,
+    /// The rules that touched this exchange: `[{rule, kind, action}]`.
+    pub rules: serde_json::Value,
 }
 
 /// Columns read for a [`Summary`], in [`summary_from_row`] order.
@@ -380,15 +381,16 @@ pub fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<Summary> {
         upstream_addr: r.get(16)?,
         error: r.get(17)?,
         close_reason: r.get(18)?,
-        rules: split_rules(&rules),
+        rules: parse_rules(&rules),
     })
 }
 
-fn split_rules(text: &str) -> Vec<String> {
-    text.split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+/// The stored JSON array of applied rules (an empty array when none).
+pub fn parse_rules(text: &str) -> serde_json::Value {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v @ serde_json::Value::Array(_)) => v,
+        _ => serde_json::Value::Array(Vec::new()),
+    }
 }
 
 /// A page of records and the cursor of the next one.

@@ -373,11 +373,7 @@ pub fn insert_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result
                 std::thread::yield_now();
             }
             let t = &r.timings;
-            let rules = if r.rules.is_empty() {
-                String::new()
-            } else {
-                r.rules.join(",")
-            };
+            let rules = r.rules.clone();
             rec_stmt.execute(params![
                 r.id as i64,
                 r.kind.code(),

@@ -1,0 +1,192 @@
+//! `/api/rules`: the live rules (read, replace) and a dry run of which
+//! rules would apply to a request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::api::error;
+use super::AdminState;
+use crate::rules::live::{PutError, Snapshot};
+use crate::rules::{Answer, Applied, RuleId};
+
+type St = State<Arc<AdminState>>;
+
+/// Largest rule text `PUT /api/rules` takes.
+pub const MAX_PUT: usize = 4 << 20;
+
+#[derive(Serialize)]
+struct RulesView<'a> {
+    path: Option<String>,
+    text: &'a str,
+    rules: usize,
+    generation: u64,
+    loaded_at: String,
+}
+
+fn view(st: &AdminState, s: &Snapshot) -> Response {
+    Json(RulesView {
+        path: st.rules.path.as_ref().map(|p| p.display().to_string()),
+        text: &s.text,
+        rules: s.set.len(),
+        generation: s.generation,
+        loaded_at: humantime::format_rfc3339_millis(s.loaded_at).to_string(),
+    })
+    .into_response()
+}
+
+pub async fn get_rules(State(st): St) -> Response {
+    let snap = st.rules.current();
+    view(&st, &snap)
+}
+
+#[derive(Serialize)]
+struct ErrorRow<'a> {
+    line: usize,
+    column: usize,
+    message: &'a str,
+}
+
+pub async fn put_rules(State(st): St, body: Bytes) -> Response {
+    if body.len() > MAX_PUT {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("rule text is larger than {} MiB", MAX_PUT >> 20),
+        );
+    }
+    let text = match String::from_utf8(body.to_vec()) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "rule text is not UTF-8 (first bad byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+        }
+    };
+    match st.rules.put(text).await {
+        Ok(snap) => {
+            tracing::info!(
+                generation = snap.generation,
+                rules = snap.set.len(),
+                "rules replaced through the admin API"
+            );
+            view(&st, &snap)
+        }
+        Err(PutError::Invalid(errors)) => {
+            let rows: Vec<ErrorRow> = errors
+                .iter()
+                .map(|e| ErrorRow {
+                    line: e.line,
+                    column: e.column,
+                    message: &e.message,
+                })
+                .collect();
+            let n = errors.len();
+            (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({
+                    "error": format!(
+                        "{n} error{} in the rule text; the running rules stay",
+                        if n == 1 { "" } else { "s" }
+                    ),
+                    "errors": rows,
+                })),
+            )
+                .into_response()
+        }
+        Err(PutError::Write(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot write the rule file: {e}; the running rules stay"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct TestQuery {
+    url: Option<String>,
+    method: Option<String>,
+    client: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AnswerView {
+    kind: &'static str,
+    rule: RuleId,
+    status: Option<u16>,
+}
+
+#[derive(Serialize)]
+struct TestView {
+    generation: u64,
+    matched: Vec<RuleId>,
+    applied: Vec<Applied>,
+    answer: Option<AnswerView>,
+}
+
+pub async fn test_rules(State(st): St, Query(q): Query<TestQuery>) -> Response {
+    let Some(url) = q.url.filter(|u| !u.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "url: missing");
+    };
+    let method = q
+        .method
+        .unwrap_or_else(|| "GET".into())
+        .to_ascii_uppercase();
+    let client: IpAddr = match q.client.as_deref() {
+        None | Some("") => IpAddr::from([127, 0, 0, 1]),
+        Some(c) => match c.parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("client: `{c}` is not an IP address"),
+                )
+            }
+        },
+    };
+    let snap = st.rules.current();
+    let plan = match snap.set.plan_url(&method, &url, client) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("url: {e}")),
+    };
+    let answer = plan.answer(false).map(|a| match a {
+        Answer::Block(c) => AnswerView {
+            kind: "block",
+            rule: c.rule,
+            status: match c.action {
+                crate::rules::Block::Status(s) => Some(s.as_u16()),
+                crate::rules::Block::Close => None,
+            },
+        },
+        Answer::Redirect(c) => AnswerView {
+            kind: "redirect",
+            rule: c.rule,
+            status: Some(c.action.status.as_u16()),
+        },
+        Answer::Preflight(c) => AnswerView {
+            kind: "preflight",
+            rule: c.rule,
+            status: Some(204),
+        },
+        Answer::Mock(c) => AnswerView {
+            kind: "mock",
+            rule: c.rule,
+            status: Some(c.action.status.as_u16()),
+        },
+    });
+    Json(TestView {
+        generation: snap.generation,
+        matched: plan.matched.clone(),
+        applied: plan.describe(),
+        answer,
+    })
+    .into_response()
+}

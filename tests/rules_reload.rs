@@ -1,0 +1,298 @@
+//! Live rules: the rule file reloaded on change and on SIGHUP, replaced
+//! and dry-run through the admin API, and applied to CONNECT tunnels.
+//! Real sockets throughout; SIGHUP goes to the real binary.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::admin::{get_json, request};
+use support::http_client::Client;
+use support::origin::{echo_origin, http_origin};
+use support::{connect_tunnel, read_response, RawResponse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// `PUT /api/rules` with `body`.
+async fn put_rules(admin: SocketAddr, body: &str) -> RawResponse {
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(
+        format!(
+            "PUT /api/rules HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut r = BufReader::new(s);
+    tokio::time::timeout(Duration::from_secs(10), read_response(&mut r, false))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Sends `CONNECT target` as the connection's first request and reads
+/// the answer head (and body, if any).
+async fn connect_answer(proxy: SocketAddr, target: &str) -> std::io::Result<RawResponse> {
+    let mut s = TcpStream::connect(proxy).await?;
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
+    let mut r = BufReader::new(s);
+    tokio::time::timeout(Duration::from_secs(10), read_response(&mut r, false))
+        .await
+        .map_err(|_| std::io::Error::other("no answer in 10 s"))?
+}
+
+async fn generation(admin: SocketAddr) -> u64 {
+    get_json(admin, "/api/rules").await["generation"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn wait_generation(admin: SocketAddr, want: u64, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if generation(admin).await >= want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+async fn tunnel_echoes(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut got = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(got, msg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_file_reloads_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.txt");
+    write(&path, "# nothing yet\n");
+    let origin = http_origin().await;
+    let echo = echo_origin().await;
+    let p = support::start_proxy(|c| {
+        c.rules_file = Some(path.clone());
+        c.admin = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let admin = p.admin_addr.unwrap();
+    assert_eq!(generation(admin).await, 1);
+
+    // Connections opened before the reload.
+    let mut keep = Client::connect(p.addr).await.unwrap();
+    assert_eq!(keep.get(origin, "/small").await.unwrap().status(), 200);
+    let mut tunnel = connect_tunnel(p.addr, echo).await.unwrap();
+    tunnel_echoes(&mut tunnel, b"before").await;
+    let r = connect_answer(p.addr, "blocked.test:443").await.unwrap();
+    assert_ne!(r.status, 403);
+
+    write(&path, "blocked.test block://403\n# a second line\n");
+    assert!(
+        wait_generation(admin, 2, Duration::from_secs(3)).await,
+        "the edit was not picked up"
+    );
+    let r = connect_answer(p.addr, "blocked.test:443").await.unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("L1"), "{}", r.text());
+
+    // Nothing was dropped.
+    assert_eq!(keep.get(origin, "/small").await.unwrap().status(), 200);
+    tunnel_echoes(&mut tunnel, b"after").await;
+
+    // A bad edit keeps the old rules and generation.
+    write(&path, "blocked.test block://403\nbad.test nope://1\n");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let v = get_json(admin, "/api/rules").await;
+    assert_eq!(v["generation"], 2, "{v}");
+    assert!(v["text"].as_str().unwrap().contains("# a second line"));
+    let r = connect_answer(p.addr, "blocked.test:443").await.unwrap();
+    assert_eq!(r.status, 403);
+    let m = support::admin::metrics(admin).await;
+    assert!(m.must("sluice_rules_reloads_total", &[("outcome", "failed")]) >= 1.0);
+    assert!(m.must("sluice_rules_reloads_total", &[("outcome", "ok")]) >= 1.0);
+    assert_eq!(m.must("sluice_rules_generation", &[]), 2.0);
+    p.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_puts_validates_and_writes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.txt");
+    write(&path, "one.test block://403\n");
+    let p = support::start_proxy(|c| {
+        c.rules_file = Some(path.clone());
+        c.admin = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let admin = p.admin_addr.unwrap();
+
+    let r = put_rules(admin, "two.test block://451\n\nthree.test status://999\n").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["errors"][0]["line"], 3, "{v}");
+    assert_eq!(v["errors"][0]["column"], 21, "{v}");
+    assert!(v["error"].as_str().is_some());
+    assert_eq!(generation(admin).await, 1);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "one.test block://403\n"
+    );
+
+    let text = "two.test block://451\n";
+    let r = put_rules(admin, text).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["generation"], 2);
+    assert_eq!(v["rules"], 1);
+    assert_eq!(v["text"], text);
+    assert_eq!(v["path"], path.display().to_string());
+    assert!(v["loaded_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    assert_eq!(
+        connect_answer(p.addr, "two.test:443").await.unwrap().status,
+        451
+    );
+    assert_ne!(
+        connect_answer(p.addr, "one.test:443").await.unwrap().status,
+        403
+    );
+    // The watcher sees sluice's own write and does not reload it again.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(generation(admin).await, 2);
+
+    // The dry run.
+    let v = get_json(admin, "/api/rules/test?url=two.test:443&method=CONNECT").await;
+    assert_eq!(v["matched"][0], "L1", "{v}");
+    assert_eq!(v["answer"]["kind"], "block", "{v}");
+    assert_eq!(v["answer"]["status"], 451, "{v}");
+    assert_eq!(v["applied"][0]["action"], "block://451", "{v}");
+    let v = get_json(admin, "/api/rules/test?url=http://other.test/x").await;
+    assert_eq!(v["matched"].as_array().unwrap().len(), 0, "{v}");
+    assert!(v["answer"].is_null());
+    let r = request(admin, "GET", "/api/rules/test?url=ftp://x/", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    p.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_rules_block_map_and_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.txt");
+    let echo = echo_origin().await;
+    let origin = http_origin().await;
+    write(
+        &path,
+        &format!(
+            "blocked.test block://403\n\
+             closed.test block://close\n\
+             mapped.test 127.0.0.1:{port}\n\
+             slow.test:7 127.0.0.1:{port} delay://400ms\n",
+            port = echo.port()
+        ),
+    );
+    let p = support::start_proxy(|c| {
+        c.rules_file = Some(path.clone());
+    })
+    .await;
+
+    // First-request path.
+    let r = connect_answer(p.addr, "blocked.test:443").await.unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("blocked by rule L1"), "{}", r.text());
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"CONNECT closed.test:443 HTTP/1.1\r\nHost: closed.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "answered: {}", String::from_utf8_lossy(&buf[..n]));
+
+    let mut t = connect_answer_stream(p.addr, "mapped.test:443").await;
+    tunnel_echoes(&mut t, b"mapped").await;
+    let started = Instant::now();
+    let mut t = connect_answer_stream(p.addr, "slow.test:7").await;
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    tunnel_echoes(&mut t, b"slow").await;
+
+    // hyper path: CONNECT after a request on the same connection.
+    let mut c = Client::connect(p.addr).await.unwrap();
+    assert_eq!(c.get(origin, "/small").await.unwrap().status(), 200);
+    c.send(b"CONNECT blocked.test:443 HTTP/1.1\r\nHost: blocked.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    let r = c.read_response().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let mut c = Client::connect(p.addr).await.unwrap();
+    assert_eq!(c.get(origin, "/small").await.unwrap().status(), 200);
+    c.send(b"CONNECT closed.test:443 HTTP/1.1\r\nHost: closed.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(c.wait_closed(Duration::from_secs(5)).await.is_some());
+    p.shutdown(Duration::from_secs(1)).await;
+}
+
+/// CONNECT through the first-request path; the stream after the 200.
+async fn connect_answer_stream(proxy: SocketAddr, target: &str) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "closed before the answer");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.txt");
+    write(&path, "blocked.test block://403\n");
+    let p = support::admin::start(&["--rules", path.to_str().unwrap()]).await;
+    let admin = p.admin.unwrap();
+    assert_eq!(generation(admin).await, 1);
+    // The file did not change: only the signal can reload it.
+    p.signal(libc::SIGHUP);
+    assert!(
+        wait_generation(admin, 2, Duration::from_secs(3)).await,
+        "SIGHUP did not reload: {}",
+        p.log_text()
+    );
+    assert!(p.log_text().contains("SIGHUP"), "{}", p.log_text());
+    // Still serving (SIGHUP does not stop it).
+    assert_eq!(
+        connect_answer(p.addr, "blocked.test:443")
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+}
