@@ -296,3 +296,104 @@ async fn sighup_reloads_the_file() {
         403
     );
 }
+
+/// Echoes `len` bytes through a tunnel (writing and reading at once) and
+/// returns how long the round trip took.
+async fn echo_through(t: TcpStream, len: usize) -> Duration {
+    let started = Instant::now();
+    let (mut r, mut w) = t.into_split();
+    let sent: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let expect = sent.clone();
+    let writer = tokio::spawn(async move { w.write_all(&sent).await.map(|_| w) });
+    let mut got = vec![0u8; len];
+    tokio::time::timeout(Duration::from_secs(20), r.read_exact(&mut got))
+        .await
+        .expect("echo in time")
+        .unwrap_or_else(|e| panic!("echo of {len} bytes: {e}"));
+    assert!(got == expect, "the echo came back intact");
+    drop(writer.await.unwrap().unwrap());
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_throttles_each_direction_and_records_name_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rules.txt");
+    let echo = echo_origin().await;
+    write(
+        &path,
+        &format!(
+            "up.test 127.0.0.1:{port} reqThrottle://100KB/s\n\
+             down.test 127.0.0.1:{port} throttle://100KB/s\n\
+             blocked.test block://403\n",
+            port = echo.port()
+        ),
+    );
+    let p = support::start_proxy(|c| {
+        c.rules_file = Some(path.clone());
+        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.record = sluice::config::Recording {
+            data_dir: sluice::config::DataDir::Memory,
+            ..Default::default()
+        };
+    })
+    .await;
+    let admin = p.admin_addr.unwrap();
+
+    // 100 KB each way at 100 KB/s in one direction: about a second, on
+    // the first-request path and on hyper's.
+    for target in ["up.test:9", "down.test:9"] {
+        let t = connect_answer_stream(p.addr, target).await;
+        let took = echo_through(t, 100_000).await;
+        assert!(took >= Duration::from_millis(900), "{target}: {took:?}");
+        assert!(took <= Duration::from_secs(10), "{target}: {took:?}");
+    }
+    let mut c = Client::connect(p.addr).await.unwrap();
+    let origin = http_origin().await;
+    assert_eq!(c.get(origin, "/small").await.unwrap().status(), 200);
+    c.send(b"CONNECT down.test:9 HTTP/1.1\r\nHost: down.test:9\r\n\r\n")
+        .await
+        .unwrap();
+    // The head only: a CONNECT's 200 has no body.
+    let head = support::http_client::read_head(&mut c.r).await.unwrap();
+    assert_eq!(head.status, 200);
+    let stream = c.r.into_inner();
+    let took = echo_through(stream, 50_000).await;
+    assert!(took >= Duration::from_millis(400), "hyper path: {took:?}");
+
+    assert_eq!(
+        connect_answer(p.addr, "blocked.test:443")
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+
+    // Every tunnel's record names its rule and the action.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want = [
+        ("up.test:9", "L1", "reqThrottle://100KB/s"),
+        ("down.test:9", "L2", "throttle://100KB/s"),
+        ("blocked.test:443", "L3", "block://403"),
+    ];
+    loop {
+        let page = get_json(admin, "/api/records?kind=tunnel&limit=50").await;
+        let rows = page["records"].as_array().cloned().unwrap_or_default();
+        let found = want.iter().all(|(url, rule, action)| {
+            rows.iter().any(|r| {
+                r["url"] == *url
+                    && r["rules"].as_array().is_some_and(|rules| {
+                        rules
+                            .iter()
+                            .any(|x| x["rule"] == *rule && x["action"] == *action)
+                    })
+            })
+        });
+        if found {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records lack rules: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p.shutdown(Duration::from_secs(1)).await;
+}

@@ -15,13 +15,27 @@ use crate::net::connect_upstream_except;
 use crate::record::FailedConnect;
 use crate::registry::{CloseReason, ConnEntry, ConnState, Kind, Side};
 use crate::relay::{relay, write_all, RelayLimits};
-use crate::rules::{Block, RequestInfo, Scheme};
+use crate::rules::{Block, Chosen, Plan, Rate, RequestInfo, Scheme};
 
-/// What the rules decided for one CONNECT (both CONNECT paths).
+/// What the rules decided for one CONNECT (both CONNECT paths), and why.
+pub(super) struct TunnelPlan {
+    /// The rules that matched and what each decided, as the JSON list
+    /// records carry (empty when no rule matched).
+    pub rules: String,
+    pub then: TunnelRules,
+}
+
+/// What to do with one CONNECT.
 pub(super) enum TunnelRules {
     /// Open the tunnel to this host and port (the rules' upstream, or
-    /// the CONNECT target).
-    Open { host: String, port: u16 },
+    /// the CONNECT target), at these rates in bytes per second (0:
+    /// unlimited; up is client to upstream).
+    Open {
+        host: String,
+        port: u16,
+        up_rate: u64,
+        down_rate: u64,
+    },
     /// Answer with this failure (`block://STATUS`).
     Answer(Failure),
     /// Close the client connection unanswered (`block://close`).
@@ -31,15 +45,15 @@ pub(super) enum TunnelRules {
 }
 
 /// Plans `CONNECT host:port` from `client` against the live rules and
-/// applies, in order, `delay` (cancelled by `entry.kill`), `block` and
-/// `upstream`. Tunnel throttles are not applied (yet).
+/// applies, in order, `delay` (cancelled by `entry.kill`), `block`,
+/// `upstream` and the throttles (`reqThrottle` up, `throttle` down).
 pub(super) async fn apply_rules(
     ctx: &HttpContext,
     entry: &ConnEntry,
     client: std::net::IpAddr,
     host: &str,
     port: u16,
-) -> TunnelRules {
+) -> TunnelPlan {
     let snapshot = ctx.rules.current();
     let plan = snapshot.set.plan(&RequestInfo {
         method: "CONNECT",
@@ -50,11 +64,22 @@ pub(super) async fn apply_rules(
         client,
     });
     if plan.is_empty() {
-        return TunnelRules::Open {
-            host: host.to_string(),
-            port,
+        return TunnelPlan {
+            rules: String::new(),
+            then: TunnelRules::Open {
+                host: host.to_string(),
+                port,
+                up_rate: 0,
+                down_rate: 0,
+            },
         };
     }
+    let rules = serde_json::to_string(&super::tamper::notes(&plan)).unwrap_or_default();
+    let then = decide(&plan, entry, host, port).await;
+    TunnelPlan { rules, then }
+}
+
+async fn decide(plan: &Plan<'_>, entry: &ConnEntry, host: &str, port: u16) -> TunnelRules {
     if let Some(d) = plan.delay {
         tokio::select! {
             _ = tokio::time::sleep(d.action) => {}
@@ -79,15 +104,16 @@ pub(super) async fn apply_rules(
             )),
         };
     }
-    match plan.upstream {
-        Some(u) => TunnelRules::Open {
-            host: u.action.host.clone(),
-            port: u.action.port.unwrap_or(port),
-        },
-        None => TunnelRules::Open {
-            host: host.to_string(),
-            port,
-        },
+    let (host, port) = match plan.upstream {
+        Some(u) => (u.action.host.clone(), u.action.port.unwrap_or(port)),
+        None => (host.to_string(), port),
+    };
+    let rate = |r: Option<Chosen<&Rate>>| r.map_or(0, |c| c.action.bytes_per_sec());
+    TunnelRules::Open {
+        host,
+        port,
+        up_rate: rate(plan.req_throttle),
+        down_rate: rate(plan.throttle),
     }
 }
 
@@ -99,7 +125,8 @@ pub async fn handle_connect(
 ) -> Response<ProxyBody> {
     let started = std::time::Instant::now();
     let target = req.uri().to_string();
-    match open_tunnel(req, ctx, conn, user).await {
+    let mut rules = String::new();
+    match open_tunnel(req, ctx, conn, user, &mut rules).await {
         Ok(resp) => resp,
         Err(f) => {
             // No tunnel guard exists to record this CONNECT at close.
@@ -111,6 +138,7 @@ pub async fn handle_connect(
                 status: f.status.as_u16(),
                 error: &f.message,
                 started,
+                rules: &rules,
             });
             f.into_response()
         }
@@ -122,6 +150,7 @@ async fn open_tunnel(
     ctx: &Arc<HttpContext>,
     conn: &ConnCtx,
     user: &str,
+    rules: &mut String,
 ) -> Result<Response<ProxyBody>, Failure> {
     let Some(authority) = req.uri().authority().cloned() else {
         return Err(Failure::bad_request("CONNECT needs a host:port target"));
@@ -143,8 +172,15 @@ async fn open_tunnel(
             format!("CONNECT {authority} is addressed to sluice itself"),
         ));
     }
-    let (host, port) = match apply_rules(ctx, &conn.entry, conn.peer.ip(), &host, port).await {
-        TunnelRules::Open { host, port } => (host, port),
+    let plan = apply_rules(ctx, &conn.entry, conn.peer.ip(), &host, port).await;
+    *rules = plan.rules;
+    let (host, port, up_rate, down_rate) = match plan.then {
+        TunnelRules::Open {
+            host,
+            port,
+            up_rate,
+            down_rate,
+        } => (host, port, up_rate, down_rate),
         TunnelRules::Answer(f) => return Err(f),
         TunnelRules::Close(why) => {
             // Closed unanswered: the connection's own loop drops it when
@@ -195,12 +231,13 @@ async fn open_tunnel(
     guard.entry().set_upstream(format!("{authority} ({addr})"));
     guard.entry().attach_socket(&upstream);
     guard.entry().set_user(user);
+    guard.entry().set_rules(std::mem::take(rules));
     ctx.users.on_open(user);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let limits = RelayLimits {
-        idle: cfg.idle_timeout,
-        half_close: cfg.half_close_timeout,
-        buffer_size: cfg.buffer_size,
+        up_rate,
+        down_rate,
+        ..RelayLimits::new(cfg)
     };
     let upgrade_deadline = cfg.header_timeout;
     tokio::spawn(async move {

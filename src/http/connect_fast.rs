@@ -192,6 +192,7 @@ pub async fn serve(
                     status: 407,
                     error: why,
                     started: head_started,
+                    rules: "",
                 });
                 answer(
                     &stream,
@@ -206,6 +207,8 @@ pub async fn serve(
     if entry.set_user(user.clone()) {
         ctx.users.on_open(&user);
     }
+    // The rules' explanation, once they have been asked (for records).
+    let rules = std::sync::OnceLock::<String>::new();
     let fail = |f: Failure| {
         ctx.metrics
             .count_request(&http::Method::CONNECT, f.status.as_u16());
@@ -217,6 +220,7 @@ pub async fn serve(
             status: f.status.as_u16(),
             error: &f.message,
             started: head_started,
+            rules: rules.get().map_or("", String::as_str),
         });
         ctx.users.on_request(&user, f.status.is_server_error());
         f.to_bytes(&[])
@@ -236,8 +240,15 @@ pub async fn serve(
         answer(&stream, &ctx, &fail(f)).await;
         return;
     }
-    let (host, port) = match apply_rules(&ctx, &entry, peer.ip(), host, port).await {
-        TunnelRules::Open { host, port } => (host, port),
+    let plan = apply_rules(&ctx, &entry, peer.ip(), host, port).await;
+    let _ = rules.set(plan.rules);
+    let (host, port, up_rate, down_rate) = match plan.then {
+        TunnelRules::Open {
+            host,
+            port,
+            up_rate,
+            down_rate,
+        } => (host, port, up_rate, down_rate),
         TunnelRules::Answer(f) => {
             answer(&stream, &ctx, &fail(f)).await;
             return;
@@ -286,6 +297,7 @@ pub async fn serve(
     tunnel.attach_socket(&client);
     tunnel.attach_socket(&upstream);
     tunnel.set_user(user);
+    tunnel.set_rules(rules.get().cloned().unwrap_or_default());
     drop(http_guard);
 
     if let Err(e) = write_all(&client, b"HTTP/1.1 200 Connection Established\r\n\r\n").await {
@@ -305,9 +317,9 @@ pub async fn serve(
     }
     drop(rest);
     let limits = RelayLimits {
-        idle: cfg.idle_timeout,
-        half_close: cfg.half_close_timeout,
-        buffer_size: cfg.buffer_size,
+        up_rate,
+        down_rate,
+        ..RelayLimits::new(cfg)
     };
     relay(&client, &upstream, limits, &tunnel).await;
     drop((client, upstream));

@@ -1,10 +1,9 @@
-//! `throttle://` and `reqThrottle://`: a body wrapper that holds a byte
-//! rate by pacing frames on the tokio timer.
+//! `throttle://` and `reqThrottle://` on HTTP bodies: a body wrapper that
+//! holds a byte rate by pacing frames with a [`Pacer`].
 //!
 //! Invariants: at most one inner frame is held at a time (large frames
-//! are split into slices of about 50 ms worth of bytes, so the rate is
-//! smooth); no idle credit builds up, so a pause never becomes a burst;
-//! trailers and the end pass through unpaced.
+//! are split into the pacer's slices); trailers and the end pass through
+//! unpaced.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,19 +11,19 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::{Duration, Instant, Sleep};
+use tokio::time::Sleep;
+
+use crate::relay::Pacer;
 
 pin_project_lite::pin_project! {
     /// Streams `inner` at no more than `bytes_per_sec` (0: unlimited).
     pub struct ThrottledBody<B> {
         #[pin]
         inner: B,
-        bytes_per_sec: u64,
-        slice: usize,
+        // None: unlimited.
+        pacer: Option<Pacer>,
         // The rest of a frame larger than one slice.
         held: Option<Bytes>,
-        // When the next slice may leave.
-        next_at: Option<Instant>,
         sleep: Option<Pin<Box<Sleep>>>,
     }
 }
@@ -34,23 +33,17 @@ impl<B> ThrottledBody<B> {
     pub fn unlimited(inner: B) -> Self {
         ThrottledBody {
             inner,
-            bytes_per_sec: 0,
-            slice: usize::MAX,
+            pacer: None,
             held: None,
-            next_at: None,
             sleep: None,
         }
     }
 
     pub fn new(inner: B, bytes_per_sec: u64) -> Self {
-        let bytes_per_sec = bytes_per_sec.max(1);
-        let slice = (bytes_per_sec / 20).clamp(256, 64 * 1024) as usize;
         ThrottledBody {
             inner,
-            bytes_per_sec,
-            slice,
+            pacer: Some(Pacer::new(bytes_per_sec)),
             held: None,
-            next_at: None,
             sleep: None,
         }
     }
@@ -68,21 +61,19 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
-        if *this.bytes_per_sec == 0 {
+        let Some(pacer) = this.pacer.as_mut() else {
             return this.inner.poll_frame(cx);
-        }
+        };
         // Wait for the slot of the next slice.
-        if let Some(at) = *this.next_at {
-            if Instant::now() < at {
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-                if sleep.deadline() != at {
-                    sleep.as_mut().reset(at);
-                }
-                if sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
+        if let Some(at) = pacer.ready_at() {
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if sleep.deadline() != at {
+                sleep.as_mut().reset(at);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
         }
         let mut data = match this.held.take() {
@@ -95,13 +86,10 @@ where
                 other => return other,
             },
         };
-        if data.len() > *this.slice {
-            *this.held = Some(data.split_off(*this.slice));
+        if data.len() > pacer.slice() {
+            *this.held = Some(data.split_off(pacer.slice()));
         }
-        let now = Instant::now();
-        let start = this.next_at.map_or(now, |at| at.max(now));
-        let cost = Duration::from_secs_f64(data.len() as f64 / *this.bytes_per_sec as f64);
-        *this.next_at = Some(start + cost);
+        pacer.sent(data.len());
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
@@ -130,6 +118,7 @@ where
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full};
+    use tokio::time::{Duration, Instant};
 
     #[tokio::test(start_paused = true)]
     async fn holds_the_rate_and_splits_frames() {

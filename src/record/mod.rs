@@ -199,6 +199,7 @@ impl Recorder {
             status,
             error,
             started,
+            rules,
         } = f;
         let wall = SystemTime::now()
             .checked_sub(started.elapsed())
@@ -211,6 +212,7 @@ impl Recorder {
         r.user = user.map(str::to_string);
         r.status = Some(status);
         r.error = Some(error.to_string());
+        r.rules = rules.to_string();
         r.timings.total_us = Some(started.elapsed().as_micros() as i64);
         self.submit(r);
     }
@@ -261,6 +263,7 @@ impl Recorder {
         r.resp_body.size = e.bytes_down.load(Ordering::Relaxed);
         r.timings.total_us = Some(age.as_micros() as i64);
         r.close_reason = Some(reason.to_string());
+        r.rules = e.rules().unwrap_or_default().to_string();
         if !matches!(reason, CloseReason::Eof) {
             if let Some(side) = reason.side() {
                 r.error = Some(format!("{reason} (failed: {})", side.as_str()));
@@ -360,6 +363,8 @@ pub struct FailedConnect<'a> {
     pub error: &'a str,
     /// When the CONNECT head arrived.
     pub started: Instant,
+    /// The rules that matched the CONNECT (JSON list, empty if none).
+    pub rules: &'a str,
 }
 
 /// The host part of `host:port` (brackets removed), lower-cased.

@@ -176,6 +176,9 @@ pub struct ConnEntry {
     sockets: Mutex<Vec<u64>>,
     /// Who the traffic belongs to: the authenticated user or the client IP.
     user: OnceLock<String>,
+    /// The rules that shaped this connection (a tunnel's CONNECT), as the
+    /// JSON list records carry.
+    rules: OnceLock<String>,
     deadline: Mutex<Option<NextDeadline>>,
     /// Read-time view of state and deadline, for connections whose phase
     /// changes on the data path without waking the task that enforces the
@@ -248,6 +251,18 @@ impl ConnEntry {
 
     pub fn user(&self) -> Option<&str> {
         self.user.get().map(String::as_str)
+    }
+
+    /// The rules that shaped this connection (JSON list), if any.
+    pub fn rules(&self) -> Option<&str> {
+        self.rules.get().map(String::as_str)
+    }
+
+    /// Set at most once; an empty list is not stored.
+    pub fn set_rules(&self, rules: String) {
+        if !rules.is_empty() {
+            let _ = self.rules.set(rules);
+        }
     }
 
     /// Sets the user once; true if this call set it.
@@ -372,6 +387,7 @@ impl Registry {
             reason: Mutex::new(None),
             sockets: Mutex::new(Vec::new()),
             user: OnceLock::new(),
+            rules: OnceLock::new(),
             deadline: Mutex::new(None),
             phase: PhaseSlot::default(),
             seen_bytes: AtomicU64::new(0),

@@ -18,6 +18,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::pace::Pacer;
 use super::splice::Pipe;
 use super::Deadlines;
 use crate::net::set_abortive_close;
@@ -29,6 +30,23 @@ pub struct RelayLimits {
     pub idle: Duration,
     pub half_close: Duration,
     pub buffer_size: usize,
+    /// Client-to-upstream rate in bytes per second (0: unlimited).
+    pub up_rate: u64,
+    /// Upstream-to-client rate in bytes per second (0: unlimited).
+    pub down_rate: u64,
+}
+
+impl RelayLimits {
+    /// The configured deadlines and buffer size, unthrottled.
+    pub fn new(config: &crate::config::Config) -> RelayLimits {
+        RelayLimits {
+            idle: config.idle_timeout,
+            half_close: config.half_close_timeout,
+            buffer_size: config.buffer_size,
+            up_rate: 0,
+            down_rate: 0,
+        }
+    }
 }
 
 /// Time of the last byte moved, in milliseconds since `base`. Written by both
@@ -61,13 +79,17 @@ struct PumpError {
 /// fewer system calls and no pipe.
 const SPLICE_AFTER: u64 = 1 << 20;
 
-/// Copies `from` to `to` until EOF (then half-closes `to`) or an error.
+/// Copies `from` to `to` until EOF (then half-closes `to`) or an error,
+/// at no more than `rate` bytes per second when it is not 0 (a throttled
+/// direction reads one pacer slice at a time and never splices).
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     from: &TcpStream,
     from_side: Side,
     to: &TcpStream,
     to_side: Side,
     buffer_size: usize,
+    rate: u64,
     counter: &AtomicU64,
     activity: &Activity,
 ) -> Result<(), PumpError> {
@@ -81,7 +103,11 @@ async fn pump(
     };
     let mut moved: u64 = 0;
     let mut pipe: Option<Pipe> = None;
-    let mut splice_ok = true;
+    let mut pacer = (rate > 0).then(|| Pacer::new(rate));
+    let read_size = pacer
+        .as_ref()
+        .map_or(buffer_size, |p| p.slice().min(buffer_size));
+    let mut splice_ok = pacer.is_none();
     loop {
         from.readable().await.map_err(read_err)?;
         if splice_ok && moved >= SPLICE_AFTER {
@@ -102,7 +128,7 @@ async fn pump(
         }
         // The buffer lives only while the socket has bytes: idle tunnels
         // cost no buffer memory.
-        let mut buf: Vec<u8> = Vec::with_capacity(buffer_size);
+        let mut buf: Vec<u8> = Vec::with_capacity(read_size);
         loop {
             buf.clear();
             match from.try_read_buf(&mut buf) {
@@ -112,6 +138,12 @@ async fn pump(
                     counter.fetch_add(n as u64, Ordering::Relaxed);
                     activity.touch();
                     moved += n as u64;
+                    if let Some(p) = pacer.as_mut() {
+                        p.sent(n);
+                        p.wait().await;
+                        // Waiting on the pacer is progress, not idleness.
+                        activity.touch();
+                    }
                     if splice_ok && moved >= SPLICE_AFTER {
                         break;
                     }
@@ -223,6 +255,7 @@ pub async fn relay(
         upstream,
         Side::Upstream,
         limits.buffer_size,
+        limits.up_rate,
         &entry.bytes_up,
         &activity,
     );
@@ -232,6 +265,7 @@ pub async fn relay(
         client,
         Side::Client,
         limits.buffer_size,
+        limits.down_rate,
         &entry.bytes_down,
         &activity,
     );

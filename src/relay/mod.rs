@@ -8,10 +8,12 @@
 
 mod deadline;
 mod duplex;
+mod pace;
 mod port;
 mod splice;
 
 pub use deadline::Deadlines;
 pub(crate) use duplex::write_all;
 pub use duplex::{relay, RelayLimits};
+pub use pace::Pacer;
 pub use port::serve_relay;

@@ -96,11 +96,7 @@ async fn relay_one(
             return;
         }
     };
-    let limits = RelayLimits {
-        idle: config.idle_timeout,
-        half_close: config.half_close_timeout,
-        buffer_size: config.buffer_size,
-    };
+    let limits = RelayLimits::new(&config);
     relay(&client, &upstream, limits, &entry).await;
     drop((client, upstream));
     drop(guard);
