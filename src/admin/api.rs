@@ -39,6 +39,12 @@ pub fn router(state: Arc<AdminState>) -> Router {
             get(super::rules::get_rules).put(super::rules::put_rules),
         )
         .route("/api/rules/test", get(super::rules::test_rules))
+        .route("/api/rules/validate", post(super::rules::validate_rules))
+        .route("/api/records/count", get(super::records::count))
+        .route("/api/watchdog", get(watchdog))
+        .route("/api/session", post(session_open).delete(session_close))
+        .route("/", get(super::ui::index))
+        .route("/ui/{*file}", get(super::ui::asset))
         .route("/metrics", get(metrics));
     if state.config.test_hooks {
         r = r
@@ -69,17 +75,50 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such admin route")
 }
 
-/// With a token configured, every request needs `Authorization: Bearer TOKEN`.
+/// The cookie the web UI keeps the token in (a session cookie: gone when
+/// the browser closes). `EventSource` and `<a download>` cannot set an
+/// `Authorization` header; a cookie rides along with both.
+pub const SESSION_COOKIE: &str = "sluice_admin";
+/// Header the UI sends on state-changing requests: a cross-site form or
+/// image cannot set it, so a cookie alone never deletes or writes anything.
+pub const UI_HEADER: &str = "x-sluice-ui";
+
+/// The token a request carries: the bearer header, else the UI's cookie
+/// (and whether it came from the cookie).
+fn presented_token(headers: &axum::http::HeaderMap) -> Option<(&str, bool)> {
+    if let Some(t) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some((t, false));
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| (v, true))
+}
+
+/// With a token configured, every request needs it: `Authorization: Bearer
+/// TOKEN`, or the UI's session cookie (plus [`UI_HEADER`] on anything but
+/// GET/HEAD). Compared in constant time. A browser asking for `/` without
+/// it gets the token prompt, which holds no data.
 async fn require_token(State(st): St, req: Request, next: Next) -> Response {
     if let Some(token) = &st.config.admin_token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let ok: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
+        let (given, from_cookie) = presented_token(req.headers()).unwrap_or(("", false));
+        let mut ok: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
+        if ok && from_cookie {
+            let safe = matches!(req.method().as_str(), "GET" | "HEAD");
+            ok = safe || req.headers().contains_key(UI_HEADER);
+        }
         if !ok {
+            if req.method() == axum::http::Method::GET && req.uri().path() == "/" {
+                return super::ui::login_page();
+            }
             let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -89,6 +128,55 @@ async fn require_token(State(st): St, req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
+}
+
+/// `POST /api/session` (with the bearer token, checked by the auth layer):
+/// sets the UI's session cookie. Without a configured token there is
+/// nothing to keep.
+async fn session_open(State(st): St) -> Response {
+    let Some(token) = &st.config.admin_token else {
+        return Json(serde_json::json!({ "token_required": false })).into_response();
+    };
+    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    let mut resp = Json(serde_json::json!({ "token_required": true })).into_response();
+    match HeaderValue::from_str(&cookie) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+            resp
+        }
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the admin token cannot be carried in a cookie",
+        ),
+    }
+}
+
+/// `DELETE /api/session`: forgets the cookie (the UI's "sign out").
+async fn session_close() -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("sluice_admin=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    resp
+}
+
+/// `GET /api/watchdog`: leak-watchdog warnings so far, by check.
+async fn watchdog(State(st): St) -> Response {
+    let count = |check: &'static str| {
+        st.metrics
+            .leak_warnings
+            .get(&crate::metrics::WatchdogLabels { check })
+            .map(|c| c.get())
+            .unwrap_or(0)
+    };
+    let growth = count("growth");
+    let max_age = count("max_age");
+    Json(serde_json::json!({
+        "state": if growth + max_age == 0 { "ok" } else { "warned" },
+        "warnings": { "growth": growth, "max_age": max_age },
+    }))
+    .into_response()
 }
 
 #[derive(Serialize)]

@@ -1,5 +1,5 @@
-//! The admin server: inventory, kernel cross-check, metrics, history and
-//! users over HTTP, on its own listener.
+//! The admin server: inventory, kernel cross-check, metrics, history,
+//! users, records, rules and the web UI over HTTP, on its own listener.
 //!
 //! Invariants: admin connections are registered (kind `admin`), tuned and
 //! bounded like proxy connections (hyper's header timer closes idle and
@@ -11,6 +11,7 @@ pub mod client;
 mod har;
 mod records;
 mod rules;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -357,3 +357,24 @@ pub async fn live(State(st): St, RawQuery(q): RawQuery) -> Response {
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
+
+/// `GET /api/records/count?FILTER`: how many stored records match (the web
+/// UI sizes its scroll area with it). Ignores `cursor` and `limit`.
+pub async fn count(State(st): St, RawQuery(q): RawQuery) -> Response {
+    let filter = match filter_from(q.as_deref()) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
+    let store = match store_of(&st) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let filter = Filter {
+        before_id: None,
+        ..filter
+    };
+    match blocking(move || store.read(|c| query::count(c, &filter))).await {
+        Ok(n) => Json(serde_json::json!({ "count": n })).into_response(),
+        Err(r) => r.into_response(),
+    }
+}

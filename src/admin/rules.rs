@@ -1,5 +1,6 @@
-//! `/api/rules`: the live rules (read, replace) and a dry run of which
-//! rules would apply to a request.
+//! `/api/rules`: the live rules (read, replace), a check of a text
+//! without installing it, and a dry run of which rules would apply to a
+//! request.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -189,4 +190,46 @@ pub async fn test_rules(State(st): St, Query(q): Query<TestQuery>) -> Response {
         answer,
     })
     .into_response()
+}
+
+/// `POST /api/rules/validate`: compiles the body as a rule file without
+/// installing it (the editor's check before saving). Always 200 for a
+/// readable text: `{valid, rules, errors: [{line, column, message}]}`.
+pub async fn validate_rules(State(st): St, body: Bytes) -> Response {
+    if body.len() > MAX_PUT {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("rule text is larger than {} MiB", MAX_PUT >> 20),
+        );
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "rule text is not UTF-8");
+    };
+    // `bodyFile://` paths resolve as a save would resolve them.
+    let base = st
+        .rules
+        .path
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(std::path::Path::to_owned)
+        .unwrap_or_default();
+    match crate::rules::parse_in(text, &base) {
+        Ok(set) => Json(serde_json::json!({
+            "valid": true,
+            "rules": set.len(),
+            "errors": [],
+        }))
+        .into_response(),
+        Err(errors) => {
+            let rows: Vec<ErrorRow> = errors
+                .iter()
+                .map(|e| ErrorRow {
+                    line: e.line,
+                    column: e.column,
+                    message: &e.message,
+                })
+                .collect();
+            Json(serde_json::json!({ "valid": false, "rules": 0, "errors": rows })).into_response()
+        }
+    }
 }

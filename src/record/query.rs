@@ -460,6 +460,19 @@ fn page_within(conn: &Connection, f: &Filter, window: u64) -> rusqlite::Result<P
     })
 }
 
+/// How many records match `f` (its cursor and limit are ignored).
+pub fn count(conn: &Connection, f: &Filter) -> rusqlite::Result<u64> {
+    let f = Filter {
+        before_id: None,
+        ..f.clone()
+    };
+    let (clause, params) = f.sql();
+    let sql = format!("SELECT COUNT(*) FROM records{clause}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let n: i64 = stmt.query_row(rusqlite::params_from_iter(params), |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
 /// One record with headers, timings and body metadata; the bodies
 /// themselves are read with [`body`].
 #[derive(Debug, Clone)]

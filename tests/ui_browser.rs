@@ -1,0 +1,221 @@
+//! The web UI in a real browser: start sluice with an admin token, an
+//! origin in front of it and some traffic, then drive headless Chromium
+//! with Playwright (`tests/ui/e2e.mjs`): the token prompt, rows arriving
+//! live, the filter, the detail pane (headers, a gzip body decoded and
+//! pretty-printed, the rule that touched it, copy as curl), keyboard
+//! navigation, pause/clear, the HAR download, closing a connection from
+//! the page, the dashboard charts and a rule error at its line.
+//! Screenshots land in `target/ui-test-output/`.
+//!
+//! Needs Debian's `chromium` and `npm ci --prefix tests/ui` (./test.sh
+//! installs both); without them the test fails saying so.
+mod support;
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use support::admin;
+use support::http_client;
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "ui-test-token-0123456789abcdef";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Origin for the UI test: `/data.json` (gzip JSON), `/img.png`, `/bin`
+/// (binary), `/status/N`, POST echoes, anything else a short text.
+async fn ui_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(route))
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let post = req.method() == hyper::Method::POST;
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut b = Response::builder();
+    let resp = if post {
+        b.header("content-type", "application/json")
+            .body(Full::new(body))
+    } else if path == "/data.json" {
+        let json = br#"{"hello":"sluice","items":[1,2,3],"nested":{"ok":true}}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(json).unwrap();
+        b.header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(Full::new(Bytes::from(gz.finish().unwrap())))
+    } else if path == "/img.png" {
+        // A 1x1 PNG.
+        const PNG: &[u8] = &[
+            0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52,
+            0, 0, 0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0, 0x1f, 0x15, 0xc4, 0x89, 0, 0, 0, 0x0d, 0x49,
+            0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0, 0x05, 0x00, 0x01,
+            0xff, 0x89, 0x99, 0x3d, 0x1d, 0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60,
+            0x82,
+        ];
+        b.header("content-type", "image/png")
+            .body(Full::new(Bytes::from_static(PNG)))
+    } else if path == "/bin" {
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 256) as u8).collect();
+        b.header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::from(data)))
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        b = b.status(code.parse::<u16>().unwrap_or(500));
+        b.body(Full::new(Bytes::new()))
+    } else {
+        b.header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(format!("you asked for {path}\n"))))
+    };
+    Ok(resp.unwrap())
+}
+
+fn ui_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
+}
+
+/// Fails (never skips) when the browser or the node modules are missing.
+fn require_tools() {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push("Debian's chromium (apt-get install chromium)".to_string());
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        missing.push("Node.js (node)".to_string());
+    }
+    if !ui_dir().join("node_modules/playwright-core").exists() {
+        missing.push("the test's node modules (npm ci --prefix tests/ui)".to_string());
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser test needs {}; ./test.sh installs them",
+        missing.join(", ")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_in_a_real_browser() {
+    require_tools();
+    let origin = ui_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("ui.rules");
+    std::fs::write(&rules, "*/data.json resHeaders://x-rule=L1\n").unwrap();
+    let p = admin::start(&["--admin-token", TOKEN, "--rules", rules.to_str().unwrap()]).await;
+    let admin_addr = p.admin.expect("admin address");
+
+    // Traffic before the page opens: JSON (gzip), an image, binary, a
+    // POST, a 5xx and a 404.
+    let o = origin;
+    let sent = [
+        format!("GET http://{o}/data.json HTTP/1.1\r\nHost: {o}\r\nAccept-Encoding: gzip\r\nX-UI-Test: 1\r\nConnection: close\r\n\r\n"),
+        format!("GET http://{o}/img.png HTTP/1.1\r\nHost: {o}\r\nConnection: close\r\n\r\n"),
+        format!("GET http://{o}/bin HTTP/1.1\r\nHost: {o}\r\nConnection: close\r\n\r\n"),
+        format!("POST http://{o}/submit HTTP/1.1\r\nHost: {o}\r\nContent-Type: application/json\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{{\"a\":[1,2,3]}}"),
+        format!("GET http://{o}/status/500 HTTP/1.1\r\nHost: {o}\r\nConnection: close\r\n\r\n"),
+        format!("GET http://{o}/status/404 HTTP/1.1\r\nHost: {o}\r\nConnection: close\r\n\r\n"),
+    ];
+    for raw in &sent {
+        let r = http_client::exchange(p.addr, raw.as_bytes())
+            .await
+            .expect("proxied");
+        assert!(r.status() >= 200, "{}", r.status());
+    }
+
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-test-output");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = ui_dir().join("e2e.mjs");
+    let run = tokio::task::spawn_blocking({
+        let out = out.clone();
+        move || {
+            Command::new("node")
+                .arg(script)
+                .env("SLUICE_ADMIN", format!("http://{admin_addr}"))
+                .env("SLUICE_PROXY", format!("http://{}", p.addr))
+                .env("SLUICE_ORIGIN", format!("http://{origin}"))
+                .env("SLUICE_TOKEN", TOKEN)
+                .env("SLUICE_OUT", &out)
+                .env("CHROMIUM", CHROMIUM)
+                .output()
+                .map(|o| (o, p))
+        }
+    })
+    .await
+    .unwrap()
+    .expect("node runs");
+    let (output, p) = run;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON result from e2e.mjs\nstdout: {stdout}\nstderr: {stderr}\nsluice: {}",
+                p.log_text()
+            )
+        });
+    let result: Value = serde_json::from_str(line).expect("JSON result");
+    println!("{}", serde_json::to_string_pretty(&result).unwrap());
+    assert!(
+        output.status.success() && result["ok"] == true,
+        "browser test failed: {:#}\nstderr: {stderr}",
+        result["failures"]
+    );
+    for check in [
+        "token_required",
+        "rows_listed",
+        "row_appears_live",
+        "filter_works",
+        "detail_headers_and_decoded_body",
+        "keyboard",
+        "pause_and_clear",
+        "har_download",
+        "close_connection",
+        "dashboard_has_data",
+        "rule_line_error",
+        "no_page_errors",
+    ] {
+        assert!(
+            result["checks"][check] != false && !result["checks"][check].is_null(),
+            "check {check} missing or failed: {result}"
+        );
+    }
+    for shot in [
+        "1-network",
+        "1-network-detail",
+        "2-connections",
+        "3-dashboard",
+        "4-rules",
+    ] {
+        let f = out.join(format!("{shot}.png"));
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 1000, "screenshot {} missing or empty", f.display());
+    }
+    drop(p);
+}
