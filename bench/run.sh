@@ -5,7 +5,7 @@
 #   bench/run.sh            full run (median of 3, 10 s each, 5000 idle tunnels)
 #   bench/run.sh --quick    smoke run (1 run each, 3 s, 1000 idle tunnels)
 #   bench/run.sh --soak     also F: RSS over a ~1M-request run
-#   bench/run.sh --only AE  run only the listed sections (A..E, R; F needs --soak)
+#   bench/run.sh --only AE  run only the listed sections (A..E, R, U; F needs --soak)
 #   bench/run.sh --rev HEAD build a committed revision (git archive) instead of
 #                           the working tree, e.g. while others edit src/
 #
@@ -18,7 +18,7 @@ set -euo pipefail
 
 QUICK=0
 SOAK=0
-ONLY=ABCDER
+ONLY=ABCDERU
 REV=""
 args=("$@")
 i=0
@@ -173,8 +173,9 @@ chmod 755 "$WORK"
 # ------------------------------------------------------------ 2. build
 if [ -z "$REV" ]; then
   log "building sluice from the working tree (release)"
-  (cd "$ROOT" && timeout 1800 cargo build --release --bin sluice >&2) || die "cargo build --release failed"
+  (cd "$ROOT" && timeout 1800 cargo build --release --bin sluice --example rules_bench >&2) || die "cargo build --release failed"
   SLUICE_BUILT="${CARGO_TARGET_DIR:-$ROOT/target}/release/sluice"
+  RULES_GEN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/rules_bench"
 else
   REV_ID="$(git -C "$ROOT" rev-parse --verify "$REV^{commit}" 2>/dev/null)" || die "--rev $REV: no such commit"
   log "building sluice at $REV ($REV_ID) from git archive (release)"
@@ -182,9 +183,10 @@ else
   git -C "$ROOT" archive "$REV_ID" | tar -x -C "$WORK/src"
   # Its own target dir (kept between runs under bench/out/) so it never
   # contends with builds of the working tree.
-  (cd "$WORK/src" && CARGO_TARGET_DIR="$OUT/target-rev" timeout 1800 cargo build --release --bin sluice >&2) ||
+  (cd "$WORK/src" && CARGO_TARGET_DIR="$OUT/target-rev" timeout 1800 cargo build --release --bin sluice --example rules_bench >&2) ||
     die "cargo build --release of $REV failed"
   SLUICE_BUILT="$OUT/target-rev/release/sluice"
+  RULES_GEN="$OUT/target-rev/release/examples/rules_bench"
 fi
 [ -x "$SLUICE_BUILT" ] || die "no binary at $SLUICE_BUILT"
 # A private copy: a concurrent build by someone else cannot swap it mid-run.
@@ -206,10 +208,10 @@ fi
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ------------------------------------------------------------ 3. servers
-read -r P_NGINX P_ECHO P_BULK P_SLUICE P_SQUID P_SLUICE2 P_SQUID2 P_REC_ON P_REC_OFF <<<"$("$LOADGEN" ports 9)"
-# Admin servers: one free port per sluice start (at most 1 + 2 + RUNS + 1),
-# all taken now so they are distinct from each other and from the above.
-read -r -a ADMIN_PORTS <<<"$("$LOADGEN" ports $((RUNS + 6)))"
+read -r P_NGINX P_ECHO P_BULK P_SLUICE P_SQUID P_SLUICE2 P_SQUID2 P_REC_ON P_REC_OFF P_RULES_NONE P_RULES_MISS P_RULES_HIT <<<"$("$LOADGEN" ports 12)"
+# Admin servers: one free port per sluice start (at most 1 + 2 + 3 + RUNS
+# + 1), all taken now so they are distinct from each other and from the above.
+read -r -a ADMIN_PORTS <<<"$("$LOADGEN" ports $((RUNS + 9)))"
 ORIGIN="127.0.0.1:$P_NGINX"
 ECHO="127.0.0.1:$P_ECHO"
 BULK="127.0.0.1:$P_BULK"
@@ -339,6 +341,7 @@ proxy_port() {
   case "$1" in
     sluice) echo "$SLUICE_PORT" ;; squid) echo "$P_SQUID" ;;
     rec_on) echo "$P_REC_ON" ;; rec_off) echo "$P_REC_OFF" ;;
+    rules_none) echo "$P_RULES_NONE" ;; rules_miss) echo "$P_RULES_MISS" ;; rules_hit) echo "$P_RULES_HIT" ;;
   esac
 }
 TARGETS=(direct sluice)
@@ -523,6 +526,53 @@ if want R && [ "$HAVE_RECORDING" = 1 ]; then
   stop_pid "$REC_OFF_PID"
 fi
 
+# ------------------------------------------------------------ U: rules cost
+# The A workload through three fresh sluice instances, --record off so that
+# only the rules differ: no rule file; 5,000 generated rules
+# (examples/rules_bench.rs: exact and wildcard hosts, host+path prefixes,
+# full-URL regexes, conditioned `*` rules) none of which matches the
+# benchmark's origin; and the same 5,000 plus one rule that matches every
+# request and sets a request header. Runs rotate the order every round.
+if want U; then
+  "$RULES_GEN" 5000 --print >"$WORK/rules-5000.txt" || die "examples/rules_bench --print failed"
+  { cat "$WORK/rules-5000.txt"; echo "$ORIGIN reqHeaders://x-bench=1"; } >"$WORK/rules-5000-hit.txt"
+  U_RULES=$(grep -cv '^#' "$WORK/rules-5000.txt")
+  log "U: no rules vs $U_RULES rules (miss) vs $U_RULES + 1 matching, /small, $CONNS_SMALL connections: warm-up 1 s + $RUNS x ${DUR}s each, rotating"
+  start_sluice "$P_RULES_NONE" U-sluice-none --record off
+  U_PIDS=("$LAST_PID")
+  start_sluice "$P_RULES_MISS" U-sluice-miss --record off --rules "$WORK/rules-5000.txt"
+  U_PIDS+=("$LAST_PID")
+  start_sluice "$P_RULES_HIT" U-sluice-hit --record off --rules "$WORK/rules-5000-hit.txt"
+  U_PIDS+=("$LAST_PID"); U_HIT_ADMIN=$LAST_ADMIN
+  for t in rules_none rules_miss rules_hit; do
+    run_wrk "$t" /small "$CONNS_SMALL" 1 "U-$t-warmup"
+  done
+  for r in $(seq "$RUNS"); do
+    case $((r % 3)) in
+      1) order="rules_none rules_miss rules_hit" ;;
+      2) order="rules_miss rules_hit rules_none" ;;
+      *) order="rules_hit rules_none rules_miss" ;;
+    esac
+    for t in $order; do
+      run_wrk "$t" /small "$CONNS_SMALL" "$DUR" "U-$t-run$r"
+      line="$WRK_LAST"
+      if [ -z "$line" ]; then
+        RAW+=("U $t run $r: no result (see bench/out/logs/U-$t-run$r.txt)")
+        continue
+      fi
+      rps=$(awk -v n="$(kv requests "$line")" -v d="$(kv duration_us "$line")" 'BEGIN{printf "%.1f", n/(d/1e6)}')
+      add "U_${t}_rps" "$rps"
+      add "U_${t}_p50" "$(kv p50_us "$line")"
+      add "U_${t}_p99" "$(kv p99_us "$line")"
+      add "U_${t}_err" "$(kv errors "$line")"
+      RAW+=("U $t run $r: $rps req/s, p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us, errors $(kv errors "$line")")
+    done
+  done
+  U_LOADED="$(timeout 10 curl -s --max-time 5 "http://$U_HIT_ADMIN/api/rules" | sed -n 's/.*"rules":\([0-9]*\).*/\1/p' || true)"
+  RAW+=("U: the matching instance reports ${U_LOADED:-n/a} rules loaded (/api/rules)")
+  for p in "${U_PIDS[@]}"; do stop_pid "$p"; done
+fi
+
 # ------------------------------------------------------------ E: idle tunnels
 E_TARGETS=(sluice)
 [ "$HAVE_SQUID" = 1 ] && E_TARGETS+=(squid)
@@ -674,6 +724,23 @@ report() {
     echo "| \`--record off\` | $(fmt %.0f "$off_rps") | 1.00x | $(us_to_ms "$(med R_rec_off_p50)") | $(us_to_ms "$off_p99") | 1.00x | $(sum_list ${R[R_rec_off_err]:-}) |"
     echo
     echo "Target (requests/s ≥ 0.85x, p99 < 2x): $verdict. Recording instance after the runs: **$R_STORED records stored**, dropped **$R_DROP_REC records** and **$R_DROP_BODY bodies** (\`sluice_records_dropped_total\`), $R_WRITE_ERR write errors, store $R_STORE_MIB MiB; wrk completed $R_SENT requests through it (warm-up included). The ratio is only honest when nothing was dropped."
+  fi
+  if want U; then
+    local none miss hit verdict
+    none=$(med U_rules_none_rps); miss=$(med U_rules_miss_rps); hit=$(med U_rules_hit_rps)
+    verdict=$(awk -v a="$miss" -v b="$none" 'BEGIN{
+      if (a == "n/a" || b == "n/a" || b == 0) { print "n/a"; exit }
+      print ((a / b >= 0.95) ? "met" : "NOT met") }')
+    echo
+    echo "## U. Rules cost: A's workload (\`GET /small\`, \`wrk -t1 -c$CONNS_SMALL -d${DUR}s --latency\`), \`--record off\`, by rule file"
+    echo
+    echo "| sluice | requests/s | vs no rules | p50 latency | p99 latency | errors |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| no rules | $(fmt %.0f "$none") | 1.00x | $(us_to_ms "$(med U_rules_none_p50)") | $(us_to_ms "$(med U_rules_none_p99)") | $(sum_list ${R[U_rules_none_err]:-}) |"
+    echo "| $U_RULES rules, none matching | $(fmt %.0f "$miss") | $(ratio "$miss" "$none") | $(us_to_ms "$(med U_rules_miss_p50)") | $(us_to_ms "$(med U_rules_miss_p99)") | $(sum_list ${R[U_rules_miss_err]:-}) |"
+    echo "| $U_RULES rules + 1 matching (\`reqHeaders://\`) | $(fmt %.0f "$hit") | $(ratio "$hit" "$none") | $(us_to_ms "$(med U_rules_hit_p50)") | $(us_to_ms "$(med U_rules_hit_p99)") | $(sum_list ${R[U_rules_hit_err]:-}) |"
+    echo
+    echo "Target (5,000 rules cost under 5% of requests/s): $verdict."
   fi
   if want E; then
     echo

@@ -1,6 +1,9 @@
 //! Times the rule matcher with a realistic large rule file.
 //!
-//!     cargo run --release --example rules_bench [-- RULES]
+//!     cargo run --release --example rules_bench [-- RULES [--print]]
+//!
+//! With `--print` it writes the generated rule file to stdout and exits
+//! (`bench/run.sh` section U loads it into a running sluice).
 //!
 //! Generates RULES (default 5000) deterministic rules, mostly exact hosts
 //! and `*.` wildcard hosts, with ~100 host+path prefixes, ~20 full-URL
@@ -106,6 +109,10 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5000);
     let text = generate(n);
+    if std::env::args().any(|a| a == "--print") {
+        print!("{text}");
+        return;
+    }
     let start = Instant::now();
     let set = match rules::parse(&text) {
         Ok(s) => s,
