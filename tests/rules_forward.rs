@@ -373,3 +373,84 @@ async fn records_list_the_rules_and_what_they_changed() {
     );
     assert!(text.contains("mock://200"), "{text}");
 }
+
+/// Sends `GET url` on a kept-alive connection and returns the answer and
+/// the connection (still open), so the inventory row can be read.
+async fn get_keepalive(
+    proxy: &Proxy,
+    host: &str,
+    path: &str,
+) -> (RawResponse, tokio::io::BufReader<TcpStream>, SocketAddr) {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let local = s.local_addr().unwrap();
+    s.write_all(format!("GET http://{host}{path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut r = tokio::io::BufReader::new(s);
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        support::read_response(&mut r, false),
+    )
+    .await
+    .expect("answer in time")
+    .unwrap();
+    (resp, r, local)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_rules_count_what_the_client_gets_and_note_the_cap() {
+    let origin = support::origin::http_origin().await;
+    let rules = format!(
+        "small.test {origin} body://replaced\n\
+         big.test {origin} bodySub:///never-there/x/\n"
+    );
+    let (proxy, _dir) = proxy_with(&rules, &[]).await;
+    let admin = proxy.admin_addr.unwrap();
+
+    // 100,000 bytes read from the origin, 8 sent: the connection counts 8.
+    let (r, _conn, local) = get_keepalive(&proxy, "small.test", "/bytes/100000").await;
+    assert_eq!(r.text(), "replaced");
+    let row = support::admin::wait_row(admin, local, "http", |r| r["bytes_down"] == 8).await;
+    assert_eq!(row["bytes_down"], 8, "{row}");
+
+    // Past the 16 MiB rewrite cap the body passes untouched, counted once,
+    // and the record says why the rule did not apply.
+    let big = (16u64 << 20) + 100_000;
+    let (r, _conn, local) = get_keepalive(&proxy, "big.test", &format!("/bytes/{big}")).await;
+    assert_eq!(r.body.len() as u64, big);
+    let row = support::admin::wait_row(admin, local, "http", |r| r["bytes_down"] == big).await;
+    assert_eq!(row["bytes_down"], big, "{row}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = get_json(admin, "/api/records?host=big.test&limit=5").await;
+        let note = page["records"][0]["rules"]
+            .as_array()
+            .and_then(|rules| rules.iter().find(|n| n["kind"] == "bodySub").cloned());
+        if let Some(n) = note {
+            let text = n["note"].as_str().unwrap_or_default();
+            assert!(text.contains("limit"), "{n}");
+            assert_eq!(n["rule"], "L2", "{n}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no bodySub note: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn rules_that_fail_at_run_time_answer_clearly() {
+    // A mapping to a port nothing listens on, and a URL rewrite that
+    // yields no valid URI: both answer with the rule named, never hang.
+    let dead = support::admin::dead_addr();
+    let rules = format!(
+        "dead.test {dead}\n\
+         /^http://bad\\.test/(.*)/ url://http://x.test:$1/\n"
+    );
+    let (proxy, _dir) = proxy_with(&rules, &[]).await;
+    let r = get(&proxy, "http://dead.test/x", "").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("L1"), "{}", r.text());
+    let r = get(&proxy, "http://bad.test/y", "").await;
+    assert!(r.status >= 400, "{} {}", r.status, r.text());
+    assert!(r.text().contains("L2"), "{}", r.text());
+}

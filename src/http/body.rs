@@ -78,6 +78,9 @@ pin_project_lite::pin_project! {
         inflight: Option<InflightGuard>,
         // The record this body feeds, when recording.
         tap: Option<Arc<Exchange>>,
+        // False for a body read on the way to another metered body (a
+        // response collected for a rewrite): its bytes are counted there.
+        counted: bool,
     }
 }
 
@@ -100,7 +103,15 @@ impl<B> MeteredBody<B> {
             sleep: None,
             inflight,
             tap: None,
+            counted: true,
         }
+    }
+
+    /// Leaves the connection's byte counters alone (the deadline and the
+    /// error attribution stay).
+    pub fn uncounted(mut self) -> Self {
+        self.counted = false;
+        self
     }
 
     /// Feeds the frames (and the end, or the failure) to a record.
@@ -151,11 +162,13 @@ where
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let counter = match this.direction {
-                        Direction::Up => &this.entry.bytes_up,
-                        Direction::Down => &this.entry.bytes_down,
-                    };
-                    counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if *this.counted {
+                        let counter = match this.direction {
+                            Direction::Up => &this.entry.bytes_up,
+                            Direction::Down => &this.entry.bytes_down,
+                        };
+                        counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
                     if let Some(tap) = this.tap.as_deref() {
                         // A body of known length may never be polled for
                         // its end: its last frame is its end.

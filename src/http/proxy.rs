@@ -298,6 +298,8 @@ async fn forward(
         parts.headers.insert(header::HOST, host);
     }
     let mut upstream_label = authority.to_string();
+    // The rule that chose the upstream, named in any failure to reach it.
+    let mut mapped_by = None;
     if let Some(p) = &plan {
         if let Some(up) = p.upstream {
             // Connect elsewhere; the Host header (set above) stays.
@@ -337,6 +339,7 @@ async fn forward(
                 )
             })?;
             upstream_label = mapped;
+            mapped_by = Some(up.rule);
         }
         apply_header_edits(&mut parts.headers, p.req_headers.iter().map(|c| c.action));
     }
@@ -376,7 +379,14 @@ async fn forward(
     };
     let resp = match sent {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => return Err(classify(&e, &upstream_label)),
+        Ok(Err(e)) => {
+            let mut f = classify(&e, &upstream_label);
+            if let Some(rule) = mapped_by {
+                f.message
+                    .push_str(&format!(" (upstream {upstream_label} set by rule {rule})"));
+            }
+            return Err(f);
+        }
         Err(_) => {
             return Err(Failure::new(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -402,21 +412,14 @@ async fn forward(
                 parts.extensions.get::<UpstreamInfo>(),
             );
         }
-        let body = MeteredBody::new(
-            body,
-            conn.entry.clone(),
-            Direction::Down,
-            Side::Upstream,
-            cfg.body_idle_timeout,
-            Some(inflight),
-        )
-        .with_tap(exchange);
+        let body = downstream_body(body, conn, cfg, inflight, exchange);
         return Ok(Response::from_parts(parts, body.boxed_unsync()));
     };
     tamper::edit_response_head(p, &client_headers, &mut parts);
     let body: ProxyBody = if tamper::edits_body(p) {
-        // Read the upstream body (metered, untapped: the record keeps
-        // what the client gets), then rewrite it.
+        // Read the upstream body (under the idle deadline, but untapped
+        // and uncounted: the record and the byte counters keep what the
+        // client gets), then rewrite it.
         let upstream_body = MeteredBody::new(
             body,
             conn.entry.clone(),
@@ -424,7 +427,8 @@ async fn forward(
             Side::Upstream,
             cfg.body_idle_timeout,
             None,
-        );
+        )
+        .uncounted();
         match tamper::collect_capped(upstream_body, MAX_BODY).await {
             Ok(whole) => match tamper::rewrite_body(p, &parts.headers, whole.clone()) {
                 Ok(new) => {
@@ -462,15 +466,7 @@ async fn forward(
     if let Some(d) = p.res_delay {
         rule_sleep(d.action, conn).await?;
     }
-    let body = MeteredBody::new(
-        body,
-        conn.entry.clone(),
-        Direction::Down,
-        Side::Upstream,
-        cfg.body_idle_timeout,
-        Some(inflight),
-    )
-    .with_tap(exchange);
+    let body = downstream_body(body, conn, cfg, inflight, exchange);
     let body = match p.throttle {
         Some(t) => ThrottledBody::new(body, t.action.bytes_per_sec()).boxed_unsync(),
         None => body.boxed_unsync(),
@@ -586,4 +582,25 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         src = e.source();
     }
     parts.join(": ")
+}
+
+/// The response body as it goes to the client: counted, tapped for the
+/// record, under the body idle deadline, releasing the connection's
+/// in-flight mark at its end.
+fn downstream_body<B>(
+    body: B,
+    conn: &ConnCtx,
+    cfg: &crate::config::Config,
+    inflight: InflightGuard,
+    exchange: Option<Arc<Exchange>>,
+) -> MeteredBody<B> {
+    MeteredBody::new(
+        body,
+        conn.entry.clone(),
+        Direction::Down,
+        Side::Upstream,
+        cfg.body_idle_timeout,
+        Some(inflight),
+    )
+    .with_tap(exchange)
 }

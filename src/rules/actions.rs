@@ -285,8 +285,21 @@ pub fn rewrite_uri(original: &Uri, rewrite: &UrlRewrite) -> Result<Uri, String> 
         }
         UrlRewrite::Absolute(s) => {
             let uri: Uri = s.parse().map_err(|e| format!("rewritten URL `{s}`: {e}"))?;
-            if uri.scheme() != Some(&http::uri::Scheme::HTTP) || uri.authority().is_none() {
+            let Some(authority) = uri
+                .authority()
+                .filter(|_| uri.scheme() == Some(&http::uri::Scheme::HTTP))
+            else {
                 return Err(format!("rewritten URL `{s}` is not an http:// URL"));
+            };
+            // `http` accepts any text after the colon; an unusable port
+            // must fail here, not quietly become port 80.
+            let text = authority.as_str();
+            let after_host = text.rsplit_once(']').map_or(text, |(_, rest)| rest);
+            if after_host.contains(':') && authority.port_u16().is_none_or(|p| p == 0) {
+                return Err(format!("rewritten URL `{s}` has an invalid port"));
+            }
+            if authority.host().is_empty() {
+                return Err(format!("rewritten URL `{s}` has no host"));
             }
             Ok(uri)
         }
