@@ -51,6 +51,18 @@ enum RulesCommand {
     /// Validate a rule file: prints `FILE: N rules OK` (exit 0) or each
     /// error as `FILE:LINE:COL: message` (exit 1).
     Check { file: std::path::PathBuf },
+    /// Show which rules of a file a request would meet and what each
+    /// would do (exit 0 matched, 1 no match, 2 bad file or URL).
+    Test {
+        file: std::path::PathBuf,
+        /// `http://host/path?query`, or `host:port` with `--method CONNECT`.
+        url: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The client address the request comes from (for `client:`).
+        #[arg(long, default_value = "127.0.0.1")]
+        client: std::net::IpAddr,
+    },
 }
 
 fn main() {
@@ -64,6 +76,12 @@ fn main() {
         Some(Command::Rules(RulesCommand::Check { file })) => {
             std::process::exit(sluice::rules::cli_check(&file))
         }
+        Some(Command::Rules(RulesCommand::Test {
+            file,
+            url,
+            method,
+            client,
+        })) => std::process::exit(sluice::rules::cli_test(&file, &method, &url, client)),
         None => cli.run,
     };
     let config = match Config::from_args(&args) {

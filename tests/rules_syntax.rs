@@ -91,3 +91,64 @@ fn an_unreadable_file_fails() {
     assert_eq!(c.code, Some(1));
     assert!(c.stderr.contains("cannot read rule file"), "{}", c.stderr);
 }
+
+fn rules_test(file: &Path, args: &[&str]) -> Checked {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["rules", "test"])
+        .arg(file)
+        .args(args)
+        .output()
+        .expect("run sluice");
+    Checked {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn rules_test_explains_a_request_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rules.txt");
+    std::fs::write(
+        &file,
+        "api.test 127.0.0.1:3000 reqHeaders://x-a=1\n\
+         *.test resHeaders://x-b=2 reqHeaders://x-a=9\n\
+         ads.test method:CONNECT block://403\n",
+    )
+    .expect("write");
+    let c = rules_test(&file, &["http://api.test/x"]);
+    assert_eq!(c.code, Some(0), "{} {}", c.stdout, c.stderr);
+    let lines: Vec<&str> = c.stdout.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "GET http://api.test/x: 2 rules match");
+    assert!(
+        lines.contains(&"L1  upstream     upstream://127.0.0.1:3000"),
+        "{lines:?}"
+    );
+    // The first rule wins the x-a header; the second still sets x-b.
+    assert!(
+        lines.contains(&"L1  reqHeaders   reqHeaders://x-a=1"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"L2  resHeaders   resHeaders://x-b=2"),
+        "{lines:?}"
+    );
+    assert!(!c.stdout.contains("x-a=9"), "{}", c.stdout);
+
+    let c = rules_test(&file, &["--method", "CONNECT", "ads.test:443"]);
+    assert_eq!(c.code, Some(0), "{} {}", c.stdout, c.stderr);
+    assert!(
+        c.stdout.contains("L3  block        block://403"),
+        "{}",
+        c.stdout
+    );
+
+    let c = rules_test(&file, &["http://other.org/"]);
+    assert_eq!(c.code, Some(1));
+    assert!(c.stdout.contains("no rule matches"), "{}", c.stdout);
+
+    let c = rules_test(&file, &["not a url"]);
+    assert_eq!(c.code, Some(2));
+    assert!(c.stderr.contains("url:"), "{}", c.stderr);
+}
