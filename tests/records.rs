@@ -487,7 +487,7 @@ async fn live_feed_streams_matching_records() {
     let proxy = recording_proxy(|_| {}).await;
     let admin = proxy.admin_addr.unwrap();
     let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /api/records/live?status=404 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /api/records/live?status=404 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut r = BufReader::new(s);

@@ -24,7 +24,7 @@ async fn send(
     body: &str,
 ) -> RawResponse {
     let mut s = TcpStream::connect(admin).await.unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -241,4 +241,61 @@ async fn record_count_follows_the_filter_and_watchdog_reports_ok() {
     assert_eq!(w["state"], "ok", "{w}");
     assert_eq!(w["warnings"]["growth"], 0);
     assert_eq!(w["warnings"]["max_age"], 0);
+}
+
+/// `GET path` with the given `Host` header (and optional bearer token).
+async fn get_with_host(
+    admin: SocketAddr,
+    path: &str,
+    host: &str,
+    token: Option<&str>,
+) -> RawResponse {
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut r = BufReader::new(s);
+    tokio::time::timeout(Duration::from_secs(10), read_response(&mut r, false))
+        .await
+        .expect("answer in 10 s")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_only_local_host_names_are_answered() {
+    // A page on evil.example whose name was rebound to 127.0.0.1 reaches
+    // the admin port from loopback, but its requests still say its name.
+    let p = admin::start(&[]).await;
+    let a = p.admin.unwrap();
+    let port = a.port();
+    for host in [
+        "evil.example",
+        &format!("evil.example:{port}"),
+        "127.0.0.1.nip.io",
+    ] {
+        let r = get_with_host(a, "/api/records", host, None).await;
+        assert_eq!(r.status, 421, "Host: {host}: {}", r.text());
+        assert!(r.text().contains("DNS rebinding"), "{}", r.text());
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_string(),
+        format!("[::1]:{port}"),
+        "app.localhost".to_string(),
+    ] {
+        let r = get_with_host(a, "/api/health", &host, None).await;
+        assert_eq!(r.status, 200, "Host: {host}: {}", r.text());
+    }
+    // With a token, the token is the guard: any name is fine.
+    let p = admin::start(&["--admin-token", TOKEN]).await;
+    let a = p.admin.unwrap();
+    let r = get_with_host(a, "/api/health", "sluice.lab.example", Some(TOKEN)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get_with_host(a, "/api/health", "sluice.lab.example", None).await;
+    assert_eq!(r.status, 401, "{}", r.text());
 }

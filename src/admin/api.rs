@@ -103,11 +103,37 @@ fn presented_token(headers: &axum::http::HeaderMap) -> Option<(&str, bool)> {
         .map(|(_, v)| (v, true))
 }
 
+/// Whether the `Host` header names this server by IP literal or
+/// `localhost` (or has none, as HTTP/1.0 clients may). Without a token the
+/// admin API trusts loopback callers; a web page whose own name was
+/// rebound to 127.0.0.1 still sends that name, and is refused here.
+fn host_is_local(headers: &axum::http::HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// With a token configured, every request needs it: `Authorization: Bearer
 /// TOKEN`, or the UI's session cookie (plus [`UI_HEADER`] on anything but
 /// GET/HEAD). Compared in constant time. A browser asking for `/` without
 /// it gets the token prompt, which holds no data.
 async fn require_token(State(st): St, req: Request, next: Next) -> Response {
+    if st.config.admin_token.is_none() && !host_is_local(req.headers()) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "without --admin-token the admin server answers only requests that \
+             name it by IP address or localhost (a guard against DNS rebinding)",
+        );
+    }
     if let Some(token) = &st.config.admin_token {
         let (given, from_cookie) = presented_token(req.headers()).unwrap_or(("", false));
         let mut ok: bool = given.as_bytes().ct_eq(token.as_bytes()).into();

@@ -30,7 +30,7 @@ pub async fn request(
             .unwrap_or_default();
         s.write_all(
             format!(
-                "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n"
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Length: 0\r\n\r\n"
             )
             .as_bytes(),
         )
