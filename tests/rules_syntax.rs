@@ -11,10 +11,12 @@ struct Checked {
     stderr: String,
 }
 
-fn check(file: &Path) -> Checked {
+/// Runs `sluice rules SUBCOMMAND FILE ARGS...`.
+fn rules_cli(subcommand: &str, file: &Path, args: &[&str]) -> Checked {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["rules", "check"])
+        .args(["rules", subcommand])
         .arg(file)
+        .args(args)
         .output()
         .expect("run sluice");
     Checked {
@@ -22,6 +24,10 @@ fn check(file: &Path) -> Checked {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+fn check(file: &Path) -> Checked {
+    rules_cli("check", file, &[])
 }
 
 #[test]
@@ -93,17 +99,7 @@ fn an_unreadable_file_fails() {
 }
 
 fn rules_test(file: &Path, args: &[&str]) -> Checked {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["rules", "test"])
-        .arg(file)
-        .args(args)
-        .output()
-        .expect("run sluice");
-    Checked {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    rules_cli("test", file, args)
 }
 
 #[test]

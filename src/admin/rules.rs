@@ -54,6 +54,17 @@ struct ErrorRow<'a> {
     message: &'a str,
 }
 
+fn error_rows(errors: &[crate::rules::RuleError]) -> Vec<ErrorRow<'_>> {
+    errors
+        .iter()
+        .map(|e| ErrorRow {
+            line: e.line,
+            column: e.column,
+            message: &e.message,
+        })
+        .collect()
+}
+
 pub async fn put_rules(State(st): St, body: Bytes) -> Response {
     if body.len() > MAX_PUT {
         return error(
@@ -83,14 +94,7 @@ pub async fn put_rules(State(st): St, body: Bytes) -> Response {
             view(&st, &snap)
         }
         Err(PutError::Invalid(errors)) => {
-            let rows: Vec<ErrorRow> = errors
-                .iter()
-                .map(|e| ErrorRow {
-                    line: e.line,
-                    column: e.column,
-                    message: &e.message,
-                })
-                .collect();
+            let rows = error_rows(&errors);
             let n = errors.len();
             (
                 StatusCode::BAD_REQUEST,
@@ -221,14 +225,7 @@ pub async fn validate_rules(State(st): St, body: Bytes) -> Response {
         }))
         .into_response(),
         Err(errors) => {
-            let rows: Vec<ErrorRow> = errors
-                .iter()
-                .map(|e| ErrorRow {
-                    line: e.line,
-                    column: e.column,
-                    message: &e.message,
-                })
-                .collect();
+            let rows = error_rows(&errors);
             Json(serde_json::json!({ "valid": false, "rules": 0, "errors": rows })).into_response()
         }
     }

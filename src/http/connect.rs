@@ -25,17 +25,30 @@ pub(super) struct TunnelPlan {
     pub then: TunnelRules,
 }
 
+/// Where a tunnel goes (the rules' upstream, or the CONNECT target) and
+/// how fast, in bytes per second (0: unlimited; up is client to upstream).
+pub(super) struct Route {
+    pub host: String,
+    pub port: u16,
+    pub up_rate: u64,
+    pub down_rate: u64,
+}
+
+impl Route {
+    /// The relay limits for this route under `config`.
+    pub fn limits(&self, config: &crate::config::Config) -> RelayLimits {
+        RelayLimits {
+            up_rate: self.up_rate,
+            down_rate: self.down_rate,
+            ..RelayLimits::new(config)
+        }
+    }
+}
+
 /// What to do with one CONNECT.
 pub(super) enum TunnelRules {
-    /// Open the tunnel to this host and port (the rules' upstream, or
-    /// the CONNECT target), at these rates in bytes per second (0:
-    /// unlimited; up is client to upstream).
-    Open {
-        host: String,
-        port: u16,
-        up_rate: u64,
-        down_rate: u64,
-    },
+    /// Open the tunnel along this route.
+    Open(Route),
     /// Answer with this failure (`block://STATUS`).
     Answer(Failure),
     /// Close the client connection unanswered (`block://close`).
@@ -66,12 +79,12 @@ pub(super) async fn apply_rules(
     if plan.is_empty() {
         return TunnelPlan {
             rules: String::new(),
-            then: TunnelRules::Open {
+            then: TunnelRules::Open(Route {
                 host: host.to_string(),
                 port,
                 up_rate: 0,
                 down_rate: 0,
-            },
+            }),
         };
     }
     let rules = serde_json::to_string(&super::tamper::notes(&plan)).unwrap_or_default();
@@ -109,12 +122,12 @@ async fn decide(plan: &Plan<'_>, entry: &ConnEntry, host: &str, port: u16) -> Tu
         None => (host.to_string(), port),
     };
     let rate = |r: Option<Chosen<&Rate>>| r.map_or(0, |c| c.action.bytes_per_sec());
-    TunnelRules::Open {
+    TunnelRules::Open(Route {
         host,
         port,
         up_rate: rate(plan.req_throttle),
         down_rate: rate(plan.throttle),
-    }
+    })
 }
 
 pub async fn handle_connect(
@@ -174,13 +187,8 @@ async fn open_tunnel(
     }
     let plan = apply_rules(ctx, &conn.entry, conn.peer.ip(), &host, port).await;
     *rules = plan.rules;
-    let (host, port, up_rate, down_rate) = match plan.then {
-        TunnelRules::Open {
-            host,
-            port,
-            up_rate,
-            down_rate,
-        } => (host, port, up_rate, down_rate),
+    let route = match plan.then {
+        TunnelRules::Open(route) => route,
         TunnelRules::Answer(f) => return Err(f),
         TunnelRules::Close(why) => {
             // Closed unanswered: the connection's own loop drops it when
@@ -198,6 +206,8 @@ async fn open_tunnel(
             ))
         }
     };
+    let limits = route.limits(&ctx.config);
+    let Route { host, port, .. } = route;
     if super::proxy_is_self(ctx, &host, port) {
         return Err(Failure::new(
             StatusCode::LOOP_DETECTED,
@@ -234,11 +244,6 @@ async fn open_tunnel(
     guard.entry().set_rules(std::mem::take(rules));
     ctx.users.on_open(user);
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let limits = RelayLimits {
-        up_rate,
-        down_rate,
-        ..RelayLimits::new(cfg)
-    };
     let upgrade_deadline = cfg.header_timeout;
     tokio::spawn(async move {
         let entry = guard.entry().clone();

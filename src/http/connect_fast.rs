@@ -17,12 +17,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::answer::Failure;
-use super::connect::{apply_rules, TunnelRules};
+use super::connect::{apply_rules, Route, TunnelRules};
 use super::HttpContext;
 use crate::net::connect_upstream_except;
 use crate::record::FailedConnect;
 use crate::registry::{CloseReason, ConnGuard, ConnState, Kind, Side};
-use crate::relay::{relay, write_all, RelayLimits};
+use crate::relay::{relay, write_all};
 use crate::users::auth::Verdict;
 
 /// Waits (until `deadline`) for the first bytes of a new connection and
@@ -242,13 +242,8 @@ pub async fn serve(
     }
     let plan = apply_rules(&ctx, &entry, peer.ip(), host, port).await;
     let _ = rules.set(plan.rules);
-    let (host, port, up_rate, down_rate) = match plan.then {
-        TunnelRules::Open {
-            host,
-            port,
-            up_rate,
-            down_rate,
-        } => (host, port, up_rate, down_rate),
+    let route = match plan.then {
+        TunnelRules::Open(route) => route,
         TunnelRules::Answer(f) => {
             answer(&stream, &ctx, &fail(f)).await;
             return;
@@ -260,6 +255,8 @@ pub async fn serve(
         }
         TunnelRules::Killed => return,
     };
+    let limits = route.limits(cfg);
+    let Route { host, port, .. } = route;
     if super::proxy_is_self(&ctx, &host, port) {
         let f = Failure::new(
             StatusCode::LOOP_DETECTED,
@@ -316,11 +313,6 @@ pub async fn serve(
             .fetch_add(rest.len() as u64, Ordering::Relaxed);
     }
     drop(rest);
-    let limits = RelayLimits {
-        up_rate,
-        down_rate,
-        ..RelayLimits::new(cfg)
-    };
     relay(&client, &upstream, limits, &tunnel).await;
     drop((client, upstream));
     drop(guard);
