@@ -17,13 +17,12 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use support::admin::{self, run_cli};
 use support::http_client::{self, BodyReader, Client};
 use support::process::SluiceProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const GZIP_TEXT: &str = "hello from a gzip body; ";
 const POST_JSON: &str = r#"{"name":"sluice","tags":["a","b"],"n":1}"#;
@@ -81,22 +80,7 @@ fn valid_har(body: &[u8]) -> Value {
 
 /// An origin with the routes the export is checked against.
 async fn origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(route);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    support::origin::serve_http(route).await
 }
 
 async fn route(

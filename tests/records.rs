@@ -14,16 +14,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use sluice::config::{DataDir, Recording};
 use sluice::Proxy;
 use support::admin::{get, get_json, request};
 use support::http_client::{exchange, get_once, Client};
-use tokio::net::TcpListener;
 
 /// The text every encoded answer carries once decoded.
 const PLAIN: &str = "recorded body, compressed and decoded again. ";
@@ -60,21 +56,7 @@ fn encode(encoding: &str, data: &[u8]) -> Vec<u8> {
 /// The origin: `/enc/{coding}` (encoded text), `/echo` (request body back),
 /// `/status/{n}`, `/bytes/{n}` (binary), anything else `hello`.
 async fn origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn(answer))
-                    .await;
-            });
-        }
-    });
-    addr
+    support::origin::serve_http(answer).await
 }
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -21,11 +21,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use support::admin;
 use support::http_client;
-use tokio::net::TcpListener;
 
 const TOKEN: &str = "ui-test-token-0123456789abcdef";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -33,21 +31,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// Origin for the UI test: `/data.json` (gzip JSON), `/img.png`, `/bin`
 /// (binary), `/status/N`, POST echoes, anything else a short text.
 async fn ui_origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(route))
-                    .await;
-            });
-        }
-    });
-    addr
+    support::origin::serve_http(route).await
 }
 
 async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

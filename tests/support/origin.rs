@@ -1,5 +1,6 @@
-//! Origin servers for tests: an HTTP origin with fixed routes, a TCP echo
-//! server, and a raw TCP server driven by a closure.
+//! Origin servers for tests: an HTTP origin with fixed routes, an HTTP
+//! origin driven by a handler, a TCP echo server, and a raw TCP server
+//! driven by a closure.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +27,18 @@ fn full(b: impl Into<Bytes>) -> Body {
 /// - `/hang`: never answers;
 /// - `/status/N`: empty answer with status N.
 pub async fn http_origin() -> SocketAddr {
+    serve_http(route).await
+}
+
+/// HTTP/1.1 origin answering every request with `handler`.
+pub async fn serve_http<F, Fut, B>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -34,7 +47,7 @@ pub async fn http_origin() -> SocketAddr {
                 continue;
             };
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(route);
+                let svc = hyper::service::service_fn(handler);
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;

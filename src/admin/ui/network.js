@@ -30,6 +30,8 @@ const state = {
   selected: -1,
   source: null,
   topId: 0,
+  // True while the gap between the first page and the live feed is read.
+  filling: false,
 };
 
 let list;
@@ -126,6 +128,8 @@ async function reload() {
   state.selected = -1;
   state.buffer = [];
   state.bufferDropped = 0;
+  state.pending = [];
+  state.filling = false;
   list.items = [];
   list.viewport.scrollTop = 0;
   list.setTotal(0);
@@ -146,14 +150,7 @@ function connectLive() {
   es.addEventListener('record', (ev) => {
     let rec;
     try { rec = JSON.parse(ev.data); } catch (_) { return; }
-    if (state.paused) {
-      state.buffer.push(rec);
-      if (state.buffer.length > PAUSE_BUFFER) { state.buffer.shift(); state.bufferDropped++; }
-      updateCount();
-      return;
-    }
-    state.pending.push(rec);
-    if (state.pending.length === 1) requestAnimationFrame(flushLive);
+    takeLive(rec);
   });
   es.addEventListener('lagged', (ev) => {
     showInfo(`live feed fell behind and skipped ${JSON.parse(ev.data).missed} records; change the filter or reload to see them`);
@@ -164,18 +161,59 @@ function connectLive() {
   es.onopen = () => {
     const s = document.getElementById('status');
     if (s.textContent.startsWith('live feed')) showInfo('live feed connected');
+    fillGap(es);
   };
 }
 
 // Prepends the live records gathered since the last frame.
+// One record from the live feed (or the gap fill): buffered while paused,
+// else shown on the next frame.
+function takeLive(rec) {
+  if (state.paused) {
+    state.buffer.push(rec);
+    if (state.buffer.length > PAUSE_BUFFER) { state.buffer.shift(); state.bufferDropped++; }
+    updateCount();
+    return;
+  }
+  state.pending.push(rec);
+  if (state.pending.length === 1 && !state.filling) requestAnimationFrame(flushLive);
+}
+
+// Records committed after the first page was read but before the feed
+// was subscribed reach neither: once the feed is open (the server has
+// subscribed it), the newest page is read again and merged. Live rows
+// wait meanwhile, so the merge never skips an id (addLive keeps only ids
+// above the newest shown, and drops duplicates).
+async function fillGap(es) {
+  const gen = state.generation;
+  state.filling = true;
+  try {
+    const q = new URLSearchParams(state.params);
+    q.set('limit', String(FIRST_PAGE));
+    const page = await apiJson(`/api/records?${q}`);
+    if (gen === state.generation && state.source === es) {
+      for (const rec of page.records.reverse()) takeLive(rec);
+    }
+  } catch (_) {
+    // Reported in the status bar; the next reconnect fills again.
+  } finally {
+    if (state.source === es) {
+      state.filling = false;
+      if (state.pending.length) requestAnimationFrame(flushLive);
+    }
+  }
+}
+
 function flushLive() {
+  if (state.filling) return;
   const batch = state.pending;
   state.pending = [];
   addLive(batch);
 }
 
 function addLive(batch) {
-  const fresh = batch.filter((r) => r.id > state.topId);
+  const byId = new Map(batch.map((r) => [r.id, r]));
+  const fresh = [...byId.values()].filter((r) => r.id > state.topId);
   if (!fresh.length) return;
   fresh.sort((a, b) => b.id - a.id);
   state.topId = fresh[0].id;
