@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 
 use super::api::error;
-use super::records::{filter_from, store_of};
+use super::records::filtered_store;
 use super::AdminState;
 use crate::record::har::export;
 
@@ -35,12 +35,8 @@ const PIECES_IN_FLIGHT: usize = 8;
 type Outcome = Arc<OnceLock<Result<(), String>>>;
 
 pub async fn har(State(st): State<Arc<AdminState>>, RawQuery(q): RawQuery) -> Response {
-    let filter = match filter_from(q.as_deref()) {
-        Ok(f) => f,
-        Err(resp) => return resp.into_response(),
-    };
-    let store = match store_of(&st) {
-        Ok(s) => s,
+    let (filter, store) = match filtered_store(&st, q.as_deref()) {
+        Ok(fs) => fs,
         Err(resp) => return resp.into_response(),
     };
     // A reader that takes no piece for this long has stalled.

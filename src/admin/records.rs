@@ -69,6 +69,12 @@ pub fn filter_from(raw: Option<&str>) -> Result<Filter, Refusal> {
 }
 
 /// The store, or 503 when recording is off.
+/// The filter in a query string and the store it applies to: what every
+/// filtered read (list, count, HAR) starts from.
+pub fn filtered_store(st: &AdminState, raw: Option<&str>) -> Result<(Filter, Arc<Store>), Refusal> {
+    Ok((filter_from(raw)?, store_of(st)?))
+}
+
 pub fn store_of(st: &AdminState) -> Result<Arc<Store>, Refusal> {
     st.recorder.store.clone().ok_or_else(|| {
         Refusal(
@@ -93,12 +99,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 pub async fn list(State(st): St, RawQuery(q): RawQuery) -> Response {
-    let filter = match filter_from(q.as_deref()) {
-        Ok(f) => f,
-        Err(r) => return r.into_response(),
-    };
-    let store = match store_of(&st) {
-        Ok(s) => s,
+    let (filter, store) = match filtered_store(&st, q.as_deref()) {
+        Ok(fs) => fs,
         Err(r) => return r.into_response(),
     };
     match blocking(move || store.read(|c| query::page(c, &filter))).await {
@@ -359,19 +361,12 @@ pub async fn live(State(st): St, RawQuery(q): RawQuery) -> Response {
 }
 
 /// `GET /api/records/count?FILTER`: how many stored records match (the web
-/// UI sizes its scroll area with it). Ignores `cursor` and `limit`.
+/// UI sizes its scroll area with it). Ignores `cursor` and `limit`
+/// (`query::count` drops the cursor).
 pub async fn count(State(st): St, RawQuery(q): RawQuery) -> Response {
-    let filter = match filter_from(q.as_deref()) {
-        Ok(f) => f,
+    let (filter, store) = match filtered_store(&st, q.as_deref()) {
+        Ok(fs) => fs,
         Err(r) => return r.into_response(),
-    };
-    let store = match store_of(&st) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
-    let filter = Filter {
-        before_id: None,
-        ..filter
     };
     match blocking(move || store.read(|c| query::count(c, &filter))).await {
         Ok(n) => Json(serde_json::json!({ "count": n })).into_response(),

@@ -15,7 +15,7 @@ use crate::net::connect_upstream_except;
 use crate::record::FailedConnect;
 use crate::registry::{CloseReason, ConnEntry, ConnState, Kind, Side};
 use crate::relay::{relay, write_all, RelayLimits};
-use crate::rules::{Block, Chosen, Plan, Rate, RequestInfo, Scheme};
+use crate::rules::{Block, Chosen, Plan, Rate};
 
 /// What the rules decided for one CONNECT (both CONNECT paths), and why.
 pub(super) struct TunnelPlan {
@@ -68,14 +68,7 @@ pub(super) async fn apply_rules(
     port: u16,
 ) -> TunnelPlan {
     let snapshot = ctx.rules.current();
-    let plan = snapshot.set.plan(&RequestInfo {
-        method: "CONNECT",
-        scheme: Scheme::Connect,
-        host,
-        port,
-        path_and_query: "",
-        client,
-    });
+    let plan = snapshot.set.plan_connect(host, port, client);
     if plan.is_empty() {
         return TunnelPlan {
             rules: String::new(),

@@ -244,20 +244,25 @@ impl RuleSet {
         plan
     }
 
+    /// [`plan`](Self::plan) for `CONNECT host:port` from `client`.
+    pub fn plan_connect(&self, host: &str, port: u16, client: IpAddr) -> Plan<'_> {
+        self.plan(&RequestInfo {
+            method: "CONNECT",
+            scheme: Scheme::Connect,
+            host,
+            port,
+            path_and_query: "",
+            client,
+        })
+    }
+
     /// [`plan`](Self::plan) for a URL as the test API receives it:
     /// `http://host[:port]/path?query`, or `host:port` with `CONNECT`.
     pub fn plan_url(&self, method: &str, url: &str, client: IpAddr) -> Result<Plan<'_>, String> {
         if method.eq_ignore_ascii_case("CONNECT") {
             let (host, port) = split_host_port(url)?;
             let port = port.ok_or_else(|| format!("CONNECT `{url}` needs a port"))?;
-            return Ok(self.plan(&RequestInfo {
-                method: "CONNECT",
-                scheme: Scheme::Connect,
-                host,
-                port,
-                path_and_query: "",
-                client,
-            }));
+            return Ok(self.plan_connect(host, port, client));
         }
         let uri: http::Uri = url.parse().map_err(|e| format!("`{url}`: {e}"))?;
         if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
