@@ -52,6 +52,9 @@ pub enum StartError {
     Record(record::store::StoreError),
     #[error("{0}")]
     Rules(rules::LoadError),
+    /// A `--relay` whose upstream is one of sluice's own listeners.
+    #[error("{0}")]
+    RelayLoop(String),
 }
 
 /// A running sluice instance.
@@ -132,6 +135,16 @@ impl Proxy {
         let mut own = vec![addr];
         own.extend(relay_addrs.iter().copied());
         own.extend(admin_addr);
+        relay::refuse_relay_loops(
+            &config.relays,
+            &own,
+            &relay_addrs,
+            admin_addr,
+            config.connect_timeout,
+        )
+        .await
+        .map_err(StartError::RelayLoop)?;
+        let own_listeners: Arc<[SocketAddr]> = own.clone().into();
 
         let ctx = Arc::new(http::HttpContext::new(http::Shared {
             config: config.clone(),
@@ -149,13 +162,17 @@ impl Proxy {
             limiter.clone(),
             shutdown.clone(),
         ));
+        let relay_shared = Arc::new(relay::RelayShared {
+            config: config.clone(),
+            registry: registry.clone(),
+            users: users.clone(),
+            own: own_listeners,
+        });
         for (l, spec) in relay_listeners {
             listeners.spawn(relay::serve_relay(
                 l,
                 spec,
-                config.clone(),
-                registry.clone(),
-                users.clone(),
+                relay_shared.clone(),
                 limiter.clone(),
                 shutdown.clone(),
             ));

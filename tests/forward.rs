@@ -777,3 +777,241 @@ async fn malformed_inputs_leave_the_proxy_serving() {
         proxy.registry.live(Kind::Http)
     );
 }
+
+// Issue 11, finding 6: the CL+TE guard judges each head, including one
+// pipelined behind a body that is still streaming.
+#[tokio::test]
+async fn an_ambiguous_head_behind_a_streaming_body_is_refused() {
+    let (origin, mut seen) = recording_origin().await;
+    let proxy = start_proxy(|_| {}).await;
+    let mut c = Client::connect(proxy.addr).await.unwrap();
+    // A first request whose body is still arriving (2 of 10 bytes sent)...
+    c.send(
+        format!(
+            "POST http://{origin}/a HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 10\r\n\r\nab"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...then the rest of it and, in the same write, an ambiguous head.
+    let second = format!(
+        "cdefghij\
+POST http://{origin}/b HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n"
+    );
+    c.send(second.as_bytes()).await.unwrap();
+    let first = timeout(Duration::from_secs(5), c.read_response())
+        .await
+        .expect("first answer in time")
+        .unwrap();
+    assert_eq!(first.status(), 200, "{:?}", first.head);
+    let forwarded = timeout(Duration::from_secs(2), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&forwarded).contains("abcdefghij"));
+    let refused = timeout(Duration::from_secs(5), c.read_response())
+        .await
+        .expect("second answer in time")
+        .unwrap();
+    assert_answer(&refused, 400, "Content-Length and Transfer-Encoding");
+    assert!(
+        timeout(Duration::from_millis(300), seen.recv())
+            .await
+            .is_err(),
+        "the ambiguous request reached the origin"
+    );
+}
+
+// Issue 11, finding 6: `Transfer-Encoding` is re-made by sluice, never
+// forwarded verbatim beside a body hyper re-chunked; other codings: 501.
+#[tokio::test]
+async fn transfer_encoding_is_normalised_or_refused() {
+    let (origin, mut seen) = recording_origin().await;
+    let proxy = start_proxy(|_| {}).await;
+    for te in ["identity, chunked", "CHUNKED", "Chunked"] {
+        let req = format!(
+            "POST http://{origin}/p HTTP/1.1\r\nHost: {origin}\r\nTransfer-Encoding: {te}\r\n\r\n5\r\nabcde\r\n0\r\n\r\n"
+        );
+        let resp = exchange(proxy.addr, req.as_bytes()).await.unwrap();
+        assert_eq!(resp.status(), 200, "{te}: {:?}", resp.head);
+        let forwarded = timeout(Duration::from_secs(2), seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&forwarded).to_string();
+        let lower = text.to_ascii_lowercase();
+        assert_eq!(
+            lower.matches("transfer-encoding").count(),
+            1,
+            "{te}: one framing header: {text}"
+        );
+        assert!(
+            text.contains("transfer-encoding: chunked\r\n"),
+            "{te}: {text}"
+        );
+        assert!(!lower.contains("identity"), "{te}: {text}");
+        assert!(text.contains("abcde"), "{te}: {text}");
+    }
+    let req = format!(
+        "POST http://{origin}/p HTTP/1.1\r\nHost: {origin}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n"
+    );
+    let resp = exchange(proxy.addr, req.as_bytes()).await.unwrap();
+    assert_answer(&resp, 501, "transfer coding `gzip`");
+    assert!(timeout(Duration::from_millis(300), seen.recv())
+        .await
+        .is_err());
+}
+
+// Issue 11, finding 6: a URL with an empty host is the client's error.
+#[tokio::test]
+async fn a_url_without_a_host_is_a_400() {
+    let proxy = start_proxy(|_| {}).await;
+    let resp = exchange(
+        proxy.addr,
+        b"GET http://:18081/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_answer(&resp, 400, "no host");
+}
+
+// Issue 11, finding 6: HTTP/2 with prior knowledge gets HTTP/2's own
+// answer (GOAWAY HTTP_1_1_REQUIRED), not a silent close; curl says so.
+#[tokio::test]
+async fn an_http2_preface_gets_goaway_http_1_1_required() {
+    let proxy = start_proxy(|_| {}).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("answered and closed in time")
+        .expect("closed with a FIN, not a reset");
+    // SETTINGS (type 4) on stream 0, then GOAWAY (type 7) with error 0xd.
+    assert!(got.len() > 9 + 17, "{got:?}");
+    assert_eq!(got[3], 0x4, "server preface first: {got:?}");
+    let goaway = &got[9..];
+    assert_eq!(goaway[3], 0x7, "{got:?}");
+    assert_eq!(
+        &goaway[13..17],
+        &[0, 0, 0, 0xd],
+        "HTTP_1_1_REQUIRED: {got:?}"
+    );
+    assert!(String::from_utf8_lossy(&goaway[17..]).contains("HTTP/1.1"));
+
+    let addr = proxy.addr;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            // Straight at the proxy port, as an h2 client with prior
+            // knowledge would (curl speaks HTTP/1.1 to a proxy).
+            .args(["-sSv", "--max-time", "5", "--http2-prior-knowledge"])
+            .arg(format!("http://{addr}/"))
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("curl runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    // curl 7.88 prints "GOAWAY, error=13"; newer ones name the code.
+    assert!(
+        err.contains("error=13") || err.contains("HTTP_1_1_REQUIRED"),
+        "curl: {err}"
+    );
+}
+
+// Issue 11, finding 8: a client that closes while its request waits for the
+// upstream is released at once, not at the response timeout: the upstream
+// request is cancelled, no socket stays in CLOSE-WAIT, the record says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_while_waiting_is_released_at_once() {
+    let (upstream_closed_tx, mut upstream_closed) = tokio::sync::mpsc::channel::<Duration>(4);
+    let origin = origin::raw_origin(move |mut s| {
+        let tx = upstream_closed_tx.clone();
+        async move {
+            let _head = read_request_head(&mut s).await;
+            // Never answer; report when sluice gives up on the request.
+            let t = Instant::now();
+            let mut b = [0u8; 64];
+            let _ = timeout(Duration::from_secs(30), s.read(&mut b)).await;
+            let _ = tx.send(t.elapsed()).await;
+        }
+    })
+    .await;
+    let proxy = start_proxy(|c| {
+        c.response_timeout = Duration::from_secs(60);
+        c.admin = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+    c.write_all(format!("GET http://{origin}/wait HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || proxy
+            .registry
+            .live(Kind::Upstream)
+            == 1)
+        .await,
+        "the request reached the upstream"
+    );
+    let left = Instant::now();
+    drop(c);
+    let waited = timeout(Duration::from_secs(5), upstream_closed.recv())
+        .await
+        .expect("the upstream request was cancelled within 5 s, not at the 60 s response timeout")
+        .unwrap();
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert!(
+        eventually(Duration::from_secs(3), || proxy.registry.live(Kind::Http)
+            == 0
+            && proxy.registry.live(Kind::Upstream) == 0)
+        .await,
+        "both legs closed after {:?}",
+        left.elapsed()
+    );
+    assert_eq!(
+        close_wait_on(proxy.addr.port()),
+        0,
+        "no proxy socket left in CLOSE-WAIT"
+    );
+    let admin = proxy.admin_addr.unwrap();
+    let mut rows = Vec::new();
+    for _ in 0..250 {
+        let page = support::admin::get_json(admin, "/api/records?url=/wait").await;
+        rows = page["records"].as_array().cloned().unwrap_or_default();
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = rows
+        .first()
+        .and_then(|r| r["error"].as_str())
+        .unwrap_or_default();
+    assert!(err.contains("client closed the connection"), "{rows:?}");
+}
+
+/// Sockets in CLOSE-WAIT (state 08) whose local port is `port`, from the
+/// kernel's table.
+fn close_wait_on(port: u16) -> usize {
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && f.get(3) == Some(&"08") {
+                n += 1;
+            }
+        }
+    }
+    n
+}

@@ -411,3 +411,40 @@ fn unknown_config_key_is_rejected_naming_the_key() {
     assert!(matches!(code, Some(c) if c != 0), "exit {code:?}");
     assert!(err.contains("idle_timout"), "{err}");
 }
+
+/// A loopback port free right now (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// Issue 11, finding 7: a relay to itself (which one client could use to
+// fill the connection limit) or to the admin port (which it would expose)
+// is refused at start, naming what it points at.
+#[test]
+fn a_relay_to_sluice_itself_or_its_admin_is_refused_at_start() {
+    let p = free_port();
+    let own = format!("127.0.0.1:{p}=127.0.0.1:{p}");
+    let (code, err) = run_bounded(
+        &["--admin", "off", "--relay", &own],
+        Duration::from_secs(10),
+    );
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+    assert!(
+        err.contains("sluice itself") && err.contains("own relays"),
+        "{err}"
+    );
+
+    let a = free_port();
+    let admin = format!("127.0.0.1:{a}");
+    let to_admin = format!("127.0.0.1:0=localhost:{a}");
+    let (code, err) = run_bounded(
+        &["--admin", &admin, "--relay", &to_admin],
+        Duration::from_secs(10),
+    );
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {err}");
+    assert!(err.contains("admin server"), "{err}");
+}

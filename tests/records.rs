@@ -510,3 +510,122 @@ async fn recording_off_records_nothing_and_says_so() {
     assert_eq!(r.status, 503);
     assert!(r.text().contains("recording is off"));
 }
+
+// Issue 11, finding 1: proxy credentials never reach a record or HAR, on
+// any path: answered by sluice (407, 508, mock, block, redirect, CORS
+// preflight, https in absolute form, refused CONNECTs) or forwarded; nor
+// do headers a `Connection` header names, the admin UI's session cookie,
+// or userinfo in the URL (stripped from Host and URL, and noted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_credentials_are_never_recorded() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(
+        &users,
+        format!("alice:{}\n", bcrypt::hash("GoodSecret1", 4).unwrap()),
+    )
+    .unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::write(
+        &rules,
+        "mock.test mock://200 body://mocked\nblock.test block://403\nredir.test redirect://http://elsewhere.test/\ncors.test cors://*\n",
+    )
+    .unwrap();
+    let origin = origin().await;
+    let proxy = support::start_proxy(|c| {
+        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.auth_file = Some(users.clone());
+        c.rules_file = Some(rules.clone());
+        c.record = Recording {
+            data_dir: DataDir::Memory,
+            ..Recording::default()
+        };
+    })
+    .await;
+    let admin = proxy.admin_addr.unwrap();
+    let good = format!(
+        "Proxy-Authorization: Basic {}\r\n",
+        b64("alice:GoodSecret1")
+    );
+    let bad = format!(
+        "Proxy-Authorization: Basic {}\r\n",
+        b64("alice:WrongSecret2")
+    );
+    let p = proxy.addr;
+    let hop = "Connection: x-hop-secret\r\nX-Hop-Secret: HopValue3\r\n";
+    let cookie = "Cookie: theme=dark; sluice_admin=SessionId4\r\n";
+    let requests = [
+        format!("GET http://{origin}/a HTTP/1.1\r\nHost: {origin}\r\n{bad}\r\n"),
+        format!("GET http://{origin}/b HTTP/1.1\r\nHost: {origin}\r\n\r\n"),
+        format!("GET http://{p}/self HTTP/1.1\r\nHost: {p}\r\n{good}\r\n"),
+        format!("GET http://mock.test/ HTTP/1.1\r\nHost: mock.test\r\n{good}{hop}\r\n"),
+        format!("GET http://block.test/ HTTP/1.1\r\nHost: block.test\r\n{good}\r\n"),
+        format!("GET http://redir.test/ HTTP/1.1\r\nHost: redir.test\r\n{good}\r\n"),
+        format!("OPTIONS http://cors.test/ HTTP/1.1\r\nHost: cors.test\r\nOrigin: http://app.test\r\nAccess-Control-Request-Method: PUT\r\n{good}\r\n"),
+        format!("GET https://{origin}/tls HTTP/1.1\r\nHost: {origin}\r\n{good}\r\n"),
+        format!("GET http://{origin}/fwd HTTP/1.1\r\nHost: {origin}\r\n{good}{hop}{cookie}\r\n"),
+        format!("GET http://bob:UrlSecret5@{origin}/userinfo HTTP/1.1\r\nHost: bob:UrlSecret5@{origin}\r\n{good}\r\n"),
+        format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n{bad}\r\n"),
+        format!("CONNECT block.test:443 HTTP/1.1\r\nHost: block.test:443\r\n{good}\r\n"),
+    ];
+    for r in &requests {
+        let resp = exchange(p, r.as_bytes()).await.unwrap();
+        assert!(resp.status() >= 200, "{r}");
+    }
+    // A CONNECT after a GET on one connection takes hyper's path.
+    let mut c = Client::connect(p).await.unwrap();
+    c.send(format!("GET http://{origin}/c HTTP/1.1\r\nHost: {origin}\r\n{good}\r\nCONNECT {origin} HTTP/1.1\r\n{bad}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let _ = c.read_response().await.unwrap();
+    let _ = c.read_response().await.unwrap();
+
+    let rows = wait_records(admin, "", requests.len() + 1).await;
+    let mut everything = String::new();
+    for row in &rows {
+        let id = row["id"].as_u64().unwrap();
+        everything.push_str(&get(admin, &format!("/api/records/{id}")).await.text());
+    }
+    everything.push_str(&get(admin, "/api/har").await.text());
+    everything.push_str(&get(admin, "/api/records?limit=1000").await.text());
+    let lower = everything.to_ascii_lowercase();
+    for secret in [
+        b64("alice:GoodSecret1"),
+        b64("alice:WrongSecret2"),
+        "GoodSecret1".into(),
+        "HopValue3".into(),
+        "SessionId4".into(),
+        "UrlSecret5".into(),
+    ] {
+        assert!(!everything.contains(&secret), "`{secret}` was recorded");
+    }
+    assert!(
+        !lower.contains("proxy-authorization"),
+        "header name recorded"
+    );
+    assert!(
+        !lower.contains("x-hop-secret: "),
+        "a Connection-named header was recorded"
+    );
+    assert!(
+        everything.contains("theme=dark"),
+        "the origin's own cookie is kept"
+    );
+
+    // The userinfo request: forwarded with a clean Host, noted in the record.
+    let page = get_json(admin, "/api/records?url=/userinfo").await;
+    let row = &page["records"][0];
+    assert_eq!(
+        row["url"].as_str(),
+        Some(format!("http://{origin}/userinfo").as_str()),
+        "{row}"
+    );
+    let detail = get_json(admin, &format!("/api/records/{}", row["id"])).await;
+    let host = header(&detail["request"]["headers"], "host");
+    assert_eq!(host, Some(origin.to_string().as_str()), "{detail}");
+    assert_eq!(detail["status"], 200, "{detail}");
+    let notes = detail["rules"].to_string();
+    assert!(notes.contains("userinfo"), "the removal is noted: {notes}");
+}

@@ -450,7 +450,12 @@ async fn rules_that_fail_at_run_time_answer_clearly() {
     let r = get(&proxy, "http://dead.test/x", "").await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("L1"), "{}", r.text());
+    // An unusable rewritten authority is a 502 naming the rule (issue 11:
+    // it was a 500), whether the URL does not parse or has no host.
     let r = get(&proxy, "http://bad.test/y", "").await;
-    assert!(r.status >= 400, "{} {}", r.status, r.text());
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("L2"), "{}", r.text());
+    let r = get(&proxy, "http://bad.test/", "").await;
+    assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("L2"), "{}", r.text());
 }

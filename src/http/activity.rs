@@ -19,9 +19,14 @@ pub struct Activity {
     served: AtomicU64,
     head_started_ms: AtomicU64,
     idle_since_ms: AtomicU64,
-    /// The last request head carried both Content-Length and
-    /// Transfer-Encoding (hyper silently drops one; sluice rejects).
-    ambiguous_framing: AtomicBool,
+    /// Heads (by index on this connection) that carried both
+    /// Content-Length and Transfer-Encoding (hyper silently drops one;
+    /// sluice rejects), not yet dispatched; `any_ambiguous` spares the
+    /// lock on every request when there are none.
+    ambiguous_heads: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    any_ambiguous: AtomicBool,
+    /// Request heads handed to the service so far.
+    dispatched: AtomicU64,
 }
 
 /// What the watchdog should do next.
@@ -43,7 +48,9 @@ impl Activity {
             served: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(NONE),
             idle_since_ms: AtomicU64::new(0),
-            ambiguous_framing: AtomicBool::new(false),
+            ambiguous_heads: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            any_ambiguous: AtomicBool::new(false),
+            dispatched: AtomicU64::new(0),
         })
     }
 
@@ -55,18 +62,39 @@ impl Activity {
         self.base + Duration::from_millis(ms)
     }
 
-    /// No request is in flight: bytes read now belong to a request head.
-    pub fn reading_head(&self) -> bool {
-        self.inflight.load(Ordering::Relaxed) == 0
+    /// The framing tracker found head number `head` ambiguous.
+    pub fn mark_ambiguous_framing(&self, head: u64) {
+        if let Ok(mut q) = self.ambiguous_heads.lock() {
+            // Bounded by the heads hyper can hold unread in its buffer;
+            // a hostile stream of them is cut at 64 all the same.
+            if q.len() < 64 {
+                q.push_back(head);
+            }
+            self.any_ambiguous.store(true, Ordering::Release);
+        }
     }
 
-    pub fn mark_ambiguous_framing(&self) {
-        self.ambiguous_framing.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether the head just dispatched had ambiguous framing (clears it).
+    /// Called once per request head the service receives, in order:
+    /// whether that head had ambiguous framing.
     pub fn take_ambiguous_framing(&self) -> bool {
-        self.ambiguous_framing.swap(false, Ordering::Relaxed)
+        let index = self.dispatched.fetch_add(1, Ordering::Relaxed);
+        if !self.any_ambiguous.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(mut q) = self.ambiguous_heads.lock() else {
+            return false;
+        };
+        while q.front().is_some_and(|&h| h < index) {
+            q.pop_front();
+        }
+        let hit = q.front() == Some(&index);
+        if hit {
+            q.pop_front();
+        }
+        if q.is_empty() {
+            self.any_ambiguous.store(false, Ordering::Release);
+        }
+        hit
     }
 
     /// Bytes arrived from the client.

@@ -25,11 +25,22 @@ use crate::registry::{CloseReason, ConnGuard, ConnState, Kind, Side};
 use crate::relay::{relay, write_all};
 use crate::users::auth::Verdict;
 
+/// What the first bytes of a new client connection begin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// `CONNECT `: served here, without hyper.
+    Connect,
+    /// `PRI * HT`: the HTTP/2 connection preface (prior knowledge).
+    H2Preface,
+    /// Anything else: HTTP/1.x for hyper.
+    Other,
+}
+
 /// Waits (until `deadline`) for the first bytes of a new connection and
-/// tells whether they begin a CONNECT request. Peeks without consuming and
-/// without blocking: a head that arrives in pieces shorter than the method
-/// simply goes to hyper.
-pub async fn peek_first(stream: &TcpStream, deadline: Instant) -> Result<bool, CloseReason> {
+/// tells what they begin. Peeks without consuming and without blocking: a
+/// head that arrives in pieces shorter than the method simply goes to
+/// hyper.
+pub async fn peek_first(stream: &TcpStream, deadline: Instant) -> Result<FirstBytes, CloseReason> {
     loop {
         match tokio::time::timeout_at(deadline, stream.readable()).await {
             Err(_) => return Err(CloseReason::HeaderTimeout),
@@ -47,7 +58,11 @@ pub async fn peek_first(stream: &TcpStream, deadline: Instant) -> Result<bool, C
                     .iter()
                     .map(|b| unsafe { b.assume_init() })
                     .collect();
-                return Ok(got == b"CONNECT ");
+                return Ok(match &got[..] {
+                    b"CONNECT " => FirstBytes::Connect,
+                    b"PRI * HT" => FirstBytes::H2Preface,
+                    _ => FirstBytes::Other,
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(CloseReason::from_io(Side::Client, &e)),
@@ -316,4 +331,47 @@ pub async fn serve(
     relay(&client, &upstream, limits, &tunnel).await;
     drop((client, upstream));
     drop(guard);
+}
+
+/// An HTTP/2 client with prior knowledge on this HTTP/1.1 port: it would
+/// not understand an HTTP/1.1 answer, so it gets HTTP/2's own: the server
+/// preface (an empty SETTINGS frame) and a GOAWAY with
+/// `HTTP_1_1_REQUIRED` (RFC 9113 7) whose debug text says why. What the
+/// client sent is then drained briefly, so the close is a FIN after the
+/// GOAWAY rather than a reset that could destroy it in flight.
+pub async fn refuse_h2_preface(stream: &TcpStream) -> CloseReason {
+    const WHY: &[u8] = b"sluice serves HTTP/1.1 on this port; send requests as HTTP/1.1";
+    let mut frames = Vec::with_capacity(9 + 9 + 8 + WHY.len());
+    // SETTINGS, no parameters: length 0, type 0x4, flags 0, stream 0.
+    frames.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    // GOAWAY: last stream 0, error HTTP_1_1_REQUIRED (0xd), debug data.
+    let len = (8 + WHY.len()) as u32;
+    frames.extend_from_slice(&len.to_be_bytes()[1..]);
+    frames.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]);
+    frames.extend_from_slice(&0u32.to_be_bytes());
+    frames.extend_from_slice(&0xdu32.to_be_bytes());
+    frames.extend_from_slice(WHY);
+    let reason = CloseReason::Error(
+        Side::Client,
+        "HTTP/2 with prior knowledge on the HTTP/1.1 port (answered GOAWAY HTTP_1_1_REQUIRED)"
+            .into(),
+    );
+    let send = async {
+        write_all(stream, &frames).await?;
+        socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write)?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 64 * 1024 {
+            stream.readable().await?;
+            match stream.try_read(&mut sink) {
+                Ok(0) => break,
+                Ok(n) => drained += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), send).await;
+    reason
 }

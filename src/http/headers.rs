@@ -37,6 +37,42 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Why a request's `Transfer-Encoding` cannot be forwarded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UnsupportedCoding(pub String);
+
+/// Makes a request's `Transfer-Encoding` one sluice can forward without
+/// ambiguity. hyper has already de-chunked the body and refused heads
+/// whose final coding is not chunked; it re-chunks for the next hop, so a
+/// value of `chunked` in any case (with `identity`, a legacy no-op) is
+/// dropped and re-made by hyper, never forwarded verbatim next to a body
+/// framed differently. Any other coding (`gzip, chunked`) would reach the
+/// upstream still applied but unannounced: refused (RFC 9112 6.1, 501).
+pub fn normalize_transfer_encoding(headers: &mut HeaderMap) -> Result<(), UnsupportedCoding> {
+    if !headers.contains_key(header::TRANSFER_ENCODING) {
+        return Ok(());
+    }
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let text = value.to_str().unwrap_or("(not text)");
+        for coding in text.split(',').map(str::trim) {
+            let known = coding.eq_ignore_ascii_case("chunked")
+                || coding.eq_ignore_ascii_case("identity")
+                || coding.is_empty();
+            if !known {
+                return Err(UnsupportedCoding(coding.to_string()));
+            }
+        }
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+    Ok(())
+}
+
+/// Whether `name` is one of the listed hop-by-hop headers (not counting
+/// those a `Connection` header names).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
 /// Appends this hop to `Via`.
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
     let proto = match version {
@@ -72,5 +108,21 @@ mod tests {
         assert!(h.contains_key("x-kept") && h.contains_key("content-length"));
         add_via(&mut h, http::Version::HTTP_11);
         assert_eq!(h["via"], "1.1 sluice");
+    }
+
+    #[test]
+    fn transfer_encoding_is_rebuilt_or_refused() {
+        for ok in ["chunked", "CHUNKED", "identity, chunked", " Chunked "] {
+            let mut h = HeaderMap::new();
+            h.insert("transfer-encoding", ok.parse().unwrap());
+            assert_eq!(normalize_transfer_encoding(&mut h), Ok(()), "{ok}");
+            assert!(!h.contains_key("transfer-encoding"), "{ok}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", "gzip, chunked".parse().unwrap());
+        assert_eq!(
+            normalize_transfer_encoding(&mut h),
+            Err(UnsupportedCoding("gzip".into()))
+        );
     }
 }

@@ -14,7 +14,9 @@ mod answer;
 mod body;
 mod connect;
 mod connect_fast;
-mod headers;
+mod departure;
+mod framing;
+pub(crate) mod headers;
 mod io;
 mod proxy;
 mod tamper;
@@ -116,6 +118,9 @@ pub struct ConnCtx {
     pub entry: Arc<ConnEntry>,
     activity: Arc<Activity>,
     pub peer: SocketAddr,
+    /// The client socket, for noticing a departure while a request waits.
+    /// Valid while the connection is served, which outlives every handler.
+    client_fd: std::os::fd::RawFd,
 }
 
 fn proxy_is_self(ctx: &HttpContext, host: &str, port: u16) -> bool {
@@ -190,15 +195,19 @@ async fn serve_conn(
         r = connect_fast::peek_first(&stream, deadline) => r,
         _ = entry.kill.cancelled() => return,
     };
-    let is_connect = match first {
-        Ok(is_connect) => is_connect,
+    match first {
+        Ok(connect_fast::FirstBytes::Connect) => {
+            return connect_fast::serve(stream, peer, guard, ctx).await
+        }
+        Ok(connect_fast::FirstBytes::H2Preface) => {
+            guard.set_reason(connect_fast::refuse_h2_preface(&stream).await);
+            return;
+        }
+        Ok(connect_fast::FirstBytes::Other) => {}
         Err(reason) => {
             guard.set_reason(reason);
             return;
         }
-    };
-    if is_connect {
-        return connect_fast::serve(stream, peer, guard, ctx).await;
     }
     // The inventory reads state and next deadline from the phase at read
     // time: the phase changes on the data path (a request ends, a head
@@ -230,6 +239,7 @@ async fn serve_conn(
         entry: entry.clone(),
         activity: activity.clone(),
         peer,
+        client_fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
     };
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| {
@@ -297,8 +307,8 @@ fn reason_from_hyper(e: &hyper::Error) -> CloseReason {
     }
     let mut src = e.source();
     while let Some(s) = src {
-        if let Some(close) = s.downcast_ref::<proxy::RuleClose>() {
-            return CloseReason::Error(Side::Sluice, close.0.clone());
+        if let Some(close) = s.downcast_ref::<proxy::CloseConnection>() {
+            return close.reason.clone();
         }
         if let Some(ioe) = s.downcast_ref::<std::io::Error>() {
             return CloseReason::from_io(Side::Client, ioe);

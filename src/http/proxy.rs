@@ -17,30 +17,55 @@ use hyper::body::Incoming;
 use super::activity::InflightGuard;
 use super::answer::{Failure, ProxyBody};
 use super::body::{BodyError, BoxError, Direction, MeteredBody};
-use super::headers::{add_via, strip_hop_by_hop};
+use super::headers::{add_via, normalize_transfer_encoding, strip_hop_by_hop, UnsupportedCoding};
 use super::tamper;
 use super::throttle::ThrottledBody;
 use super::{ConnCtx, HttpContext};
 use crate::net::ConnectError;
 use crate::record::capture::{Exchange, UpstreamInfo};
-use crate::registry::{ConnState, Side};
+use crate::registry::{CloseReason, ConnState, Side};
 use crate::rules::{apply_header_edits, rewrite_uri, Answer, RequestInfo, Scheme, MAX_BODY};
 use crate::users::auth::Verdict;
 use tokio::time::Instant;
 
-/// `block://close`: the service fails, so hyper drops the connection
-/// without writing an answer.
+/// The connection is to be dropped without an answer (`block://close`,
+/// or a client that left while its request waited): the service fails,
+/// so hyper drops the connection, and the close is logged with `reason`.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RuleClose(pub String);
+#[error("{reason}")]
+pub struct CloseConnection {
+    pub reason: CloseReason,
+}
+
+/// How forwarding stops short of relaying the upstream's response.
+#[derive(Debug)]
+enum Stop {
+    /// sluice answers the client itself.
+    Answer(Failure),
+    /// No answer: the connection closes, and the record says why.
+    Close { reason: CloseReason, record: String },
+}
+
+impl From<Failure> for Stop {
+    fn from(f: Failure) -> Stop {
+        Stop::Answer(f)
+    }
+}
 
 /// Answers one request on a client connection (`Err`: close it unanswered).
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     ctx: Arc<HttpContext>,
     conn: ConnCtx,
-) -> Result<Response<ProxyBody>, RuleClose> {
+) -> Result<Response<ProxyBody>, CloseConnection> {
     let started = Instant::now();
+    // RFC 9110 4.2.4: userinfo in an http URL is deprecated and a
+    // credential; it is neither forwarded (as part of Host) nor recorded.
+    let mut had_userinfo = false;
+    if let Some(uri) = without_userinfo(req.uri()) {
+        *req.uri_mut() = uri;
+        had_userinfo = true;
+    }
     let mut inflight = conn.activity.begin_request();
     conn.entry.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
@@ -51,6 +76,11 @@ pub async fn handle(
         ctx.recorder
             .begin_http(conn.entry.id, conn.peer, &method, req.uri(), req.version())
     };
+    if had_userinfo {
+        if let Some(ex) = &exchange {
+            ex.note("userinfo", "credentials in the request URL (user:password@) were removed; they are neither forwarded nor recorded");
+        }
+    }
     if conn.activity.take_ambiguous_framing() {
         // RFC 9112 6.1: a head with both framings is how requests get
         // smuggled; refuse it and close.
@@ -90,14 +120,14 @@ pub async fn handle(
                     .observe(started.elapsed().as_secs_f64());
                 resp
             }
-            Err(f) if f.code == RULE_CLOSE => {
+            Err(Stop::Close { reason, record }) => {
                 if let Some(ex) = &exchange {
-                    ex.fail(f.message.clone());
+                    ex.fail(record);
                 }
                 ctx.metrics.count_request(&method, 0);
-                return Err(RuleClose(f.message));
+                return Err(CloseConnection { reason });
             }
-            Err(f) => {
+            Err(Stop::Answer(f)) => {
                 tracing::debug!(code = f.code, message = %f.message, "request failed");
                 conn.entry.set_state(ConnState::ReadingHeaders);
                 record_answer(exchange.as_deref(), f)
@@ -166,10 +196,6 @@ fn identify(
     Ok(user)
 }
 
-/// The `code` of the failure that stands for `block://close`: `handle`
-/// turns it into a service error, which makes hyper drop the connection.
-pub const RULE_CLOSE: &str = "rule-close";
-
 /// Waits `d` (a rule's delay), or fails when the connection is killed.
 async fn rule_sleep(d: std::time::Duration, conn: &ConnCtx) -> Result<(), Failure> {
     tokio::select! {
@@ -189,7 +215,7 @@ async fn forward(
     conn: &ConnCtx,
     inflight: InflightGuard,
     exchange: Option<Arc<Exchange>>,
-) -> Result<Response<ProxyBody>, Failure> {
+) -> Result<Response<ProxyBody>, Stop> {
     let (mut parts, body) = req.into_parts();
     let mut authority = match target_of(&parts.uri, ctx) {
         Ok(a) => a,
@@ -198,7 +224,7 @@ async fn forward(
                 // Refused before leaving: the record shows what the client sent.
                 ex.set_request_headers(&parts.headers);
             }
-            return Err(f);
+            return Err(f.into());
         }
     };
 
@@ -237,15 +263,14 @@ async fn forward(
                 ex.set_request_headers(&parts.headers);
             }
             let Some((mut head, mut bytes)) = tamper::answer(a, &parts.headers) else {
-                return Err(Failure::new(
-                    StatusCode::FORBIDDEN,
-                    Side::Sluice,
-                    RULE_CLOSE,
-                    format!(
-                        "connection closed by rule {}",
-                        p.block.map(|b| b.rule.to_string()).unwrap_or_default()
-                    ),
-                ));
+                let why = format!(
+                    "connection closed by rule {}",
+                    p.block.map(|b| b.rule.to_string()).unwrap_or_default()
+                );
+                return Err(Stop::Close {
+                    reason: CloseReason::Error(Side::Sluice, why.clone()),
+                    record: why,
+                });
             };
             let mock = matches!(a, Answer::Mock(_));
             if mock {
@@ -279,20 +304,42 @@ async fn forward(
             return Ok(Response::from_parts(head, tamper::full(bytes)));
         }
         if let Some(u) = &p.url {
-            let uri = rewrite_uri(&parts.uri, &u.action).map_err(|e| {
+            let uri = rewrite_uri(&parts.uri, &u.action)
+                .map(|uri| without_userinfo(&uri).unwrap_or(uri))
+                .map_err(|e| {
+                    Failure::new(
+                        StatusCode::BAD_GATEWAY,
+                        Side::Sluice,
+                        "rule-url",
+                        format!("rule {}: {e}", u.rule),
+                    )
+                })?;
+            authority = target_of(&uri, ctx).map_err(|f| {
+                if f.status == StatusCode::LOOP_DETECTED {
+                    return f;
+                }
                 Failure::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StatusCode::BAD_GATEWAY,
                     Side::Sluice,
                     "rule-url",
-                    format!("rule {}: {e}", u.rule),
+                    format!("rule {} rewrote the URL to {uri}: {}", u.rule, f.message),
                 )
             })?;
-            authority = target_of(&uri, ctx)?;
             parts.uri = uri;
         }
     }
 
     strip_hop_by_hop(&mut parts.headers);
+    if let Err(UnsupportedCoding(coding)) = normalize_transfer_encoding(&mut parts.headers) {
+        return Err(Failure::new(
+            StatusCode::NOT_IMPLEMENTED,
+            Side::Client,
+            "transfer-coding",
+            format!("request transfer coding `{coding}` is not supported (only chunked)"),
+        )
+        .into());
+    }
+    crate::record::redact::strip_admin_cookie(&mut parts.headers);
     add_via(&mut parts.headers, parts.version);
     if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
         parts.headers.insert(header::HOST, host);
@@ -319,12 +366,13 @@ async fn forward(
                         "rule {} maps the request to {mapped}, which is sluice itself",
                         up.rule
                     ),
-                ));
+                )
+                .into());
             }
             let mut uri_parts = parts.uri.clone().into_parts();
             uri_parts.authority = Some(mapped.parse().map_err(|e| {
                 Failure::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StatusCode::BAD_GATEWAY,
                     Side::Sluice,
                     "rule-upstream",
                     format!("rule {}: upstream {mapped}: {e}", up.rule),
@@ -332,7 +380,7 @@ async fn forward(
             })?);
             parts.uri = http::Uri::from_parts(uri_parts).map_err(|e| {
                 Failure::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StatusCode::BAD_GATEWAY,
                     Side::Sluice,
                     "rule-upstream",
                     format!("rule {}: upstream {mapped}: {e}", up.rule),
@@ -374,7 +422,17 @@ async fn forward(
     let sent = tokio::select! {
         r = tokio::time::timeout(cfg.response_timeout, ctx.client.request(upstream_req)) => r,
         _ = conn.entry.kill.cancelled() => {
-            return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down"));
+            return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down").into());
+        }
+        // Dropping the request future cancels the upstream request (hyper
+        // closes that connection) and failing the service closes the client.
+        _ = super::departure::client_left(conn.client_fd) => {
+            return Err(Stop::Close {
+                reason: CloseReason::Eof,
+                record: format!(
+                    "the client closed the connection while waiting for {upstream_label}'s response; the upstream request was cancelled"
+                ),
+            });
         }
     };
     let resp = match sent {
@@ -385,7 +443,7 @@ async fn forward(
                 f.message
                     .push_str(&format!(" (upstream {upstream_label} set by rule {rule})"));
             }
-            return Err(f);
+            return Err(f.into());
         }
         Err(_) => {
             return Err(Failure::new(
@@ -396,7 +454,8 @@ async fn forward(
                     "upstream {upstream_label} sent no response head within {}",
                     humantime::format_duration(cfg.response_timeout)
                 ),
-            ))
+            )
+            .into())
         }
     };
     conn.entry.set_state(ConnState::Streaming);
@@ -474,6 +533,23 @@ async fn forward(
     Ok(Response::from_parts(parts, body))
 }
 
+/// `uri` without its userinfo (`user:pass@`), or `None` when it has none.
+fn without_userinfo(uri: &http::Uri) -> Option<http::Uri> {
+    let authority = uri.authority()?;
+    let (_, host) = authority.as_str().rsplit_once('@')?;
+    let mut parts = uri.clone().into_parts();
+    match host.parse() {
+        Ok(a) => parts.authority = Some(a),
+        // Nothing after the `@`: keep only the path, and the request is
+        // refused as having no host.
+        Err(_) => {
+            parts.authority = None;
+            parts.scheme = None;
+        }
+    }
+    http::Uri::from_parts(parts).ok()
+}
+
 /// The origin a request is for, or why it cannot be forwarded.
 fn target_of(uri: &http::Uri, ctx: &HttpContext) -> Result<http::uri::Authority, Failure> {
     match uri.scheme_str() {
@@ -494,7 +570,7 @@ fn target_of(uri: &http::Uri, ctx: &HttpContext) -> Result<http::uri::Authority,
             ))
         }
     }
-    let Some(authority) = uri.authority().cloned() else {
+    let Some(authority) = uri.authority().cloned().filter(|a| !a.host().is_empty()) else {
         return Err(Failure::bad_request("request URL has no host"));
     };
     let port = authority.port_u16().unwrap_or(80);

@@ -12,7 +12,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::model::{header_block, Record, RecordKind};
+use super::model::{Record, RecordKind};
+use super::redact;
 use super::Recorder;
 
 /// What the upstream connector knows about the connection a response came
@@ -36,6 +37,9 @@ struct Pending {
     resp_expected: Option<u64>,
     resp_done: bool,
     submitted: bool,
+    /// What sluice itself did to the exchange (not a rule), listed with
+    /// the rules in the record: `(kind, note)`.
+    notes: Vec<(&'static str, &'static str)>,
 }
 
 /// One HTTP exchange being captured.
@@ -57,6 +61,7 @@ impl Exchange {
                 resp_expected: None,
                 resp_done: false,
                 submitted: false,
+                notes: Vec::new(),
             }),
         }
     }
@@ -86,9 +91,17 @@ impl Exchange {
         self.with(|p| p.record.rules = text);
     }
 
-    /// The request as it leaves for the upstream (after hop-by-hop removal).
+    /// Something sluice itself changed, listed with the rules as
+    /// `{"rule": "sluice", "kind": KIND, "note": NOTE}`.
+    pub fn note(&self, kind: &'static str, note: &'static str) {
+        self.with(|p| p.notes.push((kind, note)));
+    }
+
+    /// The request as it leaves (or would have left) for the upstream:
+    /// hop-by-hop headers, proxy credentials among them, are never kept,
+    /// whichever path calls this (see [`redact`]).
     pub fn set_request_headers(&self, headers: &http::HeaderMap) {
-        let block = header_block(headers);
+        let block = redact::request_block(headers);
         self.with(|p| p.record.req_headers = block);
     }
 
@@ -113,7 +126,7 @@ impl Exchange {
         upstream: Option<&UpstreamInfo>,
     ) {
         let at = self.offset_us();
-        let block = header_block(headers);
+        let block = redact::response_block(headers);
         self.with(|p| {
             let r = &mut p.record;
             r.status = Some(status);
@@ -171,7 +184,7 @@ impl Exchange {
     /// answer, and why.
     pub fn answered(&self, status: u16, headers: &http::HeaderMap, error: Option<&str>) {
         let at = self.offset_us();
-        let block = header_block(headers);
+        let block = redact::response_block(headers);
         self.with(|p| {
             let r = &mut p.record;
             r.status = Some(status);
@@ -207,6 +220,14 @@ impl Drop for Exchange {
             r.error = Some("no response: the client went away before the upstream answered".into());
         }
         r.timings.total_us.get_or_insert(at);
+        if !p.notes.is_empty() {
+            let mut list: Vec<serde_json::Value> =
+                serde_json::from_str(&r.rules).unwrap_or_default();
+            list.extend(p.notes.iter().map(
+                |(kind, note)| serde_json::json!({ "rule": "sluice", "kind": kind, "note": note }),
+            ));
+            r.rules = serde_json::to_string(&list).unwrap_or_default();
+        }
         let record = std::mem::replace(
             r,
             Record::new(RecordKind::Http, 0, String::new(), SystemTime::UNIX_EPOCH),

@@ -18,6 +18,7 @@ pub mod decode;
 pub mod har;
 pub mod model;
 pub mod query;
+pub mod redact;
 pub mod store;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -237,18 +237,6 @@ pub fn rfc3339(us: i64) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
-/// Serialises a header map as `Name: value\r\n` lines, keeping value bytes.
-pub fn header_block(headers: &http::HeaderMap) -> Vec<u8> {
-    let mut out = Vec::with_capacity(headers.len() * 32);
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// Splits a stored header block back into (name, value) pairs; bytes that
 /// are not UTF-8 are replaced, as JSON needs text.
 pub fn header_pairs(block: &[u8]) -> Vec<(String, String)> {
@@ -317,7 +305,7 @@ mod tests {
         h.insert("content-type", "text/plain".parse().unwrap());
         h.append("set-cookie", "a=1".parse().unwrap());
         h.append("set-cookie", "b=2".parse().unwrap());
-        let block = header_block(&h);
+        let block = super::super::redact::response_block(&h);
         let pairs = header_pairs(&block);
         assert_eq!(pairs.len(), 3);
         assert_eq!(pairs[1], ("set-cookie".into(), "a=1".into()));

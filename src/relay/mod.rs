@@ -16,4 +16,4 @@ pub use deadline::Deadlines;
 pub(crate) use duplex::write_all;
 pub use duplex::{relay, RelayLimits};
 pub use pace::Pacer;
-pub use port::serve_relay;
+pub use port::{refuse_relay_loops, serve_relay, RelayShared};

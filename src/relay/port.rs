@@ -8,37 +8,44 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{relay, RelayLimits};
 use crate::config::{Config, RelaySpec};
-use crate::net::{self, accept_loop, connect_upstream, split_host_port, Admission, Limiter};
+use crate::net::{
+    self, accept_loop, connect_upstream_except, is_own_listener, split_host_port, Admission,
+    Limiter,
+};
 use crate::registry::{CloseReason, ConnState, Kind, Registry, Side};
 use crate::users::Users;
 use crate::Shutdown;
+
+/// What every relay connection of an instance shares.
+pub struct RelayShared {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub users: Arc<Users>,
+    /// sluice's own listeners: an upstream resolving to one is refused.
+    pub own: Arc<[SocketAddr]>,
+}
 
 /// Accepts on `listener` until shutdown, relaying each connection.
 pub async fn serve_relay(
     listener: TcpListener,
     spec: RelaySpec,
-    config: Arc<Config>,
-    registry: Arc<Registry>,
-    users: Arc<Users>,
+    shared: Arc<RelayShared>,
     limiter: Limiter,
     shutdown: Shutdown,
 ) {
     let stop = shutdown.stop_accepting.clone();
-    let reg = registry.clone();
+    let reg = shared.registry.clone();
     accept_loop(
         listener,
         limiter,
         stop,
         |stream, peer, admission| {
-            let (config, registry, spec) = (config.clone(), registry.clone(), spec.clone());
             tokio::spawn(relay_one(
                 stream,
                 peer,
                 admission,
-                spec,
-                config,
-                registry,
-                users.clone(),
+                spec.clone(),
+                shared.clone(),
             ));
         },
         move |stream, _peer| {
@@ -54,10 +61,14 @@ async fn relay_one(
     peer: SocketAddr,
     _admission: Admission,
     spec: RelaySpec,
-    config: Arc<Config>,
-    registry: Arc<Registry>,
-    users: Arc<Users>,
+    shared: Arc<RelayShared>,
 ) {
+    let RelayShared {
+        config,
+        registry,
+        users,
+        own,
+    } = &*shared;
     let guard = registry.register(Kind::Relay, Some(peer));
     // Rebound after the guard so it is dropped (closed) before the guard.
     let client = client;
@@ -77,7 +88,8 @@ async fn relay_one(
         return;
     };
     let connected = tokio::select! {
-        r = connect_upstream(host, port, config.connect_timeout, &config.keepalive) => r,
+        // Checked at start too; names can change what they resolve to.
+        r = connect_upstream_except(host, port, config.connect_timeout, &config.keepalive, own) => r,
         _ = entry.kill.cancelled() => return,
     };
     let upstream = match connected {
@@ -96,8 +108,48 @@ async fn relay_one(
             return;
         }
     };
-    let limits = RelayLimits::new(&config);
+    let limits = RelayLimits::new(config);
     relay(&client, &upstream, limits, &entry).await;
     drop((client, upstream));
     drop(guard);
+}
+
+/// Refuses, at start, a relay whose upstream resolves to one of sluice's
+/// own listeners: a relay to itself would fill the shared connection limit
+/// from one client, and a relay to the admin port would expose it on the
+/// relay's address. A name that does not resolve now is left to the
+/// per-connection check.
+pub async fn refuse_relay_loops(
+    relays: &[RelaySpec],
+    own: &[SocketAddr],
+    relay_addrs: &[SocketAddr],
+    admin: Option<SocketAddr>,
+    resolve_timeout: std::time::Duration,
+) -> Result<(), String> {
+    for (spec, listen) in relays.iter().zip(relay_addrs) {
+        let Some((host, port)) = split_host_port(&spec.upstream) else {
+            continue;
+        };
+        let host = host.trim_matches(|c| c == '[' || c == ']');
+        let lookup = tokio::net::lookup_host((host, port));
+        let Ok(Ok(addrs)) = tokio::time::timeout(resolve_timeout, lookup).await else {
+            continue;
+        };
+        for a in addrs {
+            if is_own_listener(a, own) {
+                let what = if admin.is_some_and(|ad| is_own_listener(a, &[ad])) {
+                    "the admin server"
+                } else if relay_addrs.iter().any(|r| is_own_listener(a, &[*r])) {
+                    "one of its own relays"
+                } else {
+                    "its own proxy listener"
+                };
+                return Err(format!(
+                    "relay {listen}={}: the upstream is sluice itself ({a} is {what}); a relay must point elsewhere",
+                    spec.upstream
+                ));
+            }
+        }
+    }
+    Ok(())
 }
