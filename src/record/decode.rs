@@ -480,7 +480,7 @@ mod tests {
         for _ in 0..MAX_CODINGS {
             four = zstd(&four);
         }
-        let header = vec!["zstd"; MAX_CODINGS].join(", ");
+        let header = ["zstd"; MAX_CODINGS].join(", ");
         assert_eq!(decode(&header, &four, 10 * MIB).unwrap(), complete(body));
         let many = vec!["zstd"; 5000].join(", ");
         match decode(&many, &four, 10 * MIB) {
