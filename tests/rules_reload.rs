@@ -478,7 +478,10 @@ async fn body_files_are_confined_to_the_mock_folder() {
         assert_eq!(r.status, 400, "{path}: {}", r.text());
         let (line, col, message) = first_error(&r);
         // At the action (read errors) or into its value (path errors).
-        assert!(line == 2 && (col == 19 || col == 30), "{path}: {line}:{col} {message}");
+        assert!(
+            line == 2 && (col == 19 || col == 30),
+            "{path}: {line}:{col} {message}"
+        );
         assert!(message.contains(says), "{path}: {message}");
     }
     // The rules lock was not left held: a good PUT still goes through.
