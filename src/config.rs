@@ -151,6 +151,9 @@ pub struct Config {
     pub record: Recording,
     /// Tamper rules (`--rules FILE`), reloaded on change and SIGHUP.
     pub rules_file: Option<PathBuf>,
+    /// The only folder `bodyFile://` reads from (`--mock-dir`); without
+    /// it, the rule file's folder.
+    pub mock_dir: Option<PathBuf>,
 }
 
 /// The admin address the binary uses when none is given.
@@ -192,6 +195,7 @@ impl Default for Config {
             test_hooks: false,
             record: Recording::default(),
             rules_file: None,
+            mock_dir: None,
         }
     }
 }
@@ -312,6 +316,11 @@ pub struct RunArgs {
     /// when it changes and on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
+    /// The folder `bodyFile://` reads from (no `..`, no symlinks) [default:
+    /// the rule file's folder; rules put through the API need it to use
+    /// bodyFile].
+    #[arg(long, value_name = "DIR")]
+    pub mock_dir: Option<PathBuf>,
     /// Records that may wait for the store writer before new ones are
     /// dropped [default: 16384].
     #[arg(long, value_name = "N")]
@@ -363,6 +372,7 @@ struct FileConfig {
     record_queue: Option<toml::Value>,
     record_queue_bytes: Option<toml::Value>,
     rules: Option<PathBuf>,
+    mock_dir: Option<PathBuf>,
 }
 
 fn value_text(v: &toml::Value) -> String {
@@ -638,6 +648,16 @@ impl Config {
         c.test_hooks = args.test_hooks;
         c.record = recording_from(args, &file)?;
         c.rules_file = args.rules.clone().or(file.rules.clone());
+        c.mock_dir = args.mock_dir.clone().or(file.mock_dir.clone());
+        if let Some(d) = &c.mock_dir {
+            if !d.is_dir() {
+                return Err(invalid(
+                    "mock_dir",
+                    &d.display().to_string(),
+                    "not a folder",
+                ));
+            }
+        }
         for r in &c.relays {
             // Port 0 asks for an ephemeral port each: no clash possible.
             if r.listen == c.listen && r.listen.port() != 0 {

@@ -84,9 +84,13 @@ impl Proxy {
         let users = Arc::new(users::Users::default());
         let metrics = metrics::Metrics::new(registry.clone(), users.clone());
         let history = metrics::history::History::new();
+        let files =
+            rules::FileRoot::for_rules(config.mock_dir.as_deref(), config.rules_file.as_deref());
         let live_rules = Arc::new(match &config.rules_file {
-            Some(path) => rules::live::LiveRules::from_file(path).map_err(StartError::Rules)?,
-            None => rules::live::LiveRules::empty(),
+            Some(path) => {
+                rules::live::LiveRules::from_file_in(path, files).map_err(StartError::Rules)?
+            }
+            None => rules::live::LiveRules::empty_in(files),
         });
         let recorder = record::Recorder::start(&config.record).map_err(StartError::Record)?;
         metrics.attach_recorder(recorder.clone());

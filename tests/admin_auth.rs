@@ -396,3 +396,127 @@ async fn without_auth_the_user_is_the_client_ip() {
         "{row}"
     );
 }
+
+/// An auth file with alice (`password`) and bob, bcrypt `cost`.
+fn auth_file(password: &str, cost: u32) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        f,
+        "alice:{}\nbob:{}",
+        bcrypt::hash(password, cost).unwrap(),
+        bcrypt::hash("bob's own", cost).unwrap()
+    )
+    .unwrap();
+    f
+}
+
+/// One request on a fresh connection: its status and how long it took.
+async fn timed_get(proxy: SocketAddr, origin: SocketAddr, auth: &str) -> (u16, Duration) {
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        http_client::exchange(proxy, get_with(origin, "/small", Some(auth)).as_bytes()),
+    )
+    .await
+    .expect("answered in 15 s")
+    .unwrap();
+    (r.status(), started.elapsed())
+}
+
+/// One authenticated request on `ka`; how long it took.
+async fn keep_alive_get(ka: &mut Client, origin: SocketAddr, auth: &str) -> Duration {
+    let started = std::time::Instant::now();
+    ka.send(get_with(origin, "/small", Some(auth)).as_bytes())
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(15), ka.read_response())
+        .await
+        .expect("authenticated request answered in 15 s")
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text());
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_floods_do_not_stall_authenticated_traffic() {
+    let http = origin::http_origin().await;
+    let password = "the right one";
+    let f = auth_file(password, 12);
+    let p = admin::start(&["--auth", f.path().to_str().unwrap()]).await;
+    let proxy = p.addr;
+    let good = basic("alice", password);
+    let mut ka = Client::connect(proxy).await.unwrap();
+    // The first request pays bcrypt once.
+    keep_alive_get(&mut ka, http, &good).await;
+
+    // Eight clients guessing alice's password, each guess new.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood_deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let flooders: Vec<_> = (0..8)
+        .map(|i| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && std::time::Instant::now() < flood_deadline
+                {
+                    n += 1;
+                    let guess = basic("alice", &format!("guess {i}-{n}"));
+                    let (status, _) = timed_get(proxy, http, &guess).await;
+                    statuses.push(status);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                statuses
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut latencies = Vec::new();
+    for _ in 0..40 {
+        latencies.push(keep_alive_get(&mut ka, http, &good).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut refused = Vec::new();
+    for f in flooders {
+        refused.extend(f.await.unwrap());
+    }
+    latencies.sort();
+    let p95 = latencies[latencies.len() * 95 / 100 - 1];
+    assert!(
+        refused.iter().all(|s| *s == 407 || *s == 503),
+        "every guess refused: {refused:?}"
+    );
+    assert!(
+        p95 < Duration::from_millis(100),
+        "authenticated p95 {p95:?} during the flood (all: {latencies:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_user_names_take_as_long_as_known_ones() {
+    let http = origin::http_origin().await;
+    let f = auth_file("secret", 10);
+    let p = admin::start(&["--auth", f.path().to_str().unwrap()]).await;
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..5 {
+        let (s1, t1) = timed_get(p.addr, http, &basic("alice", &format!("wrong {i}"))).await;
+        let (s2, t2) = timed_get(p.addr, http, &basic(&format!("nobody{i}"), "wrong")).await;
+        assert_eq!((s1, s2), (407, 407));
+        known.push(t1);
+        unknown.push(t2);
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[2], unknown[2]);
+    assert!(
+        k >= Duration::from_millis(5),
+        "a cost-10 verification takes a few ms at least: {known:?}"
+    );
+    assert!(
+        u * 2 >= k && k * 2 >= u,
+        "median answer: known name {k:?}, unknown name {u:?} (names must not be enumerable)"
+    );
+}

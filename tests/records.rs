@@ -629,3 +629,81 @@ async fn proxy_credentials_are_never_recorded() {
     let notes = detail["rules"].to_string();
     assert!(notes.contains("userinfo"), "the removal is noted: {notes}");
 }
+
+/// The highest resident set the process has had (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Layers of `Content-Encoding: zstd, zstd, ...` the stacked origin sends.
+const STACKED: usize = 3000;
+
+/// `/warm`: a plain answer; anything else: a zstd body labelled with
+/// [`STACKED`] zstd codings.
+async fn stacked_answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let resp = Response::builder().header("content-type", "text/plain");
+    let resp = if req.uri().path() == "/warm" {
+        resp.header("content-encoding", "zstd")
+    } else {
+        resp.header("content-encoding", vec!["zstd"; STACKED].join(", "))
+    };
+    Ok(resp
+        .body(Full::new(Bytes::from(encode("zstd", &plain(20)))))
+        .unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacked_encodings_are_bounded() {
+    // Thousands of stacked codings: undoing them would build a zstd
+    // decoder per layer (hundreds of KiB each) before reading a byte.
+    let origin = support::origin::serve_http(stacked_answer).await;
+    let p = support::admin::start(&[]).await;
+    let admin = p.admin.expect("admin address");
+    let pid = p.pid();
+
+    // Warm up every path once with an ordinary body, so the baseline
+    // holds the allocator's and the store's working set.
+    let warm = get_once(p.addr, origin, "/warm").await.unwrap();
+    assert_eq!(warm.status(), 200);
+    let first = wait_records(admin, "", 1).await;
+    let id = first[0]["id"].as_u64().expect("id");
+    get(admin, &format!("/api/records/{id}")).await;
+    get(admin, &format!("/api/records/{id}/body/response?decode=1")).await;
+    get(admin, "/api/har").await;
+    let before = peak_rss_kib(pid);
+
+    let r = get_once(p.addr, origin, "/stacked").await.unwrap();
+    assert_eq!(r.status(), 200, "proxied as it came");
+    let rows = wait_records(admin, "", 2).await;
+    let id = rows
+        .iter()
+        .filter_map(|r| r["id"].as_u64())
+        .max()
+        .expect("an id");
+    let detail = get_json(admin, &format!("/api/records/{id}")).await;
+    let body_view = &detail["response"]["body"];
+    assert_eq!(body_view["decoded"], false, "{body_view}");
+    let why = body_view["decode_error"].as_str().unwrap_or("");
+    assert!(
+        why.contains("3000 content codings") && why.contains("not decoded"),
+        "the record says why the body is raw: {why}"
+    );
+    let raw = get(admin, &format!("/api/records/{id}/body/response?decode=1")).await;
+    assert!(raw.status == 200 || raw.status == 422, "{}", raw.status);
+    let har = get(admin, "/api/har").await;
+    assert_eq!(har.status, 200);
+    assert!(
+        String::from_utf8_lossy(&har.body).contains("3000 content codings"),
+        "the HAR entry says why its body is raw"
+    );
+    let grown_mib = peak_rss_kib(pid).saturating_sub(before) / 1024;
+    assert!(
+        grown_mib <= 64,
+        "peak RSS grew by {grown_mib} MiB for one stacked-encoding response"
+    );
+}

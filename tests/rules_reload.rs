@@ -397,3 +397,236 @@ async fn connect_throttles_each_direction_and_records_name_the_rules() {
     }
     p.shutdown(Duration::from_secs(1)).await;
 }
+
+/// `method path` to the admin server with `headers` and `body`; `None`
+/// when there was no answer within `within`.
+async fn admin_send(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    within: Duration,
+) -> Option<RawResponse> {
+    let work = async {
+        let mut s = TcpStream::connect(admin).await.ok()?;
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        s.write_all(head.as_bytes()).await.ok()?;
+        let mut r = BufReader::new(s);
+        read_response(&mut r, false).await.ok()
+    };
+    tokio::time::timeout(within, work).await.ok().flatten()
+}
+
+/// The first error row of a rules answer: (line, column, message).
+fn first_error(r: &RawResponse) -> (u64, u64, String) {
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let e = &v["errors"][0];
+    (
+        e["line"].as_u64().unwrap_or(0),
+        e["column"].as_u64().unwrap_or(0),
+        e["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_files_are_confined_to_the_mock_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.txt");
+    write(&rules, "one.test block://403\n");
+    write(&dir.path().join("fixture.json"), "[1,2,3]");
+    write(&outside.path().join("secret"), "not for you");
+    std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+    let fifo = std::ffi::CString::new(dir.path().join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let p = support::admin::start(&["--rules", rules.to_str().unwrap()]).await;
+    let admin = p.admin.unwrap();
+    let within = Duration::from_secs(5);
+
+    let ok = admin_send(
+        admin,
+        "PUT",
+        "/api/rules",
+        &[],
+        "a.test mock://200 bodyFile://fixture.json\n",
+        within,
+    )
+    .await
+    .expect("answered");
+    assert_eq!(ok.status, 200, "{}", ok.text());
+
+    // A FIFO used to block the PUT (and the rules lock) for ever.
+    for (path, says) in [
+        ("fifo", "not a regular file"),
+        ("link", "symlink"),
+        ("out/secret", "symlink"),
+        ("../secret", "`..`"),
+        ("/etc/hostname", "relative"),
+    ] {
+        let text = format!("# x\nb.test mock://200 bodyFile://{path}\n");
+        let r = admin_send(admin, "PUT", "/api/rules", &[], &text, within)
+            .await
+            .unwrap_or_else(|| panic!("PUT with bodyFile://{path} not answered in 5 s"));
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        let (line, col, message) = first_error(&r);
+        // At the action (read errors) or into its value (path errors).
+        assert!(
+            line == 2 && (col == 19 || col == 30),
+            "{path}: {line}:{col} {message}"
+        );
+        assert!(message.contains(says), "{path}: {message}");
+    }
+    // The rules lock was not left held: a good PUT still goes through.
+    let ok = admin_send(
+        admin,
+        "PUT",
+        "/api/rules",
+        &[],
+        "c.test block://451\n",
+        within,
+    )
+    .await
+    .expect("answered after the refusals");
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    drop(p);
+
+    // Rules that only come through the API have no folder unless one is
+    // given; with --mock-dir the file is read from there.
+    let p = support::admin::start(&[]).await;
+    let r = admin_send(
+        p.admin.unwrap(),
+        "PUT",
+        "/api/rules",
+        &[],
+        "a.test mock://200 bodyFile://fixture.json\n",
+        within,
+    )
+    .await
+    .expect("answered");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let (line, col, message) = first_error(&r);
+    assert_eq!((line, col), (1, 19), "{message}");
+    assert!(message.contains("--mock-dir"), "{message}");
+    drop(p);
+    let p = support::admin::start(&["--mock-dir", dir.path().to_str().unwrap()]).await;
+    let r = admin_send(
+        p.admin.unwrap(),
+        "PUT",
+        "/api/rules",
+        &[],
+        "a.test mock://200 bodyFile://fixture.json\n",
+        within,
+    )
+    .await
+    .expect("answered");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut c = Client::connect(p.addr).await.unwrap();
+    c.send(b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = c.read_response().await.unwrap();
+    assert_eq!(resp.body, b"[1,2,3]");
+}
+
+/// The highest resident set the process has had (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regex_compile_size_is_bounded() {
+    let p = support::admin::start(&[]).await;
+    let admin = p.admin.unwrap();
+    let ui = [("x-sluice-ui", "1")];
+    let within = Duration::from_secs(30);
+    let warm = admin_send(
+        admin,
+        "POST",
+        "/api/rules/validate",
+        &ui,
+        "/a\\.test/ status://200\n",
+        within,
+    )
+    .await
+    .expect("answered");
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    let before = peak_rss_kib(p.pid());
+
+    // Unicode \w repeated: a few bytes of text, megabytes compiled each.
+    let heavy: String = (0..40)
+        .map(|i| format!("/^http://h{i}\\.test/\\w{{50}}/ status://200\n"))
+        .collect();
+    // ASCII-only classes fit one by one, and run out the file's total.
+    let many: String = (0..3000)
+        .map(|i| format!("/^http://m{i}\\.test/(?-u:\\w){{40}}x/ status://200\n"))
+        .collect();
+    for (what, text) in [("heavy", &heavy), ("many", &many)] {
+        for method_path in [("POST", "/api/rules/validate"), ("PUT", "/api/rules")] {
+            let r = admin_send(admin, method_path.0, method_path.1, &ui, text, within)
+                .await
+                .unwrap_or_else(|| panic!("{what} {method_path:?}: no answer in 30 s"));
+            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            assert!(
+                v["valid"] == false || r.status == 400,
+                "{what} {method_path:?}: {} {v}",
+                r.status
+            );
+            let (line, col, message) = first_error(&r);
+            assert!(line >= 1 && col == 2, "{what}: {line}:{col} {message}");
+            assert!(
+                message.contains("too large") || message.contains("budget"),
+                "{what}: {message}"
+            );
+        }
+    }
+    let grown_mib = peak_rss_kib(p.pid()).saturating_sub(before) / 1024;
+    assert!(
+        grown_mib <= 64,
+        "peak RSS grew by {grown_mib} MiB compiling regex rules"
+    );
+    assert_eq!(generation(admin).await, 0, "nothing was installed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_validate_refuses_cross_site_posts() {
+    let p = support::admin::start(&[]).await;
+    let admin = p.admin.unwrap();
+    let within = Duration::from_secs(10);
+    let text = "a.test status://500\n";
+    // What a cross-origin page can send without a preflight.
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let headers: Vec<(&str, &str)> = ct.iter().map(|c| ("content-type", *c)).collect();
+        let r = admin_send(admin, "POST", "/api/rules/validate", &headers, text, within)
+            .await
+            .expect("answered");
+        assert_eq!(r.status, 415, "{ct:?}: {}", r.text());
+    }
+    // The UI's header, or a content type a form cannot send, is accepted.
+    for headers in [
+        vec![("x-sluice-ui", "1")],
+        vec![("content-type", "application/json")],
+        vec![("content-type", "text/x-sluice-rules")],
+    ] {
+        let r = admin_send(admin, "POST", "/api/rules/validate", &headers, text, within)
+            .await
+            .expect("answered");
+        assert_eq!(r.status, 200, "{headers:?}: {}", r.text());
+    }
+}

@@ -178,7 +178,7 @@ async fn rules_validate_reports_lines_and_installs_nothing() {
         a,
         "POST",
         "/api/rules/validate",
-        &[],
+        &[("x-sluice-ui", "1")],
         "a.test status://500\nb.test status://502\n",
     )
     .await;
@@ -191,7 +191,7 @@ async fn rules_validate_reports_lines_and_installs_nothing() {
         a,
         "POST",
         "/api/rules/validate",
-        &[],
+        &[("x-sluice-ui", "1")],
         "a.test status://500\n\n# c\nb.test bogus://x\n",
     )
     .await;

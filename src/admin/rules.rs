@@ -196,37 +196,100 @@ pub async fn test_rules(State(st): St, Query(q): Query<TestQuery>) -> Response {
     .into_response()
 }
 
+/// Validations compiling at once. Each can take up to the regex budget
+/// and a blocking thread; a flood of validates waits here instead of
+/// occupying every blocking thread (file reloads and record queries need
+/// them too).
+static VALIDATING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// How long a validate waits for its turn before answering 503.
+const VALIDATE_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a `POST` could have come from a cross-origin page without a
+/// CORS preflight: a "simple" request carries no custom header and no
+/// `Authorization`, and its content type (if any) is one of the three a
+/// form can send. The UI sends [`super::api::UI_HEADER`]; scripts send a
+/// bearer token or their own content type.
+fn could_be_cross_site(headers: &axum::http::HeaderMap) -> bool {
+    use axum::http::header;
+    if headers.contains_key(super::api::UI_HEADER) || headers.contains_key(header::AUTHORIZATION) {
+        return false;
+    }
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let essence = ct
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "" | "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
+    )
+}
+
 /// `POST /api/rules/validate`: compiles the body as a rule file without
 /// installing it (the editor's check before saving). Always 200 for a
 /// readable text: `{valid, rules, errors: [{line, column, message}]}`.
-pub async fn validate_rules(State(st): St, body: Bytes) -> Response {
+/// The request must show it is not a cross-site form post (see
+/// [`could_be_cross_site`]): 415 otherwise. The compile runs on a
+/// blocking thread, one validation at a time.
+pub async fn validate_rules(
+    State(st): St,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    if could_be_cross_site(&headers) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "send the rule text with a `{}: 1` header or a content type such as \
+                 `application/json` or `text/x-sluice-rules` (a plain form post could \
+                 come from another web site)",
+                super::api::UI_HEADER
+            ),
+        );
+    }
     if body.len() > MAX_PUT {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("rule text is larger than {} MiB", MAX_PUT >> 20),
         );
     }
-    let Ok(text) = std::str::from_utf8(&body) else {
+    let Ok(text) = String::from_utf8(body.to_vec()) else {
         return error(StatusCode::BAD_REQUEST, "rule text is not UTF-8");
     };
+    let Ok(Ok(_turn)) = tokio::time::timeout(VALIDATE_QUEUE_WAIT, VALIDATING.acquire()).await
+    else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "other rule validations are still compiling; retry shortly",
+        );
+    };
     // `bodyFile://` paths resolve as a save would resolve them.
-    let base = st
-        .rules
-        .path
-        .as_deref()
-        .and_then(std::path::Path::parent)
-        .map(std::path::Path::to_owned)
-        .unwrap_or_default();
-    match crate::rules::parse_in(text, &base) {
-        Ok(set) => Json(serde_json::json!({
+    let files = st.rules.files.clone();
+    let compiled = tokio::task::spawn_blocking(move || {
+        crate::rules::parse_in(&text, &files).map(|set| set.len())
+    })
+    .await;
+    match compiled {
+        Ok(Ok(rules)) => Json(serde_json::json!({
             "valid": true,
-            "rules": set.len(),
+            "rules": rules,
             "errors": [],
         }))
         .into_response(),
-        Err(errors) => {
+        Ok(Err(errors)) => {
             let rows = error_rows(&errors);
             Json(serde_json::json!({ "valid": false, "rules": 0, "errors": rows })).into_response()
         }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rule validation task failed: {e}"),
+        ),
     }
 }

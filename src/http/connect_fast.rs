@@ -184,27 +184,20 @@ pub async fn serve(
     entry.requests.fetch_add(1, Ordering::Relaxed);
     let user = match &ctx.auth {
         None => peer.ip().to_string(),
-        Some(a) => match a.check(auth.as_ref()) {
+        Some(a) => match a.check(auth.as_ref()).await {
             Verdict::User(name) => name,
             verdict => {
-                let why = if verdict == Verdict::Missing {
-                    "proxy authentication required"
-                } else {
-                    "proxy credentials refused"
-                };
-                let f = Failure::new(
-                    StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-                    Side::Client,
-                    "auth",
-                    why,
-                );
-                ctx.metrics.count_request(&http::Method::CONNECT, 407);
+                let why = verdict.reason();
+                let status = verdict.status();
+                let f = Failure::new(status, Side::Client, "auth", why);
+                ctx.metrics
+                    .count_request(&http::Method::CONNECT, status.as_u16());
                 ctx.recorder.connect_failed(FailedConnect {
                     conn_id: entry.id,
                     client: peer,
                     user: None,
                     target: &target,
-                    status: 407,
+                    status: status.as_u16(),
                     error: why,
                     started: head_started,
                     rules: "",

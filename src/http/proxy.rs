@@ -88,7 +88,7 @@ pub async fn handle(
         let f = Failure::bad_request("request has both Content-Length and Transfer-Encoding");
         return Ok(record_answer(exchange.as_deref(), f));
     }
-    let user = match identify(&req, &ctx, &conn) {
+    let user = match identify(&req, &ctx, &conn).await {
         Ok(u) => u,
         Err(resp) => {
             ctx.metrics.count_request(&method, resp.status().as_u16());
@@ -160,28 +160,22 @@ fn record_answer(
 
 /// Who this request is accounted to: the authenticated user, or the client
 /// IP. With `--auth`, a request without valid credentials gets 407.
-fn identify(
+async fn identify(
     req: &Request<Incoming>,
     ctx: &HttpContext,
     conn: &ConnCtx,
 ) -> Result<String, Box<Response<ProxyBody>>> {
     let user = match &ctx.auth {
         None => conn.peer.ip().to_string(),
-        Some(auth) => match auth.check(req.headers().get(header::PROXY_AUTHORIZATION)) {
+        Some(auth) => match auth
+            .check(req.headers().get(header::PROXY_AUTHORIZATION))
+            .await
+        {
             Verdict::User(name) => name,
             verdict => {
-                let why = if verdict == Verdict::Missing {
-                    "proxy authentication required"
-                } else {
-                    "proxy credentials refused"
-                };
-                let mut resp = Failure::new(
-                    StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-                    Side::Client,
-                    "auth",
-                    why,
-                )
-                .into_response();
+                let why = verdict.reason();
+                let mut resp =
+                    Failure::new(verdict.status(), Side::Client, "auth", why).into_response();
                 resp.headers_mut().insert(
                     header::PROXY_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"sluice\""),

@@ -13,6 +13,10 @@
 //!   format limits its window to 16 MiB.)
 //! - never panics on hostile input: every failure is a [`DecodeError`], or a
 //!   partial [`Decoded`] when some bytes came out before it.
+//! - never holds more than [`MAX_CODINGS`] decoders: a longer
+//!   `Content-Encoding` list (`zstd, zstd, ...` thousands of times, each
+//!   zstd context costing hundreds of KiB) is refused before any decoder is
+//!   built, and each decoder is built only when the stream first reaches it.
 
 use std::fmt;
 use std::io::{self, Read};
@@ -31,6 +35,10 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// Size of the brotli decoder's input buffer.
 const BROTLI_INPUT_BUFFER: usize = 4096;
 
+/// Most codings one body may stack and still be decoded. Real servers
+/// apply one, rarely two; beyond this the body is kept as it crossed.
+pub const MAX_CODINGS: usize = 4;
+
 /// A decoded body, possibly cut short.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
@@ -47,6 +55,11 @@ pub enum DecodeError {
     Unsupported(String),
     #[error("{encoding} data is corrupt: {detail}")]
     Corrupt { encoding: String, detail: String },
+    #[error(
+        "{count} content codings are stacked; sluice undoes at most {MAX_CODINGS}, \
+         so the body was not decoded"
+    )]
+    TooManyCodings { count: usize },
 }
 
 /// `encoding` is the Content-Encoding header value, e.g. "gzip", "br", "zstd",
@@ -67,7 +80,7 @@ pub fn decode(encoding: &str, data: &[u8], cap: usize) -> Result<Decoded, Decode
         });
     }
     let whole = encoding.trim();
-    let mut reader = stack(&layers, data).map_err(|err| corrupt(err, whole))?;
+    let mut reader = stack(&layers, data);
     read_capped(&mut reader, cap).map_err(|err| corrupt(err, whole))
 }
 
@@ -94,9 +107,11 @@ struct Layer<'a> {
 
 /// Parses a Content-Encoding value into the codings to undo, in the order they
 /// were applied. `identity` and empty list elements (which RFC 9110 list
-/// syntax allows) are dropped.
+/// syntax allows) are dropped. More than [`MAX_CODINGS`] codings is an
+/// error, counted without holding them.
 fn parse(encoding: &str) -> Result<Vec<Layer<'_>>, DecodeError> {
     let mut layers = Vec::new();
+    let mut count = 0;
     for name in encoding.split(',').map(str::trim) {
         let is = |known: &str| name.eq_ignore_ascii_case(known);
         let coding = if name.is_empty() || is("identity") {
@@ -112,23 +127,53 @@ fn parse(encoding: &str) -> Result<Vec<Layer<'_>>, DecodeError> {
         } else {
             return Err(DecodeError::Unsupported(name.to_owned()));
         };
-        layers.push(Layer { coding, name });
+        count += 1;
+        if count <= MAX_CODINGS {
+            layers.push(Layer { coding, name });
+        }
+    }
+    if count > MAX_CODINGS {
+        return Err(DecodeError::TooManyCodings { count });
     }
     Ok(layers)
 }
 
 /// Builds one reader that undoes every layer. The last coding listed was
 /// applied last, so it is the first to undo and sits next to the raw bytes.
-fn stack<'a>(layers: &[Layer<'a>], data: &'a [u8]) -> io::Result<Box<dyn Read + 'a>> {
+/// Each decoder is opened lazily, on the first read that reaches it.
+fn stack<'a>(layers: &[Layer<'a>], data: &'a [u8]) -> Box<dyn Read + 'a> {
     let mut reader: Box<dyn Read + 'a> = Box::new(data);
     for layer in layers.iter().rev() {
-        let decoder = open(layer.coding, reader).map_err(|err| tag(err, layer.name))?;
         reader = Box::new(Tagged {
             name: layer.name,
-            inner: decoder,
+            inner: Lazy::Pending(layer.coding, reader),
         });
     }
-    Ok(reader)
+    reader
+}
+
+/// A decoder not built until something reads from it, so a chain costs
+/// decoder state only as deep as the stream actually goes.
+enum Lazy<'a> {
+    Pending(Coding, Box<dyn Read + 'a>),
+    Open(Box<dyn Read + 'a>),
+    /// Opening failed; the error was returned once.
+    Failed,
+}
+
+impl Read for Lazy<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if matches!(self, Lazy::Pending(..)) {
+            match std::mem::replace(self, Lazy::Failed) {
+                Lazy::Pending(coding, compressed) => *self = Lazy::Open(open(coding, compressed)?),
+                other => *self = other,
+            }
+        }
+        match self {
+            Lazy::Open(decoder) => decoder.read(buf),
+            Lazy::Pending(..) | Lazy::Failed => Err(io::Error::other("decoder failed to open")),
+        }
+    }
 }
 
 fn open<'a>(coding: Coding, compressed: Box<dyn Read + 'a>) -> io::Result<Box<dyn Read + 'a>> {
@@ -426,6 +471,31 @@ mod tests {
             decode("gzip, br, zstd", &three, 10 * MIB).unwrap(),
             complete(body)
         );
+    }
+
+    #[test]
+    fn stacked_codings_beyond_the_cap_are_refused() {
+        let body = sample();
+        let mut four = body.clone();
+        for _ in 0..MAX_CODINGS {
+            four = zstd(&four);
+        }
+        let header = ["zstd"; MAX_CODINGS].join(", ");
+        assert_eq!(decode(&header, &four, 10 * MIB).unwrap(), complete(body));
+        let many = vec!["zstd"; 5000].join(", ");
+        match decode(&many, &four, 10 * MIB) {
+            Err(DecodeError::TooManyCodings { count }) => assert_eq!(count, 5000),
+            other => panic!("expected TooManyCodings, got {other:?}"),
+        }
+        let err = decode(&many, b"", MIB).unwrap_err().to_string();
+        assert!(
+            err.contains("5000 content codings") && err.contains("at most 4"),
+            "{err}"
+        );
+        assert!(!supported(&many));
+        // identity entries do not count.
+        let padded = format!("{header}, identity, identity");
+        assert!(supported(&padded));
     }
 
     #[test]

@@ -429,6 +429,9 @@ pub(crate) fn parse_delay(s: &str) -> Result<Duration, String> {
 
 /// One line from a `regex` error (its Display spans several lines).
 pub(crate) fn regex_message(e: &regex::Error) -> String {
+    if let regex::Error::CompiledTooBig(_) = e {
+        return super::budget::too_large();
+    }
     let text = e.to_string();
     match text
         .lines()

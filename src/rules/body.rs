@@ -49,6 +49,8 @@ pub fn default_content_type(body: &[u8]) -> HeaderValue {
 #[derive(Debug, Clone)]
 pub struct BodySub {
     pub regex: regex::bytes::Regex,
+    /// The `i` flag (the regex's compile budget depends on it).
+    pub(crate) case_insensitive: bool,
     pub replacement: Template,
     source: String,
 }
@@ -129,6 +131,8 @@ impl BodySub {
         }
         let regex = regex::bytes::RegexBuilder::new(&fields[0])
             .case_insensitive(case_insensitive)
+            .size_limit(super::budget::SIZE_LIMIT)
+            .dfa_size_limit(super::budget::DFA_CACHE)
             .build()
             .map_err(|e| ValueError {
                 offset: starts[0],
@@ -141,6 +145,7 @@ impl BodySub {
             })?;
         Ok(BodySub {
             regex,
+            case_insensitive,
             replacement,
             source: value.to_owned(),
         })

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{LoadError, RuleError, RuleSet};
+use super::{FileRoot, LoadError, RuleError, RuleSet};
 
 /// How often the rule file's mtime and size are compared.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -51,6 +51,9 @@ pub struct LiveRules {
     current: RwLock<Arc<Snapshot>>,
     /// The rule file (`--rules`), if rules come from one.
     pub path: Option<PathBuf>,
+    /// Where `bodyFile://` reads: `--mock-dir`, else the rule file's
+    /// folder, else nowhere.
+    pub files: FileRoot,
     pub stats: ReloadStats,
     /// The rule file's signature when last read or written by sluice.
     seen: Mutex<FileSig>,
@@ -62,6 +65,11 @@ pub struct LiveRules {
 impl LiveRules {
     /// No rules: every request passes untouched.
     pub fn empty() -> LiveRules {
+        LiveRules::empty_in(FileRoot::none())
+    }
+
+    /// No rules yet; rules put through the API read files below `files`.
+    pub fn empty_in(files: FileRoot) -> LiveRules {
         LiveRules {
             current: RwLock::new(Arc::new(Snapshot {
                 set: super::parse("").unwrap_or_else(|_| unreachable_empty()),
@@ -70,17 +78,24 @@ impl LiveRules {
                 generation: 0,
             })),
             path: None,
+            files,
             stats: ReloadStats::default(),
             seen: Mutex::new(None),
             writing: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Loads `path` (start-up: an error here stops the start).
+    /// Loads `path` (start-up: an error here stops the start), reading
+    /// files below its folder.
     pub fn from_file(path: &Path) -> Result<LiveRules, LoadError> {
+        LiveRules::from_file_in(path, FileRoot::for_rules(None, Some(path)))
+    }
+
+    /// [`from_file`](Self::from_file), reading files below `files`.
+    pub fn from_file_in(path: &Path, files: FileRoot) -> Result<LiveRules, LoadError> {
         let sig = file_sig(path);
         let text = read_text(path)?;
-        let set = compile_text(&text, path)?;
+        let set = compile_text(&text, path, &files)?;
         Ok(LiveRules {
             current: RwLock::new(Arc::new(Snapshot {
                 set,
@@ -89,6 +104,7 @@ impl LiveRules {
                 generation: 1,
             })),
             path: Some(path.to_owned()),
+            files,
             stats: ReloadStats::default(),
             seen: Mutex::new(sig),
             writing: tokio::sync::Mutex::new(()),
@@ -110,11 +126,13 @@ impl LiveRules {
         let Some(path) = self.path.clone() else {
             return Ok(self.current());
         };
+        let files = self.files.clone();
         let job = tokio::task::spawn_blocking(move || {
             // The signature before the read: a change after it is seen
             // by the next watch tick.
             let sig = file_sig(&path);
-            let loaded = read_text(&path).and_then(|text| Ok((compile_text(&text, &path)?, text)));
+            let loaded =
+                read_text(&path).and_then(|text| Ok((compile_text(&text, &path, &files)?, text)));
             (sig, loaded)
         });
         let (sig, loaded) = job.await.unwrap_or_else(|e| {
@@ -170,15 +188,11 @@ impl LiveRules {
     /// file watch sees sluice's own write and does not revert it.
     pub async fn put(&self, text: String) -> Result<Arc<Snapshot>, PutError> {
         let _w = self.writing.lock().await;
-        let base = self
-            .path
-            .as_deref()
-            .and_then(Path::parent)
-            .map(Path::to_owned)
-            .unwrap_or_default();
-        // Compiled on a blocking thread, like `reload`.
+        let files = self.files.clone();
+        // Compiled on a blocking thread, like `reload`; file actions open
+        // non-blocking, so this cannot hang with the write lock held.
         let job = tokio::task::spawn_blocking(move || {
-            let set = super::parse_in(&text, &base);
+            let set = super::parse_in(&text, &files);
             (set, text)
         });
         let (set, text) = match job.await {
@@ -312,9 +326,8 @@ fn read_text(path: &Path) -> Result<String, LoadError> {
     })
 }
 
-fn compile_text(text: &str, path: &Path) -> Result<RuleSet, LoadError> {
-    let base = path.parent().unwrap_or(Path::new(""));
-    super::parse_in(text, base).map_err(|errors| LoadError::Invalid {
+fn compile_text(text: &str, path: &Path, files: &FileRoot) -> Result<RuleSet, LoadError> {
+    super::parse_in(text, files).map_err(|errors| LoadError::Invalid {
         path: path.to_owned(),
         errors,
     })

@@ -18,20 +18,16 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::Read;
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
 
-use super::actions::{
-    split_host_port, Block, HeaderEdit, Rate, RedirectSpec, Upstream, UrlTarget, MAX_BODY,
-};
+use super::actions::{split_host_port, Block, HeaderEdit, Rate, RedirectSpec, Upstream, UrlTarget};
 use super::body::{default_content_type, BodySub, Mock, ResponseBody};
 use super::cors::Cors;
+use super::files::FileRoot;
 use super::plan::Plan;
 use super::syntax::{Cidr, HostPattern, ParsedAction, Pattern, RuleSpec};
 use super::{RuleError, RuleId};
@@ -107,15 +103,20 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Builds the set from parsed rules: merges each rule's actions,
-    /// reads its `bodyFile://` (relative paths from the working
-    /// directory; see [`super::parse_in`]) and builds the index. Every
-    /// error is reported; any error means no set.
+    /// Builds the set from parsed rules with no folder to read files
+    /// from (a `bodyFile://` is an error); see [`RuleSet::compile_in`].
     pub fn compile(specs: Vec<RuleSpec>) -> Result<RuleSet, Vec<RuleError>> {
+        RuleSet::compile_in(specs, &FileRoot::none())
+    }
+
+    /// Builds the set from parsed rules: merges each rule's actions,
+    /// reads its `bodyFile://` below `files` and builds the index. Every
+    /// error is reported; any error means no set.
+    pub fn compile_in(specs: Vec<RuleSpec>, files: &FileRoot) -> Result<RuleSet, Vec<RuleError>> {
         let mut errors = Vec::new();
         let mut rules = Vec::with_capacity(specs.len());
         for spec in specs {
-            match build_rule(spec) {
+            match build_rule(spec, files) {
                 Ok(rule) => rules.push(rule),
                 Err(mut e) => errors.append(&mut e),
             }
@@ -149,10 +150,13 @@ impl RuleSet {
                 }
             }
         }
-        if !patterns.is_empty() {
+        // With errors already, no set will be returned: don't build one.
+        if !patterns.is_empty() && errors.is_empty() {
+            // Each pattern already fit the file's budget; the set (their
+            // union) is held to the same total.
             match regex::RegexSetBuilder::new(&patterns)
-                .size_limit(256 << 20)
-                .dfa_size_limit(16 << 20)
+                .size_limit(super::budget::SET_LIMIT)
+                .dfa_size_limit(super::budget::DFA_CACHE * 2)
                 .build()
             {
                 Ok(regex_set) => {
@@ -350,7 +354,7 @@ pub(crate) fn full_url(req: &RequestInfo<'_>, host: &str) -> String {
     s
 }
 
-fn build_rule(spec: RuleSpec) -> Result<Rule, Vec<RuleError>> {
+fn build_rule(spec: RuleSpec, files: &FileRoot) -> Result<Rule, Vec<RuleError>> {
     let line = spec.id.line();
     let mut errors = Vec::new();
     let mut a = Actions::default();
@@ -366,7 +370,7 @@ fn build_rule(spec: RuleSpec) -> Result<Rule, Vec<RuleError>> {
             ParsedAction::Status(s) => a.status = Some(s),
             ParsedAction::Mock(s) => mock = Some((s, action.col)),
             ParsedAction::Body(b) => body = Some(b),
-            ParsedAction::BodyFile(path) => match read_body_file(&path) {
+            ParsedAction::BodyFile(path) => match files.read(&path) {
                 Ok(b) => body = Some(b),
                 Err(message) => errors.push(RuleError::new(line, action.col, message)),
             },
@@ -409,30 +413,6 @@ fn build_rule(spec: RuleSpec) -> Result<Rule, Vec<RuleError>> {
         clients: spec.clients.into(),
         actions: a,
     })
-}
-
-/// Reads a `bodyFile://`: a regular file of at most [`MAX_BODY`] bytes.
-fn read_body_file(path: &Path) -> Result<Bytes, String> {
-    let shown = path.display();
-    let file = File::open(path).map_err(|e| format!("bodyFile {shown}: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("bodyFile {shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("bodyFile {shown} is not a regular file"));
-    }
-    let over = || format!("bodyFile {shown} is over the 16 MiB limit");
-    if meta.len() > MAX_BODY as u64 {
-        return Err(over());
-    }
-    let mut buf = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("bodyFile {shown}: {e}"))?;
-    if buf.len() > MAX_BODY {
-        return Err(over());
-    }
-    Ok(Bytes::from(buf))
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!
 //! This module owns the rule language, the matching and the pure helpers
 //! that apply actions. It does no I/O after load (a `bodyFile://` is read
-//! once, when the file loads) and holds no global state; reloading the
+//! once, when the file loads, confined to one folder: see [`FileRoot`])
+//! and holds no global state; reloading the
 //! file and applying a [`Plan`] to traffic belong to the proxy.
 //!
 //! Invariants:
@@ -70,7 +71,7 @@
 //! | `status://CODE` | replace the response status (200-599) | `api.test/flaky status://503` |
 //! | `mock://STATUS` | answer without contacting the upstream; body from `body://` or `bodyFile://` in the same rule, or empty; `content-type` is `application/json` when the body is a JSON object or array, else `text/plain; charset=utf-8` (override with `resHeaders://content-type=...`) | `api.test/v1/user mock://200 body://"{\"id\": 1}"` |
 //! | `body://TEXT` | replace the response body (or give the mock its body) | `example.com/robots.txt body://"User-agent: *\nDisallow: /\n"` |
-//! | `bodyFile://PATH` | the same, from a file read when the rules load (relative to the rule file's directory, at most 16 MiB, a regular file) | `api.test/big mock://200 bodyFile://fixtures/big.json` |
+//! | `bodyFile://PATH` | the same, from a file read when the rules load (relative to `--mock-dir`, else to the rule file's directory; no `..`, no symlinks, at most 16 MiB, a regular file; edit the rule file or send SIGHUP to re-read it) | `api.test/big mock://200 bodyFile://fixtures/big.json` |
 //! | `bodySub:///REGEX/REPLACEMENT/[i]` | substitute every match in the response body (bodies up to 16 MiB, result too); a `/` inside is written `\/` (`\\/` inside quotes) | `example.com bodySub:///prod\.example\.com/staging.example.com/` |
 //! | `delay://DURATION` | wait before sending the request upstream (for CONNECT: before connecting) | `slow.test delay://2s` |
 //! | `resDelay://DURATION` | wait before sending the response to the client | `slow.test resDelay://500ms` |
@@ -121,7 +122,9 @@
 
 mod actions;
 mod body;
+mod budget;
 mod cors;
+mod files;
 mod lexer;
 pub mod live;
 mod matcher;
@@ -140,6 +143,7 @@ pub use actions::{
 };
 pub use body::{default_content_type, substitute, BodySub, Mock, ResponseBody, SubstError};
 pub use cors::{apply_cors, cors_preflight_headers, is_preflight, Cors};
+pub use files::FileRoot;
 pub use matcher::{RequestInfo, RuleSet, Scheme};
 pub use plan::{Answer, Applied, Chosen, Plan};
 pub use syntax::{
@@ -205,25 +209,22 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
-/// Parses and compiles rule text; relative `bodyFile://` paths are taken
-/// from the working directory. All errors, in line order, or the set.
+/// Parses and compiles rule text with no folder for `bodyFile://` (a
+/// file action is an error). All errors, in line order, or the set.
 pub fn parse(text: &str) -> Result<RuleSet, Vec<RuleError>> {
-    compile(text, None)
+    compile(text, &FileRoot::none())
 }
 
-/// [`parse`], with relative `bodyFile://` paths taken from `base_dir`.
-pub fn parse_in(text: &str, base_dir: &Path) -> Result<RuleSet, Vec<RuleError>> {
-    compile(text, Some(base_dir))
+/// [`parse`], with `bodyFile://` paths read below `files`' folder.
+pub fn parse_in(text: &str, files: &FileRoot) -> Result<RuleSet, Vec<RuleError>> {
+    compile(text, files)
 }
 
-fn compile(text: &str, base_dir: Option<&Path>) -> Result<RuleSet, Vec<RuleError>> {
-    let (mut specs, mut errors) = syntax::parse_partial(text);
-    if let Some(base) = base_dir {
-        syntax::resolve_paths(&mut specs, base);
-    }
+fn compile(text: &str, files: &FileRoot) -> Result<RuleSet, Vec<RuleError>> {
+    let (specs, mut errors) = syntax::parse_partial(text);
     // Compile even after syntax errors, so that errors only compiling
     // finds (an unreadable bodyFile) are reported in the same pass.
-    match RuleSet::compile(specs) {
+    match RuleSet::compile_in(specs, files) {
         Ok(set) if errors.is_empty() => Ok(set),
         Ok(_) => Err(errors),
         Err(mut more) => {
@@ -268,9 +269,13 @@ fn format_errors(path: &Path, errors: &[RuleError]) -> String {
 }
 
 /// Reads, parses and compiles a rule file (at most [`MAX_RULE_FILE`]
-/// bytes of UTF-8); relative `bodyFile://` paths are taken from the
-/// file's directory.
+/// bytes of UTF-8); `bodyFile://` paths are read below the file's folder.
 pub fn load_file(path: &Path) -> Result<RuleSet, LoadError> {
+    load_file_in(path, &FileRoot::for_rules(None, Some(path)))
+}
+
+/// [`load_file`], with `bodyFile://` paths read below `files`' folder.
+pub fn load_file_in(path: &Path, files: &FileRoot) -> Result<RuleSet, LoadError> {
     let read_err = |source| LoadError::Read {
         path: path.to_owned(),
         source,
@@ -292,8 +297,7 @@ pub fn load_file(path: &Path) -> Result<RuleSet, LoadError> {
             ),
         ))
     })?;
-    let base = path.parent().unwrap_or(Path::new(""));
-    compile(&text, Some(base)).map_err(|errors| LoadError::Invalid {
+    compile(&text, files).map_err(|errors| LoadError::Invalid {
         path: path.to_owned(),
         errors,
     })

@@ -10,10 +10,12 @@
 //! Invariants: every error of the text is reported, each with its 1-based
 //! line and character column, and a text with any error yields no specs;
 //! parsing never panics and does no I/O (a `bodyFile://` path is only
-//! recorded here; it is read when the set is compiled).
+//! checked to be relative and free of `..` here; it is read, confined to
+//! its folder, when the set is compiled); the regexes of one text stay
+//! within one compile budget (`budget`).
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +26,7 @@ use super::actions::{
     ActionKind, Block, HeaderEdit, Rate, RedirectSpec, Upstream, UrlTarget, ValueError, MAX_BODY,
 };
 use super::body::BodySub;
+use super::budget::{self, RegexBudget};
 use super::cors::Cors;
 use super::lexer::{tokenize, Token};
 use super::template::{Groups, Template, TemplateError};
@@ -220,13 +223,19 @@ pub(crate) fn parse_partial(text: &str) -> (Vec<RuleSpec>, Vec<RuleError>) {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut specs = Vec::new();
     let mut errors = Vec::new();
+    let mut budget = RegexBudget::default();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         match tokenize(line) {
             Err(e) => errors.push(RuleError::new(number, e.col, e.message)),
             Ok(tokens) if tokens.is_empty() => {}
             Ok(tokens) => match parse_rule(number, line, &tokens) {
-                Ok(spec) => specs.push(spec),
+                Ok(spec) => match charge(&mut budget, &spec, tokens[0].col) {
+                    // A rule over budget is dropped at once, so the
+                    // compiled regexes held never exceed the budget.
+                    Ok(()) => specs.push(spec),
+                    Err(e) => errors.push(e),
+                },
                 Err(mut errs) => errors.append(&mut errs),
             },
         }
@@ -234,18 +243,28 @@ pub(crate) fn parse_partial(text: &str) -> (Vec<RuleSpec>, Vec<RuleError>) {
     (specs, errors)
 }
 
-/// Makes relative `bodyFile://` paths relative to `base` (the rule file's
-/// directory) rather than to the working directory.
-pub(crate) fn resolve_paths(specs: &mut [RuleSpec], base: &Path) {
-    for spec in specs {
-        for a in &mut spec.actions {
-            if let ParsedAction::BodyFile(p) = &mut a.action {
-                if p.is_relative() {
-                    *p = base.join(&*p);
-                }
-            }
+/// Charges `spec`'s regexes (its MATCH at `match_col`, its `bodySub://`)
+/// to the file's budget.
+fn charge(budget: &mut RegexBudget, spec: &RuleSpec, match_col: usize) -> Result<(), RuleError> {
+    let line = spec.id.line();
+    if let Pattern::Regex {
+        pattern,
+        case_insensitive,
+        ..
+    } = &spec.pattern
+    {
+        budget
+            .charge(pattern, *case_insensitive)
+            .map_err(|m| RuleError::new(line, match_col + 1, m))?;
+    }
+    for a in &spec.actions {
+        if let ParsedAction::BodySub(sub) = &a.action {
+            budget
+                .charge(sub.regex.as_str(), sub.case_insensitive)
+                .map_err(|m| RuleError::new(line, a.col, m))?;
         }
     }
+    Ok(())
 }
 
 fn parse_rule(line: usize, text: &str, tokens: &[Token]) -> Result<RuleSpec, Vec<RuleError>> {
@@ -413,6 +432,8 @@ fn parse_pattern(text: &str) -> Result<Pattern, ValueError> {
         }
         let regex = regex::RegexBuilder::new(re)
             .case_insensitive(case_insensitive)
+            .size_limit(budget::SIZE_LIMIT)
+            .dfa_size_limit(budget::DFA_CACHE)
             .build()
             .map_err(|e| ValueError {
                 offset: 1,
@@ -540,7 +561,9 @@ fn parse_op(op: &str, value: &str, groups: &Groups) -> Result<Option<ParsedActio
             if value.is_empty() {
                 return Err("bodyFile:// needs a path".to_string().into());
             }
-            ParsedAction::BodyFile(PathBuf::from(value))
+            let path = PathBuf::from(value);
+            super::files::check_relative(&path)?;
+            ParsedAction::BodyFile(path)
         }
         "bodysub" => ParsedAction::BodySub(BodySub::parse(value)?),
         "delay" => ParsedAction::Delay(parse_delay(value)?),

@@ -194,21 +194,16 @@ fn comments_blank_lines_and_all_errors() {
 }
 
 #[test]
-fn relative_body_files_resolve_against_a_base() {
-    let mut specs =
-        parse("a.com mock://200 bodyFile://x.json\nb.com bodyFile:///abs\n").expect("valid");
-    resolve_paths(&mut specs, Path::new("/rules"));
-    let paths: Vec<_> = specs
-        .iter()
-        .map(|s| match &s.actions.last().expect("action").action {
-            ParsedAction::BodyFile(p) => p.clone(),
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(
-        paths,
-        vec![PathBuf::from("/rules/x.json"), PathBuf::from("/abs")]
+fn body_file_paths_must_stay_inside_the_mock_folder() {
+    let errors = parse("a.com mock://200 bodyFile://x.json\nb.com bodyFile:///etc/passwd\nc.com bodyFile://fx/../../y\n").unwrap_err();
+    let at: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.column)).collect();
+    assert_eq!(at, vec![(2, 18), (3, 18)], "{errors:?}");
+    assert!(
+        errors[0].message.contains("relative"),
+        "{}",
+        errors[0].message
     );
+    assert!(errors[1].message.contains("`..`"), "{}", errors[1].message);
 }
 
 /// xorshift64*: a fixed-seed generator, so failures reproduce.
@@ -238,15 +233,8 @@ sub.test bodySub:///foo\/bar/baz$$/i status://500 block://503 upstream://[::1]:9
 
 fn run_everything(text: &str) {
     let (specs, _errors) = parse_partial(text);
-    // No bodyFile: compiling must not read arbitrary paths.
-    let reads_files = specs.iter().any(|s| {
-        s.actions
-            .iter()
-            .any(|a| matches!(a.action, ParsedAction::BodyFile(_)))
-    });
-    if reads_files {
-        return;
-    }
+    // `compile` has no folder for files: a bodyFile is an error, never a
+    // read of an arbitrary path.
     if let Ok(set) = super::super::RuleSet::compile(specs) {
         let client = "10.1.2.3".parse().expect("ip");
         for url in [
@@ -302,4 +290,61 @@ fn fuzz_never_panics() {
         }
         run_everything(&text.into_iter().collect::<String>());
     }
+}
+
+#[test]
+fn fuzz_regex_rules_stay_within_the_budget() {
+    let mut rng = Rng(0x5EED_4E6E_0000_0002);
+    // Fragments that make automata large: Unicode classes, counted
+    // repetitions, nesting.
+    let parts = [
+        "\\w",
+        "\\d",
+        "(?-u:\\w)",
+        ".",
+        "[a-z]",
+        "(a|b)",
+        "{50}",
+        "{300}",
+        "*",
+        "+",
+        "?",
+        "(",
+        ")",
+        "{2,}",
+        "\\p{L}",
+        "x",
+        "(?i)",
+        "|",
+    ];
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        let lines = 1 + rng.below(6);
+        let text: String = (0..lines)
+            .map(|_| {
+                let regex: String = (0..1 + rng.below(8))
+                    .map(|_| parts[rng.below(parts.len())])
+                    .collect();
+                if rng.below(2) == 0 {
+                    format!("/{regex}/ status://200\n")
+                } else {
+                    format!("a.test bodySub:///{regex}/y/ status://200\n")
+                }
+            })
+            .collect();
+        run_everything(&text);
+        if let Err(errors) = super::super::parse(&text) {
+            for e in errors {
+                assert!(
+                    e.line >= 1 && e.line <= lines && e.column >= 1,
+                    "{e:?} in {text}"
+                );
+            }
+        }
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -1,19 +1,50 @@
 //! Proxy authentication (`--auth FILE`): `Proxy-Authorization: Basic`
 //! checked against bcrypt hashes.
 //!
-//! Invariants: credentials are never logged or forwarded (the header is
-//! hop-by-hop and stripped); a bcrypt verification runs once per distinct
-//! credential, after which a keyed hash of the header maps to the user in a
-//! bounded cache, so the data path does not pay bcrypt per request.
+//! Invariants:
+//! - credentials are never logged or forwarded (the header is hop-by-hop
+//!   and stripped);
+//! - bcrypt never runs on a proxy worker: verifications go to
+//!   [`VERIFIERS`] dedicated threads, at a lower CPU priority, through a
+//!   queue of [`QUEUE`]; when it is full the request is answered 503 at
+//!   once, without verifying, so a password flood cannot take the CPU
+//!   the proxy needs nor queue without bound;
+//! - a name that is not in the file is verified against a hash of the
+//!   same cost as the file's users, so answer times do not tell which
+//!   names exist;
+//! - a keyed hash of the header maps to the user for [`GRANTED_TTL`]
+//!   (keep-alive requests do not pay bcrypt each time), and to a refusal
+//!   for [`REFUSED_TTL`] (a repeated wrong password costs nothing); both
+//!   caches hold at most [`CACHE_MAX`] entries.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use http::StatusCode;
 
+/// Entries per cache (granted, refused).
 const CACHE_MAX: usize = 4096;
+
+/// How long a verified header is trusted without bcrypt.
+pub const GRANTED_TTL: Duration = Duration::from_secs(60);
+
+/// How long a refused header is refused without bcrypt.
+pub const REFUSED_TTL: Duration = Duration::from_secs(5);
+
+/// Threads that run bcrypt. One core of a small machine stays free for
+/// the proxy whatever the flood.
+pub const VERIFIERS: usize = 2;
+
+/// Verifications that may wait for a verifier; past that, 503.
+pub const QUEUE: usize = 8;
+
+/// Verifier threads run at this nice value, so the proxy's workers win
+/// the CPU whenever both want it.
+const VERIFIER_NICE: libc::c_int = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFileError {
@@ -25,12 +56,60 @@ pub enum AuthFileError {
         line: usize,
         message: String,
     },
+    #[error("cannot start the password verifier threads: {0}")]
+    Verifier(std::io::Error),
+}
+
+/// One bcrypt verification for a verifier thread.
+struct Job {
+    password: String,
+    hash: String,
+    done: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// A bounded cache of header keys with an expiry each.
+struct TtlCache<V> {
+    ttl: Duration,
+    entries: HashMap<u64, (Instant, V)>,
+}
+
+impl<V: Clone> TtlCache<V> {
+    fn new(ttl: Duration) -> Self {
+        TtlCache {
+            ttl,
+            entries: HashMap::new(),
+        }
+    }
+
+    fn get(&self, key: u64, now: Instant) -> Option<V> {
+        self.entries
+            .get(&key)
+            .filter(|(expires, _)| *expires > now)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn insert(&mut self, key: u64, value: V, now: Instant) {
+        if self.entries.len() >= CACHE_MAX {
+            self.entries.retain(|_, (expires, _)| *expires > now);
+            if self.entries.len() >= CACHE_MAX {
+                // Still full of live entries: a flood of distinct headers.
+                // Starting over costs only re-verifications.
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(key, (now + self.ttl, value));
+    }
 }
 
 pub struct Authenticator {
     users: HashMap<String, String>,
+    /// Verified for names not in the file: a user's hash of the most
+    /// common cost (its password cannot matter: the name is unknown).
+    decoy: String,
     keys: RandomState,
-    cache: Mutex<HashMap<u64, String>>,
+    granted: Mutex<TtlCache<String>>,
+    refused: Mutex<TtlCache<()>>,
+    jobs: mpsc::SyncSender<Job>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -47,6 +126,33 @@ pub enum Verdict {
     User(String),
     Missing,
     Invalid,
+    /// Too many verifications are waiting: not checked.
+    Busy,
+}
+
+impl Verdict {
+    /// The status a refused request gets: 407, or 503 when busy.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Verdict::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        }
+    }
+
+    /// Why a request was refused, for the answer and the record.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Verdict::User(_) => "authenticated",
+            Verdict::Missing => "proxy authentication required",
+            Verdict::Invalid => "proxy credentials refused",
+            Verdict::Busy => "too many proxy logins are being checked; retry shortly",
+        }
+    }
+}
+
+/// The cost field of a bcrypt hash (`$2b$12$...`).
+fn cost_of(hash: &str) -> Option<u32> {
+    hash.get(4..6)?.parse().ok()
 }
 
 impl Authenticator {
@@ -74,65 +180,133 @@ impl Authenticator {
             }
             if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$"))
                 || hash.len() != 60
+                || cost_of(hash).is_none()
             {
                 return Err(err("password hash must be bcrypt ($2b$..., 60 characters)"));
             }
             users.insert(name.to_string(), hash.to_string());
         }
-        if users.is_empty() {
+        let Some(decoy) = decoy_of(&users) else {
             return Err(AuthFileError::Line {
                 path: shown,
                 line: 0,
                 message: "no users defined".into(),
             });
-        }
+        };
+        let jobs = start_verifiers().map_err(AuthFileError::Verifier)?;
         Ok(Authenticator {
             users,
+            decoy,
             keys: RandomState::new(),
-            cache: Mutex::new(HashMap::new()),
+            granted: Mutex::new(TtlCache::new(GRANTED_TTL)),
+            refused: Mutex::new(TtlCache::new(REFUSED_TTL)),
+            jobs,
         })
     }
 
-    /// Checks a `Proxy-Authorization` header value.
-    pub fn check(&self, header: Option<&http::HeaderValue>) -> Verdict {
+    /// Checks a `Proxy-Authorization` header value. Cached answers are
+    /// immediate; otherwise bcrypt runs on a verifier thread.
+    pub async fn check(&self, header: Option<&http::HeaderValue>) -> Verdict {
         let Some(value) = header else {
             return Verdict::Missing;
         };
         let key = self.keys.hash_one(value.as_bytes());
-        if let Some(user) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        let now = Instant::now();
+        if let Some(user) = self.granted.lock().ok().and_then(|c| c.get(key, now)) {
             return Verdict::User(user);
         }
-        let Some(encoded) = value.to_str().ok().and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("basic")
-                .then(|| rest.trim().to_string())
-        }) else {
-            return Verdict::Invalid;
-        };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
-            return Verdict::Invalid;
-        };
-        let Ok(text) = String::from_utf8(decoded) else {
-            return Verdict::Invalid;
-        };
-        let Some((name, password)) = text.split_once(':') else {
-            return Verdict::Invalid;
-        };
-        let Some(hash) = self.users.get(name) else {
-            return Verdict::Invalid;
-        };
-        if !bcrypt::verify(password, hash).unwrap_or(false) {
+        if let Some(()) = self.refused.lock().ok().and_then(|c| c.get(key, now)) {
             return Verdict::Invalid;
         }
-        if let Ok(mut c) = self.cache.lock() {
-            if c.len() >= CACHE_MAX {
-                c.clear();
+        let Some((name, password)) = basic_credentials(value) else {
+            return Verdict::Invalid;
+        };
+        let (hash, known) = match self.users.get(&name) {
+            Some(h) => (h.clone(), true),
+            None => (self.decoy.clone(), false),
+        };
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            password,
+            hash,
+            done,
+        };
+        if self.jobs.try_send(job).is_err() {
+            return Verdict::Busy;
+        }
+        let matched = answer.await.unwrap_or(false);
+        let now = Instant::now();
+        if matched && known {
+            if let Ok(mut c) = self.granted.lock() {
+                c.insert(key, name.clone(), now);
             }
-            c.insert(key, name.to_string());
+            Verdict::User(name)
+        } else {
+            if let Ok(mut c) = self.refused.lock() {
+                c.insert(key, (), now);
+            }
+            Verdict::Invalid
         }
-        Verdict::User(name.to_string())
     }
+}
+
+/// The name and password of a `Basic` header, if it is one.
+fn basic_credentials(value: &http::HeaderValue) -> Option<(String, String)> {
+    let (scheme, rest) = value.to_str().ok()?.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (name, password) = text.split_once(':')?;
+    Some((name.to_owned(), password.to_owned()))
+}
+
+/// The hash unknown names are verified against: one of the most common
+/// cost among the users (ties: the higher cost), so an unknown name costs
+/// what most known names cost.
+fn decoy_of(users: &HashMap<String, String>) -> Option<String> {
+    let mut by_cost: HashMap<u32, usize> = HashMap::new();
+    for h in users.values() {
+        *by_cost.entry(cost_of(h).unwrap_or(0)).or_default() += 1;
+    }
+    let (&cost, _) = by_cost.iter().max_by_key(|(c, n)| (**n, **c))?;
+    users
+        .values()
+        .filter(|h| cost_of(h) == Some(cost))
+        .min()
+        .cloned()
+}
+
+/// Starts the verifier threads; they end when the sender is dropped.
+fn start_verifiers() -> std::io::Result<mpsc::SyncSender<Job>> {
+    let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+    let rx = std::sync::Arc::new(Mutex::new(rx));
+    for i in 0..VERIFIERS {
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("sluice-bcrypt-{i}"))
+            .spawn(move || {
+                // SAFETY: setpriority on this thread's own id (0 = the
+                // calling thread on Linux) has no memory effects. If it
+                // fails, verification still works at normal priority.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, VERIFIER_NICE);
+                }
+                loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(p) => p.into_inner().recv(),
+                    };
+                    let Ok(job) = job else { return };
+                    let ok = bcrypt::verify(&job.password, &job.hash).unwrap_or(false);
+                    let _ = job.done.send(ok);
+                }
+            })?;
+    }
+    Ok(tx)
 }
 
 #[cfg(test)]
@@ -155,15 +329,31 @@ mod tests {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("alice:nope")
         );
-        assert_eq!(a.check(Some(&hv(&good))), Verdict::User("alice".into()));
-        assert_eq!(
-            a.check(Some(&hv(&good))),
-            Verdict::User("alice".into()),
-            "cached"
+        let unknown = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("mallory:s3cret")
         );
-        assert_eq!(a.check(Some(&hv(&bad))), Verdict::Invalid);
-        assert_eq!(a.check(None), Verdict::Missing);
-        assert_eq!(a.check(Some(&hv("Bearer x"))), Verdict::Invalid);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert_eq!(
+                a.check(Some(&hv(&good))).await,
+                Verdict::User("alice".into())
+            );
+            assert_eq!(
+                a.check(Some(&hv(&good))).await,
+                Verdict::User("alice".into()),
+                "cached"
+            );
+            assert_eq!(a.check(Some(&hv(&bad))).await, Verdict::Invalid);
+            assert_eq!(a.check(Some(&hv(&bad))).await, Verdict::Invalid, "cached");
+            // alice's password under an unknown name: the decoy is
+            // alice's hash, and still the name is refused.
+            assert_eq!(a.check(Some(&hv(&unknown))).await, Verdict::Invalid);
+            assert_eq!(a.check(None).await, Verdict::Missing);
+            assert_eq!(a.check(Some(&hv("Bearer x"))).await, Verdict::Invalid);
+        });
     }
 
     #[test]
