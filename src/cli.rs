@@ -15,9 +15,33 @@ pub struct AdminArgs {
     /// Admin address of the running sluice.
     #[arg(long, value_name = "ADDR", default_value = crate::config::DEFAULT_ADMIN)]
     pub admin: SocketAddr,
-    /// Bearer token, if the admin server requires one.
-    #[arg(long, value_name = "TOKEN", env = "SLUICE_ADMIN_TOKEN")]
+    /// Bearer token [default: the one the instance wrote to
+    /// DATA_DIR/admin.token].
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SLUICE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// The instance's data folder, where its generated token is read
+    /// [default: the user's data directory, e.g. ~/.local/share/sluice].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+}
+
+impl AdminArgs {
+    /// The token to send, or a message saying why there is none.
+    pub fn token(&self) -> Result<client::ClientToken, String> {
+        client::ClientToken::resolve(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+            self.data_dir.as_deref(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -51,14 +75,21 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 pub fn doctor(args: DoctorArgs) -> i32 {
     let Some(rt) = runtime() else { return 2 };
     let a = &args.admin;
+    let token = match a.token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sluice doctor: {e}");
+            return 2;
+        }
+    };
     let body = match rt.block_on(client::get(
         a.admin,
         "/api/sockets?top=10",
-        a.admin_token.as_deref(),
+        token.as_deref(),
     )) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("sluice doctor: {e}");
+            eprintln!("sluice doctor: {}", token.explain(e));
             return 2;
         }
     };
@@ -169,6 +200,13 @@ pub fn top_line(s: &Sample) -> String {
 pub fn top(args: TopArgs) -> i32 {
     let Some(rt) = runtime() else { return 2 };
     let a = &args.admin;
+    let token = match a.token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sluice top: {e}");
+            return 2;
+        }
+    };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut n = 0u64;
     let mut waited = Duration::ZERO;
@@ -176,7 +214,7 @@ pub fn top(args: TopArgs) -> i32 {
         let got = rt.block_on(client::get(
             a.admin,
             "/api/stats/history?last=1",
-            a.admin_token.as_deref(),
+            token.as_deref(),
         ));
         match got {
             Ok(body) => {
@@ -203,7 +241,7 @@ pub fn top(args: TopArgs) -> i32 {
                 }
             }
             Err(e) => {
-                eprintln!("sluice top: {e}");
+                eprintln!("sluice top: {}", token.explain(e));
                 return 2;
             }
         }

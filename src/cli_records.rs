@@ -34,14 +34,34 @@ pub struct InstanceArgs {
     /// Admin address of the running sluice.
     #[arg(long, value_name = "ADDR", default_value = crate::config::DEFAULT_ADMIN)]
     pub admin: SocketAddr,
-    /// Bearer token, if the admin server requires one.
+    /// Bearer token [default: the one the instance wrote to
+    /// DATA_DIR/admin.token].
     #[arg(
         long = "admin-token",
         visible_alias = "token",
         value_name = "TOKEN",
-        env = "SLUICE_ADMIN_TOKEN"
+        env = "SLUICE_ADMIN_TOKEN",
+        hide_env_values = true
     )]
     pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// The instance's data folder, where its generated token is read
+    /// [default: the user's data directory, e.g. ~/.local/share/sluice].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+}
+
+impl InstanceArgs {
+    /// The token to send, or a message saying why there is none.
+    pub fn client_token(&self) -> Result<client::ClientToken, String> {
+        client::ClientToken::resolve(
+            self.token.as_deref(),
+            self.admin_token_file.as_deref(),
+            self.data_dir.as_deref(),
+        )
+    }
 }
 
 /// The record filters, as the admin API takes them.
@@ -192,6 +212,13 @@ pub fn records(args: RecordsArgs) -> i32 {
         return 0;
     }
     let inst = &args.instance;
+    let token = match inst.client_token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sluice records: {e}");
+            return 2;
+        }
+    };
     let mut rows: Vec<Value> = Vec::new();
     let mut cursor: Option<u64> = None;
     while rows.len() < args.limit {
@@ -204,9 +231,9 @@ pub fn records(args: RecordsArgs) -> i32 {
             pairs.push(("cursor", c.to_string()));
         }
         let path = format!("/api/records?{}", query_string(&pairs));
-        let body = match rt.block_on(client::get(inst.admin, &path, inst.token.as_deref())) {
+        let body = match rt.block_on(client::get(inst.admin, &path, token.as_deref())) {
             Ok(b) => b,
-            Err(e) => return fail("records", &e),
+            Err(e) => return fail("records", &token.explain(e)),
         };
         let page: Value = match serde_json::from_slice(&body) {
             Ok(v) => v,
@@ -363,16 +390,23 @@ pub fn har(args: HarArgs) -> i32 {
         format!("/api/har?{query}")
     };
     let inst = &args.instance;
+    let token = match inst.client_token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sluice har: {e}");
+            return 2;
+        }
+    };
     let mut out = std::io::stdout().lock();
     let got = rt.block_on(stream_get(
         inst.admin,
         &path,
-        inst.token.as_deref(),
+        token.as_deref(),
         &mut |piece| out.write_all(piece),
     ));
     match got.and_then(|()| out.flush().map_err(StreamError::Write)) {
         Ok(()) => 0,
-        Err(StreamError::Client(e)) => fail("har", &e),
+        Err(StreamError::Client(e)) => fail("har", &token.explain(e)),
         Err(StreamError::Cut(e)) => {
             eprintln!("sluice har: the export was cut short ({e}); the output is incomplete");
             1

@@ -139,8 +139,9 @@ pub struct Config {
     pub workers: Option<usize>,
     /// Admin server address (API, metrics); `None` runs without one.
     pub admin: Option<SocketAddr>,
-    /// Bearer token the admin server demands (required off loopback).
-    pub admin_token: Option<String>,
+    /// How the admin server is locked: a token given, one generated at
+    /// start (the default), or none (loopback only).
+    pub admin_token: AdminToken,
     /// Proxy users (`name:bcrypt-hash` lines); when set, clients must
     /// authenticate with Proxy-Authorization: Basic.
     pub auth_file: Option<PathBuf>,
@@ -154,6 +155,37 @@ pub struct Config {
     /// The only folder `bodyFile://` reads from (`--mock-dir`); without
     /// it, the rule file's folder.
     pub mock_dir: Option<PathBuf>,
+}
+
+/// How the admin server is locked.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AdminToken {
+    /// A random token made at start, written to `<data-dir>/admin.token`
+    /// (mode 0600) and printed once as part of the UI's address.
+    Generate,
+    /// A token the user chose (`--admin-token`, `--admin-token-file`, the
+    /// environment or the file), at least 16 characters.
+    Given(String),
+    /// `--admin-token none`: no token at all (loopback only, warned about
+    /// at start).
+    Off,
+}
+
+/// What `--admin-token` takes to turn the token off.
+pub const ADMIN_TOKEN_OFF: &str = "none";
+
+/// The name of the generated token's file inside the data folder.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+// The token is a secret: a `{:?}` of the configuration must not show it.
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminToken::Generate => f.write_str("Generate"),
+            AdminToken::Given(_) => f.write_str("Given(hidden)"),
+            AdminToken::Off => f.write_str("Off"),
+        }
+    }
 }
 
 /// The admin address the binary uses when none is given.
@@ -189,7 +221,9 @@ impl Default for Config {
             // The library default runs no admin server; the binary's flag
             // default is DEFAULT_ADMIN.
             admin: None,
-            admin_token: None,
+            // Locked by default, in-process proxies too: a tokenless admin
+            // lets any local user rewrite the rules.
+            admin_token: AdminToken::Generate,
             auth_file: None,
             max_connection_age: None,
             test_hooks: false,
@@ -277,8 +311,15 @@ pub struct RunArgs {
     /// Admin server address (API, /metrics), or `off` [default: 127.0.0.1:8900].
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
-    /// Bearer token for the admin server (required when it is not on loopback).
-    #[arg(long, value_name = "TOKEN", env = "SLUICE_ADMIN_TOKEN")]
+    /// Bearer token for the admin server (required when it is not on
+    /// loopback), or `none` for no token (loopback only) [default: a random
+    /// token, written to DATA_DIR/admin.token and printed once].
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SLUICE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// File holding the admin bearer token.
     #[arg(long, value_name = "FILE")]
@@ -604,7 +645,7 @@ impl Config {
         } else {
             Some(parse_addr("admin", &admin_text)?)
         };
-        c.admin_token = args.admin_token.clone().or(file.admin_token.clone());
+        let mut given = args.admin_token.clone().or(file.admin_token.clone());
         if let Some(path) = args
             .admin_token_file
             .as_ref()
@@ -614,24 +655,40 @@ impl Config {
                 path: path.clone(),
                 source,
             })?;
-            c.admin_token = Some(text.trim().to_string());
+            given = Some(text.trim().to_string());
         }
-        if let Some(t) = &c.admin_token {
-            if t.len() < 16 {
+        c.admin_token = match given {
+            None => AdminToken::Generate,
+            Some(t) if t.trim().eq_ignore_ascii_case(ADMIN_TOKEN_OFF) => AdminToken::Off,
+            Some(t) if t.len() < 16 => {
                 return Err(invalid(
                     "admin_token",
                     "(hidden)",
                     "must be at least 16 characters",
-                ));
+                ))
             }
-        }
+            Some(t) => AdminToken::Given(t),
+        };
         if let Some(a) = c.admin {
-            if !a.ip().is_loopback() && c.admin_token.is_none() {
-                return Err(invalid(
-                    "admin",
-                    &a.to_string(),
-                    "not a loopback address: give --admin-token or --admin-token-file",
-                ));
+            if !a.ip().is_loopback() {
+                match c.admin_token {
+                    AdminToken::Given(_) => {}
+                    AdminToken::Generate => {
+                        return Err(invalid(
+                            "admin",
+                            &a.to_string(),
+                            "not a loopback address: give --admin-token or --admin-token-file",
+                        ))
+                    }
+                    AdminToken::Off => {
+                        return Err(invalid(
+                            "admin",
+                            &a.to_string(),
+                            "not a loopback address: --admin-token none is for a loopback \
+                             admin only; give --admin-token or --admin-token-file",
+                        ))
+                    }
+                }
             }
             if a == c.listen && a.port() != 0 {
                 return Err(invalid("admin", &a.to_string(), "same address as --listen"));

@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use config::AdminToken;
 pub use config::Config;
 use registry::{CloseReason, Registry};
 
@@ -55,6 +56,8 @@ pub enum StartError {
     /// A `--relay` whose upstream is one of sluice's own listeners.
     #[error("{0}")]
     RelayLoop(String),
+    #[error("{0}")]
+    Token(admin::token::TokenError),
 }
 
 /// A running sluice instance.
@@ -74,6 +77,11 @@ pub struct Proxy {
     shutdown: Shutdown,
     listeners: JoinSet<()>,
     sampler_stop: CancellationToken,
+    admin_token: Option<String>,
+    admin_token_generated: bool,
+    admin_token_file: Option<std::path::PathBuf>,
+    /// Held until the instance is gone: one data dir, one instance.
+    _data_lock: Option<record::store::DataDirLock>,
 }
 
 impl Proxy {
@@ -92,6 +100,37 @@ impl Proxy {
             }
             None => rules::live::LiveRules::empty_in(files),
         });
+        // The data dir is locked before anything in it is touched (the
+        // store, the token file): a second instance stops here.
+        let generate = config.admin.is_some() && config.admin_token == AdminToken::Generate;
+        let data_lock = match &config.record.data_dir {
+            config::DataDir::Path(dir) if config.record.enabled || generate => {
+                Some(record::store::DataDirLock::acquire(dir).map_err(StartError::Record)?)
+            }
+            _ => None,
+        };
+        let (admin_token, admin_token_file) = match (&config.admin, &config.admin_token) {
+            (None, _) => (None, None),
+            (Some(_), AdminToken::Given(t)) => (Some(t.clone()), None),
+            (Some(a), AdminToken::Off) => {
+                tracing::warn!(
+                    admin = %a,
+                    "admin server has NO token (--admin-token none): any local user can \
+                     read the records and rewrite the rules"
+                );
+                (None, None)
+            }
+            (Some(_), AdminToken::Generate) => {
+                let t = admin::token::generate().map_err(StartError::Token)?;
+                let file = match &data_lock {
+                    Some(lock) => {
+                        Some(admin::token::write(&lock.dir, &t).map_err(StartError::Token)?)
+                    }
+                    None => None,
+                };
+                (Some(t), file)
+            }
+        };
         let recorder = record::Recorder::start(&config.record).map_err(StartError::Record)?;
         metrics.attach_recorder(recorder.clone());
         metrics.attach_rules(live_rules.clone());
@@ -193,6 +232,11 @@ impl Proxy {
                 started: std::time::Instant::now(),
                 shutdown: shutdown.clone(),
                 proxy_addr: addr,
+                token: admin_token.clone(),
+                sessions: admin::session::Sessions::default(),
+                conns: Default::default(),
+                live_readers: Default::default(),
+                heavy: Default::default(),
             });
             listeners.spawn(admin::serve_admin(l, state));
         }
@@ -216,6 +260,10 @@ impl Proxy {
             relays = ?relay_addrs,
             "sluice listening"
         );
+        if let Some(f) = &admin_token_file {
+            // Where, never what: the log must not hold the secret.
+            tracing::info!(file = %f.display(), "admin token written (the CLI commands read it)");
+        }
         Ok(Proxy {
             addr,
             relay_addrs,
@@ -229,7 +277,42 @@ impl Proxy {
             shutdown,
             listeners,
             sampler_stop,
+            admin_token,
+            admin_token_generated: generate,
+            admin_token_file,
+            _data_lock: data_lock,
         })
+    }
+
+    /// The token the admin server demands (`None` with `--admin-token
+    /// none` or without an admin server).
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// Whether the admin token was generated at start (not given).
+    pub fn admin_token_generated(&self) -> bool {
+        self.admin_token_generated && self.admin_token.is_some()
+    }
+
+    /// Where the generated token was written (`None` in memory mode).
+    pub fn admin_token_file(&self) -> Option<&std::path::Path> {
+        self.admin_token_file.as_deref()
+    }
+
+    /// The web UI's address, with the token in it when it was generated
+    /// (a token the user gave is theirs to type).
+    pub fn admin_url(&self) -> Option<String> {
+        let a = self.admin_addr?;
+        let host = if a.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+        } else {
+            a
+        };
+        match (&self.admin_token, self.admin_token_generated()) {
+            (Some(t), true) => Some(format!("http://{host}/?token={t}")),
+            _ => Some(format!("http://{host}/")),
+        }
     }
 
     /// Stops accepting, lets in-flight requests and tunnels finish for up
@@ -314,6 +397,13 @@ pub fn run(config: Config) -> i32 {
                 return 1;
             }
         };
+        // Once, to stdout (the log on stderr never holds the token).
+        // A closed stdout must not panic the instance: the write is best effort.
+        if let Some(url) = proxy.admin_url() {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "sluice admin UI: {url}").and_then(|_| out.flush());
+        }
         signals.wait(&proxy.rules).await;
         tracing::info!(drain = %humantime::format_duration(drain), "shutting down");
         let closed = proxy.shutdown(drain).await;

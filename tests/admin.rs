@@ -712,3 +712,153 @@ async fn requests_to_sluices_own_listeners_are_refused_with_508() {
         "no connection reached the admin server through the proxy"
     );
 }
+
+// Issue 11, finding 4: admin clients cannot starve the admin server ------
+
+/// `GET /api/health` on a fresh connection, answered within `within`.
+async fn health_within(adm: SocketAddr, within: Duration) -> Result<u16, String> {
+    let t0 = Instant::now();
+    match tokio::time::timeout(within, admin::request(adm, "GET", "/api/health", None)).await {
+        Ok(Ok(r)) => Ok(r.status),
+        Ok(Err(e)) => Err(format!("failed after {:?}: {e}", t0.elapsed())),
+        Err(_) => Err(format!("no answer within {within:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_one_client_holds_hundreds_of_idle_admin_connections() {
+    let (_p, adm) = proxy_with_admin(|_| {}).await;
+    // More idle connections than the old fixed limit (256), all from
+    // 127.0.0.1, none sending a byte.
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        idle.push(TcpStream::connect(adm).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for round in 0..5 {
+        let got = health_within(adm, Duration::from_secs(2)).await;
+        assert_eq!(got, Ok(200), "round {round}: /api/health while 400 idle");
+    }
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_feed_readers_are_capped_with_a_clear_503() {
+    use tokio::io::AsyncBufReadExt;
+    let (_p, adm) = proxy_with_admin(|_| {}).await;
+    let cap = sluice::admin::limits::LIVE_READERS_PER_CLIENT;
+    let open = || async move {
+        let mut s = TcpStream::connect(adm).await.unwrap();
+        let auth = admin::auth_line(adm);
+        s.write_all(
+            format!("GET /api/records/live HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line))
+            .await
+            .expect("a status line in 5 s")
+            .unwrap();
+        (line, r)
+    };
+    let mut feeds = Vec::new();
+    for i in 0..cap {
+        let (line, r) = open().await;
+        assert!(line.starts_with("HTTP/1.1 200"), "reader {i}: {line}");
+        feeds.push(r);
+    }
+    let (line, mut r) = open().await;
+    assert!(
+        line.starts_with("HTTP/1.1 503"),
+        "reader past the cap: {line}"
+    );
+    let mut rest = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(2), r.read(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rest[..n]).to_string();
+    assert!(text.contains("too many live-feed readers"), "{text}");
+    assert_eq!(health_within(adm, Duration::from_secs(2)).await, Ok(200));
+    // A reader that leaves frees its seat.
+    drop(feeds.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (line, _r) = open().await;
+    assert!(line.starts_with("HTTP/1.1 200"), "after one left: {line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_is_cut_and_heavy_work_is_bounded() {
+    let origin = origin::http_origin().await;
+    let (p, adm) = proxy_with_admin(|c| c.record.body_limit = 32 * 1024 * 1024).await;
+    let size = 24 * 1024 * 1024;
+    let r = support::http_client::get_once(p.addr, origin, &format!("/bytes/{size}"))
+        .await
+        .unwrap();
+    assert_eq!(r.body.len(), size);
+    let id = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = admin::get_json(adm, "/api/records?url=bytes").await;
+            if let Some(id) = v["records"][0]["id"].as_u64() {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "recorded in 5 s: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // Readers that ask for the 24 MB body and never read it: as many as
+    // heavy requests may run at once.
+    let permits = sluice::admin::limits::heavy_permits();
+    let mut stalled = Vec::new();
+    for _ in 0..permits {
+        let mut s = TcpStream::connect(adm).await.unwrap();
+        let auth = admin::auth_line(adm);
+        s.write_all(
+            format!(
+                "GET /api/records/{id}/body/response HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One more heavy request waits briefly, then is told to retry.
+    let t0 = Instant::now();
+    let busy = admin::get(adm, &format!("/api/records/{id}")).await;
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert!(busy.header("retry-after").is_some());
+    assert!(busy.text().contains("busy"), "{}", busy.text());
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    // Light routes stay quick meanwhile.
+    assert_eq!(health_within(adm, Duration::from_secs(1)).await, Ok(200));
+    // The stalled readers are cut at the write deadline (10 s): after it,
+    // each stream holds only what was in flight, then ends (EOF or reset).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let cut = tokio::time::timeout(Duration::from_secs(10), async {
+        for s in &mut stalled {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0usize;
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            assert!(total < size, "a stalled reader got the whole body");
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "stalled admin readers were never cut");
+    // Their permits came back: the detail answers again.
+    let d = admin::get_json(adm, &format!("/api/records/{id}")).await;
+    assert_eq!(
+        d["response"]["body"]["inline_truncated"], true,
+        "{}",
+        d["response"]["body"]["size"]
+    );
+}

@@ -570,9 +570,13 @@ async fn big_export_streams() {
 
     let before_kib = p.rss_kib();
     let mut s = TcpStream::connect(admin_addr).await.unwrap();
-    s.write_all(b"GET /api/har HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let auth = admin::auth_line(admin_addr);
+    s.write_all(
+        format!("GET /api/har HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut r = BufReader::new(s);
     let read = async {
         let head = http_client::read_head(&mut r).await.unwrap();

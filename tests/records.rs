@@ -469,9 +469,13 @@ async fn live_feed_streams_matching_records() {
     let proxy = recording_proxy(|_| {}).await;
     let admin = proxy.admin_addr.unwrap();
     let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    s.write_all(b"GET /api/records/live?status=404 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
+    let auth = support::admin::auth_line(admin);
+    s.write_all(
+        format!("GET /api/records/live?status=404 HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).await.unwrap();

@@ -318,3 +318,96 @@ async fn an_unwritable_data_dir_is_a_clear_start_error() {
         "{text}"
     );
 }
+
+// Issue 11, finding 5: one data dir, one instance ------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_one_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let first = support::admin::start(&["--data-dir", &data]).await;
+    let token_before = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    // The second one must stop at once, before it touches the store or
+    // the token file (on a shared dir it would overwrite both).
+    let run = support::admin::run_cli(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(matches!(run.code, Some(c) if c != 0), "{run:?}");
+    let want = format!("data dir {data} is in use by sluice pid {}", first.pid());
+    assert!(
+        run.stderr.contains(&want),
+        "want {want:?} in:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("sluice listening"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("admin.token")).unwrap(),
+        token_before,
+        "the holder's token file is untouched"
+    );
+    // The lock dies with its holder: a new instance starts (kill -9 too).
+    drop(first);
+    let again = support::admin::start(&["--data-dir", &data]).await;
+    assert!(again.admin.is_some());
+    // In-process instances take the same lock.
+    let e = support::start_proxy_result(|c| {
+        c.record.data_dir = DataDir::Path(dir.path().to_path_buf());
+    })
+    .await
+    .err()
+    .expect("a second in-process instance is refused too");
+    assert!(
+        e.to_string().contains(&format!("pid {}", again.pid())),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlinked_records_db_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("precious.txt");
+    std::fs::write(&target, b"not for sluice to overwrite\n").unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::symlink(&target, data.join("records.db")).unwrap();
+    let data_s = data.to_str().unwrap().to_string();
+    let run = support::admin::run_cli(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_s,
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(matches!(run.code, Some(c) if c != 0), "{run:?}");
+    assert!(
+        run.stderr.contains("records.db") && run.stderr.contains("symbolic link"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        b"not for sluice to overwrite\n",
+        "the link's target is untouched (not moved aside, not a database)"
+    );
+    assert!(
+        std::fs::symlink_metadata(data.join("records.db"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link itself is left for the user to look at"
+    );
+}

@@ -21,7 +21,8 @@ async fn put_rules(admin: SocketAddr, body: &str) -> RawResponse {
     let mut s = TcpStream::connect(admin).await.unwrap();
     s.write_all(
         format!(
-            "PUT /api/rules HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            "PUT /api/rules HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{}Content-Length: {}\r\n\r\n{body}",
+            support::admin::auth_line(admin),
             body.len()
         )
         .as_bytes(),

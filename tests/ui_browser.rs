@@ -183,6 +183,7 @@ async fn web_ui_in_a_real_browser() {
         "close_connection",
         "dashboard_has_data",
         "rule_line_error",
+        "token_in_url",
         "no_page_errors",
     ] {
         assert!(

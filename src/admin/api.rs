@@ -75,24 +75,26 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such admin route")
 }
 
-/// The cookie the web UI keeps the token in (a session cookie: gone when
-/// the browser closes). `EventSource` and `<a download>` cannot set an
-/// `Authorization` header; a cookie rides along with both.
+/// The cookie the web UI keeps its session id in (a session cookie: gone
+/// when the browser closes). `EventSource` and `<a download>` cannot set
+/// an `Authorization` header; a cookie rides along with both. It never
+/// holds the token: cookies ignore ports, so it also rides along to every
+/// proxied origin on the same host.
 pub const SESSION_COOKIE: &str = "sluice_admin";
 /// Header the UI sends on state-changing requests: a cross-site form or
 /// image cannot set it, so a cookie alone never deletes or writes anything.
 pub const UI_HEADER: &str = "x-sluice-ui";
 
-/// The token a request carries: the bearer header, else the UI's cookie
-/// (and whether it came from the cookie).
-fn presented_token(headers: &axum::http::HeaderMap) -> Option<(&str, bool)> {
-    if let Some(t) = headers
+/// The bearer token a request carries, if any.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return Some((t, false));
-    }
+}
+
+/// The session id in the UI's cookie, if any.
+fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -100,7 +102,7 @@ fn presented_token(headers: &axum::http::HeaderMap) -> Option<(&str, bool)> {
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == SESSION_COOKIE)
-        .map(|(_, v)| (v, true))
+        .map(|(_, v)| v)
 }
 
 /// Whether the `Host` header names this server by IP literal or
@@ -122,49 +124,63 @@ fn host_is_local(headers: &axum::http::HeaderMap) -> bool {
     name == "localhost" || name.ends_with(".localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
-/// With a token configured, every request needs it: `Authorization: Bearer
-/// TOKEN`, or the UI's session cookie (plus [`UI_HEADER`] on anything but
-/// GET/HEAD). Compared in constant time. A browser asking for `/` without
-/// it gets the token prompt, which holds no data.
+/// With a token (given or generated: the default), every request needs
+/// `Authorization: Bearer TOKEN` (compared in constant time) or the UI's
+/// session cookie (plus [`UI_HEADER`] on anything but GET/HEAD). A browser
+/// asking for `/` without either gets the token prompt, which holds no
+/// data (it also takes `/?token=...`, as printed at start).
 async fn require_token(State(st): St, req: Request, next: Next) -> Response {
-    if st.config.admin_token.is_none() && !host_is_local(req.headers()) {
-        return error(
-            StatusCode::MISDIRECTED_REQUEST,
-            "without --admin-token the admin server answers only requests that \
-             name it by IP address or localhost (a guard against DNS rebinding)",
-        );
-    }
-    if let Some(token) = &st.config.admin_token {
-        let (given, from_cookie) = presented_token(req.headers()).unwrap_or(("", false));
-        let mut ok: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
-        if ok && from_cookie {
-            let safe = matches!(req.method().as_str(), "GET" | "HEAD");
-            ok = safe || req.headers().contains_key(UI_HEADER);
-        }
-        if !ok {
-            if req.method() == axum::http::Method::GET && req.uri().path() == "/" {
-                return super::ui::login_page();
-            }
-            let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"sluice\""),
+    let Some(token) = &st.token else {
+        if !host_is_local(req.headers()) {
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "without an admin token the admin server answers only requests that \
+                 name it by IP address or localhost (a guard against DNS rebinding)",
             );
-            return resp;
         }
+        return next.run(req).await;
+    };
+    let ok = match bearer(req.headers()) {
+        Some(given) => bool::from(given.as_bytes().ct_eq(token.as_bytes())),
+        None => match session_cookie(req.headers()) {
+            Some(id) => {
+                let safe = matches!(req.method().as_str(), "GET" | "HEAD");
+                (safe || req.headers().contains_key(UI_HEADER)) && st.sessions.check(id)
+            }
+            None => false,
+        },
+    };
+    if !ok {
+        if req.method() == axum::http::Method::GET && req.uri().path() == "/" {
+            return super::ui::login_page();
+        }
+        let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"sluice\""),
+        );
+        return resp;
     }
     next.run(req).await
 }
 
-/// `POST /api/session` (with the bearer token, checked by the auth layer):
-/// sets the UI's session cookie. Without a configured token there is
-/// nothing to keep.
-async fn session_open(State(st): St) -> Response {
-    let Some(token) = &st.config.admin_token else {
+/// `POST /api/session` (authorized by the auth layer): with the bearer
+/// token, mints a session and sets its id as the UI's cookie. Without a
+/// token configured there is nothing to keep.
+async fn session_open(State(st): St, headers: axum::http::HeaderMap) -> Response {
+    if st.token.is_none() {
         return Json(serde_json::json!({ "token_required": false })).into_response();
-    };
-    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    }
     let mut resp = Json(serde_json::json!({ "token_required": true })).into_response();
+    if bearer(&headers).is_none() {
+        // Already signed in by cookie: that session stays.
+        return resp;
+    }
+    let id = match st.sessions.open() {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let cookie = format!("{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
     match HeaderValue::from_str(&cookie) {
         Ok(v) => {
             resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -172,13 +188,17 @@ async fn session_open(State(st): St) -> Response {
         }
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "the admin token cannot be carried in a cookie",
+            "the session id cannot be carried in a cookie",
         ),
     }
 }
 
-/// `DELETE /api/session`: forgets the cookie (the UI's "sign out").
-async fn session_close() -> Response {
+/// `DELETE /api/session`: ends the session here and in the browser (the
+/// UI's "sign out").
+async fn session_close(State(st): St, headers: axum::http::HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        st.sessions.close(id);
+    }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,

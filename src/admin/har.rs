@@ -39,6 +39,17 @@ pub async fn har(State(st): State<Arc<AdminState>>, RawQuery(q): RawQuery) -> Re
         Ok(fs) => fs,
         Err(resp) => return resp.into_response(),
     };
+    // Exports are heavy work: bounded in number, each holding its permit
+    // until its body is sent or dropped.
+    let permit = match super::records::heavy_permit(&st).await {
+        Ok(p) => p,
+        Err(r) => {
+            let mut resp = r.into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            return resp;
+        }
+    };
     // A reader that takes no piece for this long has stalled.
     let idle = st.config.body_idle_timeout;
     let (tx, mut rx) = mpsc::channel::<Bytes>(PIECES_IN_FLIGHT);
@@ -88,6 +99,7 @@ pub async fn har(State(st): State<Arc<AdminState>>, RawQuery(q): RawQuery) -> Re
         rx,
         outcome,
         ended: false,
+        _permit: permit,
     });
     let unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -113,6 +125,7 @@ struct Pieces {
     rx: mpsc::Receiver<Bytes>,
     outcome: Outcome,
     ended: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Stream for Pieces {

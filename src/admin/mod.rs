@@ -3,23 +3,30 @@
 //!
 //! Invariants: admin connections are registered (kind `admin`), tuned and
 //! bounded like proxy connections (hyper's header timer closes idle and
-//! slow ones); off loopback every request must carry the bearer token,
+//! slow ones, a write watchdog closes ones whose reader stopped reading);
+//! every client has a connection budget that makes room by closing its
+//! oldest idle connection ([`limits`]); every request must carry the token
+//! (generated at start unless given, or `--admin-token none` on loopback),
 //! compared in constant time.
 
 mod api;
 pub mod client;
 mod har;
+pub mod limits;
 mod records;
 mod rules;
+pub mod session;
+mod stream;
+pub mod token;
 mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
@@ -43,33 +50,54 @@ pub struct AdminState {
     pub shutdown: Shutdown,
     /// The proxy listener (target of the test-only leak hook).
     pub proxy_addr: SocketAddr,
+    /// The token every request needs (`None`: `--admin-token none`).
+    pub token: Option<String>,
+    pub sessions: session::Sessions,
+    /// The admin connections by client, for the budget.
+    pub conns: Arc<limits::ConnTable>,
+    pub live_readers: Arc<limits::LiveReaders>,
+    pub heavy: limits::Heavy,
 }
 
-/// Admin connections allowed at once; they are few and short.
-const ADMIN_MAX_CONNECTIONS: usize = 256;
+/// A ceiling under the per-client budget: past it the accept loop refuses
+/// at once (descriptors are finite). The budget in [`limits`] is what
+/// normally decides.
+const ADMIN_MAX_CONNECTIONS: usize = limits::TOTAL_CONNECTIONS + 64;
+
+/// How often a connection checks its write progress.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 pub async fn serve_admin(listener: TcpListener, state: Arc<AdminState>) {
     let router = api::router(state.clone());
     let stop = state.shutdown.stop_accepting.clone();
     let reg = state.registry.clone();
     let mut server = http1::Builder::new();
+    // The header timer is also the idle deadline between requests: hyper
+    // starts it when it waits for a request head.
     server
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(limits::IDLE_DEADLINE)
         .keep_alive(true);
+    let reg2 = reg.clone();
     accept_loop(
         listener,
         Limiter::new(ADMIN_MAX_CONNECTIONS),
         stop,
-        |stream, peer, admission| {
-            tokio::spawn(serve_conn(
-                stream,
-                peer,
-                admission,
-                state.clone(),
-                router.clone(),
-                server.clone(),
-            ));
+        |stream, peer, admission| match state.conns.admit(peer.ip()) {
+            Some(seat) => {
+                tokio::spawn(serve_conn(
+                    stream,
+                    peer,
+                    (admission, seat),
+                    state.clone(),
+                    router.clone(),
+                    server.clone(),
+                ));
+            }
+            None => {
+                drop(stream);
+                reg2.count_close(&CloseReason::RefusedAtLimit);
+            }
         },
         move |_stream, _peer| reg.count_close(&CloseReason::RefusedAtLimit),
     )
@@ -79,33 +107,97 @@ pub async fn serve_admin(listener: TcpListener, state: Arc<AdminState>) {
 async fn serve_conn(
     stream: TcpStream,
     peer: SocketAddr,
-    _admission: Admission,
+    (_admission, seat): (Admission, limits::Seat),
     state: Arc<AdminState>,
     router: axum::Router,
     server: http1::Builder,
 ) {
     let guard = state.registry.register(Kind::Admin, Some(peer));
-    let stream = stream;
     guard.entry().attach_socket(&stream);
     if let Err(e) = net::tune(&stream, &state.config.keepalive) {
         guard.set_reason(CloseReason::from_io(Side::Client, &e));
         return;
     }
-    let conn = server.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    let (io, watch) = limits::ProgressIo::new(stream);
+    let slot = seat.slot.clone();
+    let client = limits::ClientIp(peer.ip());
+    // Each request marks the connection busy until its response body is
+    // sent: only idle connections are closed to make room.
+    let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+        let busy = slot.busy();
+        req.extensions_mut().insert(client);
+        let mut router = router.clone();
+        async move {
+            let resp = tower_service::Service::call(&mut router, req).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| BusyBody {
+                inner: b,
+                _busy: busy,
+            }))
+        }
+    });
+    let conn = server.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let entry = guard.entry().clone();
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                if e.is_timeout() {
-                    guard.set_reason(CloseReason::HeaderTimeout);
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    if e.is_timeout() {
+                        guard.set_reason(CloseReason::HeaderTimeout);
+                    }
+                }
+                return;
+            }
+            _ = tick.tick() => {
+                if watch.stalled_for() > limits::WRITE_DEADLINE {
+                    tracing::debug!(client = %peer, "admin reader stopped reading; closing");
+                    guard.set_reason(CloseReason::IdleTimeout);
+                    return;
                 }
             }
+            _ = seat.slot.evict.cancelled() => {
+                // Oldest idle connection of a client at its budget.
+                guard.set_reason(CloseReason::RefusedAtLimit);
+                return;
+            }
+            _ = entry.kill.cancelled() => return,
+            _ = state.shutdown.stop_accepting.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.as_mut()).await;
+                return;
+            }
         }
-        _ = entry.kill.cancelled() => {}
-        _ = state.shutdown.stop_accepting.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(2), conn.as_mut()).await;
-        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its connection marked busy until it is
+    /// sent (or dropped).
+    struct BusyBody {
+        #[pin]
+        inner: axum::body::Body,
+        _busy: limits::BusyGuard,
+    }
+}
+
+impl http_body::Body for BusyBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -17,12 +17,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
+use bytes::Bytes;
 use serde::Serialize;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
 use super::api::error;
+use super::limits::ClientIp;
+use super::stream;
 use super::AdminState;
 use crate::record::decode;
 use crate::record::model::BodyDir;
@@ -208,46 +211,249 @@ struct DetailView {
     offsets_us: crate::record::model::Timings,
 }
 
+/// A heavy-work permit, or the 503 that says to retry.
+pub async fn heavy_permit(st: &AdminState) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+    st.heavy.acquire().await.ok_or_else(|| {
+        Refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the admin server is busy: {} record detail, body or HAR requests are \
+                 running; try again shortly",
+                st.heavy.max
+            ),
+        )
+    })
+}
+
+/// A 503 refusal with `Retry-After`.
+fn busy(r: Refusal) -> Response {
+    let mut resp = r.into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    resp
+}
+
+/// Stored body bytes are read this much at a time (SQLite's incremental
+/// blob I/O: the rest of a large body is never loaded).
+const READ_PIECE: usize = 256 * 1024;
+
+/// How many bytes the stored body has (`None`: no body row or column).
+fn stored_len(c: &rusqlite::Connection, id: u64, dir: BodyDir) -> rusqlite::Result<Option<usize>> {
+    use rusqlite::OptionalExtension;
+    let column = column_of(dir);
+    Ok(c.query_row(
+        &format!("SELECT length({column}) FROM details WHERE id = ?1"),
+        [id as i64],
+        |r| r.get::<_, Option<i64>>(0),
+    )
+    .optional()?
+    .flatten()
+    .map(|n| n.max(0) as usize))
+}
+
+fn column_of(dir: BodyDir) -> &'static str {
+    match dir {
+        BodyDir::Request => "req_body",
+        BodyDir::Response => "resp_body",
+    }
+}
+
+/// `len` bytes of the stored body from `offset`.
+fn stored_piece(
+    c: &rusqlite::Connection,
+    id: u64,
+    dir: BodyDir,
+    offset: usize,
+    len: usize,
+) -> rusqlite::Result<Vec<u8>> {
+    let blob = c.blob_open(
+        rusqlite::MAIN_DB,
+        "details",
+        column_of(dir),
+        id as i64,
+        true,
+    )?;
+    let mut buf = vec![0u8; len];
+    let n = blob.read_at(&mut buf, offset)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// The stored body, at most `cap` bytes of it.
+fn stored_prefix(
+    c: &rusqlite::Connection,
+    id: u64,
+    dir: BodyDir,
+    cap: usize,
+) -> rusqlite::Result<Vec<u8>> {
+    match stored_len(c, id, dir)? {
+        None | Some(0) => Ok(Vec::new()),
+        Some(n) => stored_piece(c, id, dir, 0, n.min(cap)),
+    }
+}
+
+/// A body for the inline view: an identity body needs only one byte past
+/// the inline cap (to know it was cut); an encoded one is decoded whole.
+fn view_of(
+    c: &rusqlite::Connection,
+    id: u64,
+    dir: BodyDir,
+    meta: BodyMeta,
+) -> rusqlite::Result<BodyView> {
+    let enc = meta.encoding.as_deref().unwrap_or("").trim();
+    let identity = enc.is_empty() || enc.eq_ignore_ascii_case("identity");
+    let cap = if identity {
+        INLINE_BODY_CAP + 1
+    } else {
+        usize::MAX
+    };
+    let stored = stored_prefix(c, id, dir, cap)?;
+    Ok(body_view(meta, stored))
+}
+
+/// `GET /api/records/{id}`: built on a blocking thread under a heavy-work
+/// permit, held until the answer is sent.
 pub async fn one(State(st): St, Path(id): Path<u64>) -> Response {
     let store = match store_of(&st) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
+    };
+    let permit = match heavy_permit(&st).await {
+        Ok(p) => p,
+        Err(r) => return busy(r),
     };
     let found = blocking(move || {
         store.read(|c| {
             let Some(d) = query::detail(c, id)? else {
                 return Ok(None);
             };
-            let req = query::body(c, id, BodyDir::Request)?;
-            let resp = query::body(c, id, BodyDir::Response)?;
-            Ok(Some((d, req, resp)))
+            let request = Side {
+                headers: d.req_headers,
+                body: view_of(c, id, BodyDir::Request, d.req_body)?,
+            };
+            let response = Side {
+                headers: d.resp_headers,
+                body: view_of(c, id, BodyDir::Response, d.resp_body)?,
+            };
+            let view = DetailView {
+                timings: Phases::from_timings(&d.timings),
+                offsets_us: d.timings,
+                request,
+                response,
+                summary: d.summary,
+            };
+            serde_json::to_vec(&view)
+                .map(|v| Some(Bytes::from(v)))
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
         })
     })
     .await;
     match found {
-        Ok(Some((d, req, resp))) => {
-            let view = DetailView {
-                timings: Phases::from_timings(&d.timings),
-                offsets_us: d.timings,
-                request: Side {
-                    headers: d.req_headers,
-                    body: body_view(d.req_body, req),
-                },
-                response: Side {
-                    headers: d.resp_headers,
-                    body: body_view(d.resp_body, resp),
-                },
-                summary: d.summary,
-            };
-            Json(view).into_response()
+        Ok(Some(json)) => {
+            let len = json.len();
+            let mut resp = stream::whole(json, permit).into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            resp
         }
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no record {id}")),
         Err(r) => r.into_response(),
     }
 }
 
+/// What a body download sends: the stored bytes, or their decoding.
+struct Download {
+    meta: BodyMeta,
+    /// Bytes the answer will carry.
+    len: usize,
+    /// The decoded output stopped at the cap, or decoding broke off.
+    cut: bool,
+    decoded: bool,
+    /// The stored (encoded) body, when it is decoded.
+    encoded: Option<Vec<u8>>,
+}
+
+/// Plans a download on the blocking thread: for a decoded one, a first
+/// pass counts the output without keeping it (the answer's length and
+/// `x-sluice-truncated` are known before the first byte, and a body that
+/// cannot be decoded is a 422, as before), so the second pass can stream.
+fn plan_download(
+    c: &rusqlite::Connection,
+    id: u64,
+    dir: BodyDir,
+    want_decoded: bool,
+) -> rusqlite::Result<Option<Result<Download, String>>> {
+    let Some(d) = query::detail(c, id)? else {
+        return Ok(None);
+    };
+    let meta = match dir {
+        BodyDir::Request => d.req_body,
+        BodyDir::Response => d.resp_body,
+    };
+    let stored_len = stored_len(c, id, dir)?.unwrap_or(0);
+    let enc = meta.encoding.clone().unwrap_or_default();
+    let identity = enc.trim().is_empty() || enc.trim().eq_ignore_ascii_case("identity");
+    if !want_decoded || identity || stored_len == 0 {
+        let len = if want_decoded {
+            stored_len.min(DECODE_CAP)
+        } else {
+            stored_len
+        };
+        return Ok(Some(Ok(Download {
+            meta,
+            len,
+            cut: want_decoded && stored_len > DECODE_CAP,
+            decoded: false,
+            encoded: None,
+        })));
+    }
+    let encoded = stored_prefix(c, id, dir, usize::MAX)?;
+    let mut reader = match decode::reader(&enc, &encoded) {
+        Ok(r) => r,
+        Err(e) => return Ok(Some(Err(e.to_string()))),
+    };
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut len = 0usize;
+    let mut cut = false;
+    loop {
+        let want = (DECODE_CAP + 1 - len).min(scratch.len());
+        match std::io::Read::read(&mut reader, &mut scratch[..want]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len > DECODE_CAP {
+                    len = DECODE_CAP;
+                    cut = true;
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if len == 0 => return Ok(Some(Err(decode::read_error(e, &enc).to_string()))),
+            // Broke off after some output (a capture cut at its limit):
+            // the part that decoded, marked truncated.
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    drop(reader);
+    Ok(Some(Ok(Download {
+        meta,
+        len,
+        cut,
+        decoded: true,
+        encoded: Some(encoded),
+    })))
+}
+
 /// `GET /api/records/{id}/body/{request|response}[?decode=1]`: the body as
-/// stored (still encoded), or decoded.
+/// stored (still encoded), or decoded; streamed in pieces under a
+/// heavy-work permit.
 pub async fn body(
     State(st): St,
     Path((id, dir)): Path<(u64, String)>,
@@ -263,48 +469,42 @@ pub async fn body(
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
-    let found = blocking(move || {
-        store.read(|c| {
-            let Some(d) = query::detail(c, id)? else {
-                return Ok(None);
-            };
-            let meta = match dir {
-                BodyDir::Request => d.req_body,
-                BodyDir::Response => d.resp_body,
-            };
-            Ok(Some((meta, query::body(c, id, dir)?)))
-        })
-    })
-    .await;
-    let (meta, stored) = match found {
-        Ok(Some(v)) => v,
+    let permit = match heavy_permit(&st).await {
+        Ok(p) => p,
+        Err(r) => return busy(r),
+    };
+    let planned = {
+        let store = store.clone();
+        blocking(move || store.read(|c| plan_download(c, id, dir, want_decoded))).await
+    };
+    let mut plan = match planned {
+        Ok(Some(Ok(p))) => p,
+        Ok(Some(Err(e))) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("cannot decode the {} body: {e}", dir.as_str()),
+            )
+        }
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no record {id}")),
         Err(r) => return r.into_response(),
     };
+    let meta = &plan.meta;
     let mut headers = vec![(
         header::CONTENT_TYPE.as_str(),
         meta.content_type
             .clone()
             .unwrap_or_else(|| "application/octet-stream".into()),
     )];
-    let data = if want_decoded {
-        let (data, decoded, err, cut) = decode_for_view(&meta, stored, DECODE_CAP);
-        if let Some(e) = err {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("cannot decode the {} body: {e}", dir.as_str()),
-            );
-        }
-        if decoded {
+    if want_decoded {
+        if plan.decoded {
             headers.push((
                 "x-sluice-decoded-from",
                 meta.encoding.clone().unwrap_or_default(),
             ));
         }
-        if cut || meta.truncated {
+        if plan.cut || meta.truncated {
             headers.push(("x-sluice-truncated", "true".into()));
         }
-        data
     } else {
         if let Some(e) = &meta.encoding {
             headers.push(("x-sluice-content-encoding", e.clone()));
@@ -312,10 +512,61 @@ pub async fn body(
         if meta.truncated {
             headers.push(("x-sluice-truncated", "true".into()));
         }
-        stored
-    };
+    }
     headers.push(("x-sluice-wire-size", meta.size.to_string()));
-    let mut resp = data.into_response();
+    headers.push((header::CONTENT_LENGTH.as_str(), plan.len.to_string()));
+    let len = plan.len;
+    let encoded = plan.encoded.take();
+    let enc = plan.meta.encoding.clone().unwrap_or_default();
+    let body = stream::from_blocking(st.config.body_idle_timeout, permit, move |sink| {
+        match encoded {
+            // Decoded: the second pass, stopped at the planned length.
+            Some(encoded) => {
+                let mut reader = decode::reader(&enc, &encoded).map_err(|e| e.to_string())?;
+                let mut sent = 0usize;
+                while sent < len {
+                    let mut piece = vec![0u8; (len - sent).min(READ_PIECE)];
+                    let mut got = 0;
+                    while got < piece.len() {
+                        match std::io::Read::read(&mut reader, &mut piece[got..]) {
+                            Ok(0) => break,
+                            Ok(n) => got += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(_) => break,
+                        }
+                    }
+                    if got == 0 {
+                        return Err("the decoded body ended early".into());
+                    }
+                    piece.truncate(got);
+                    sent += got;
+                    if !sink(Bytes::from(piece)) {
+                        return Err("the reader went away".into());
+                    }
+                }
+                Ok(())
+            }
+            // Stored bytes: read piece by piece from the store.
+            None => {
+                let mut sent = 0usize;
+                while sent < len {
+                    let want = (len - sent).min(READ_PIECE);
+                    let piece = store
+                        .read(|c| stored_piece(c, id, dir, sent, want))
+                        .map_err(|e| e.to_string())?;
+                    if piece.is_empty() {
+                        return Err("the stored body ended early (deleted meanwhile?)".into());
+                    }
+                    sent += piece.len();
+                    if !sink(Bytes::from(piece)) {
+                        return Err("the reader went away".into());
+                    }
+                }
+                Ok(())
+            }
+        }
+    });
+    let mut resp = body.into_response();
     for (k, v) in headers {
         if let Ok(v) = HeaderValue::from_str(&v) {
             if let Ok(k) = header::HeaderName::from_bytes(k.as_bytes()) {
@@ -328,7 +579,12 @@ pub async fn body(
 
 /// `GET /api/records/live`: new records as Server-Sent Events (`record`
 /// events carrying a summary; `lagged` when this subscriber fell behind).
-pub async fn live(State(st): St, RawQuery(q): RawQuery) -> Response {
+/// Readers are capped in all and per client (past it: 503).
+pub async fn live(
+    State(st): St,
+    client: Option<axum::Extension<ClientIp>>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let filter = match filter_from(q.as_deref()) {
         Ok(f) => f,
         Err(r) => return r.into_response(),
@@ -336,12 +592,19 @@ pub async fn live(State(st): St, RawQuery(q): RawQuery) -> Response {
     if let Err(r) = store_of(&st) {
         return r.into_response();
     }
+    let ip = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0 .0);
+    let seat = match st.live_readers.admit(ip) {
+        Ok(s) => s,
+        Err(e) => return busy(Refusal(StatusCode::SERVICE_UNAVAILABLE, e)),
+    };
     // The cursor and the page size mean nothing for a feed.
     let filter = Filter {
         before_id: None,
         ..filter
     };
     let stream = BroadcastStream::new(st.recorder.subscribe()).filter_map(move |item| {
+        // The seat lives as long as the feed.
+        let _seat = &seat;
         let event = match item {
             Ok(summary) => {
                 if !filter.matches(&summary) {

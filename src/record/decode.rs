@@ -84,6 +84,19 @@ pub fn decode(encoding: &str, data: &[u8], cap: usize) -> Result<Decoded, Decode
     read_capped(&mut reader, cap).map_err(|err| corrupt(err, whole))
 }
 
+/// The decoded body as a stream, for callers that pass it on piece by
+/// piece instead of holding it whole (the admin's decoded download).
+/// Errors while reading are `io::Error`s naming the coding.
+pub fn reader<'a>(encoding: &'a str, data: &'a [u8]) -> Result<Box<dyn Read + 'a>, DecodeError> {
+    let layers = parse(encoding)?;
+    Ok(stack(&layers, data))
+}
+
+/// A read error of a [`reader`] as the [`DecodeError`] `decode` gives.
+pub fn read_error(err: io::Error, encoding: &str) -> DecodeError {
+    corrupt(err, encoding.trim())
+}
+
 /// Whether `encoding` names only codings `decode` understands.
 pub fn supported(encoding: &str) -> bool {
     parse(encoding).is_ok()

@@ -6,6 +6,12 @@
 //! writer's under a lock (memory mode); every batch is one transaction, so
 //! a crash loses at most the batch being written; after each batch the
 //! store is cut back under its record-count, byte and age limits.
+//!
+//! One data folder, one instance: [`DataDirLock`] holds an exclusive
+//! `flock` on `sluice.lock` (with the holder's pid in it) for the life of
+//! the instance, taken before the store or the admin token file is
+//! touched; `records.db` (and its WAL files) are never followed through a
+//! symbolic link.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,6 +41,101 @@ pub enum StoreError {
     Query(#[from] rusqlite::Error),
     #[error("record store is busy: {0}")]
     Poisoned(String),
+    #[error(
+        "data dir {} is in use by sluice pid {pid} (one data dir serves one \
+         instance: stop that one, or give this one another --data-dir)",
+        dir.display()
+    )]
+    InUse { dir: PathBuf, pid: String },
+    #[error("cannot lock data dir {}: {source}", dir.display())]
+    Lock {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "record store {} is a symbolic link; sluice does not follow it \
+         (replace it with the file itself, or give another --data-dir)",
+        path.display()
+    )]
+    Symlink { path: PathBuf },
+}
+
+/// The lock file inside the data folder.
+pub const LOCK_FILE: &str = "sluice.lock";
+
+/// An exclusive hold on a data folder for as long as it lives: the kernel
+/// drops the `flock` when the process exits, however it exits, so a
+/// crashed instance never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+    pub dir: PathBuf,
+}
+
+impl DataDirLock {
+    /// Creates the folder if needed (mode 0700) and locks it, or says which
+    /// pid holds it.
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, StoreError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::Folder {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let lock_err = |source| StoreError::Lock {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir.join(LOCK_FILE))
+            .map_err(lock_err)?;
+        // SAFETY: flock on a descriptor this function owns.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let pid = match text.trim() {
+                    "" => "unknown".to_string(),
+                    t => t.to_string(),
+                };
+                return Err(StoreError::InUse {
+                    dir: dir.to_path_buf(),
+                    pid,
+                });
+            }
+            return Err(lock_err(e));
+        }
+        file.set_len(0).map_err(lock_err)?;
+        file.rewind().map_err(lock_err)?;
+        writeln!(file, "{}", std::process::id()).map_err(lock_err)?;
+        Ok(DataDirLock {
+            _file: file,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// Refuses `path` when it is a symbolic link (a missing file is fine).
+fn refuse_symlink(path: &Path) -> Result<(), StoreError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(StoreError::Symlink {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Bumped whenever the tables change; a store of another version is moved
@@ -228,6 +329,12 @@ fn wal_path(p: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+fn shm_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push("-shm");
+    PathBuf::from(s)
+}
+
 /// Opens the writer's connection to the file. A file that is not a
 /// database is moved aside (never deleted) and a fresh one is started.
 fn open_file(path: &Path, rec: &Recording) -> Result<Connection, StoreError> {
@@ -235,8 +342,17 @@ fn open_file(path: &Path, rec: &Recording) -> Result<Connection, StoreError> {
         path: path.display().to_string(),
         source,
     };
+    // A link planted as records.db (or as its WAL) would have the
+    // writer overwrite whatever it points at: refused with a message,
+    // and SQLite itself is told not to follow one (no race in between).
+    for p in [path.to_path_buf(), wal_path(path), shm_path(path)] {
+        refuse_symlink(&p)?;
+    }
     let attempt = |path: &Path| -> rusqlite::Result<Connection> {
-        let conn = Connection::open(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )?;
         init(&conn, rec)?;
         Ok(conn)
     };
@@ -274,7 +390,9 @@ fn is_corrupt(e: &rusqlite::Error) -> bool {
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
     )
     .map_err(|source| StoreError::Open {
         path: path.display().to_string(),

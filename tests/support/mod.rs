@@ -25,7 +25,16 @@ pub async fn start_proxy(tweak: impl FnOnce(&mut Config)) -> Proxy {
         ..Config::default()
     };
     tweak(&mut c);
-    Proxy::start(c).await.expect("proxy starts")
+    let p = Proxy::start(c).await.expect("proxy starts");
+    remember_token(&p);
+    p
+}
+
+/// Tells the admin helpers the proxy's generated admin token.
+pub fn remember_token(p: &Proxy) {
+    if let (Some(a), Some(t), true) = (p.admin_addr, p.admin_token(), p.admin_token_generated()) {
+        admin::remember(a, t);
+    }
 }
 
 /// [`start_proxy`], returning the start error instead of panicking.
@@ -37,7 +46,9 @@ pub async fn start_proxy_result(
         ..Config::default()
     };
     tweak(&mut c);
-    Proxy::start(c).await
+    let p = Proxy::start(c).await?;
+    remember_token(&p);
+    Ok(p)
 }
 
 /// Polls `cond` every 20 ms until it holds or `within` passes.

@@ -15,6 +15,10 @@ pub struct SluiceProcess {
     pub admin: Option<SocketAddr>,
     /// Every stderr line so far.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Every stdout line so far (the admin UI's address is printed there).
+    pub out: Arc<Mutex<Vec<String>>>,
+    /// The admin token generated at start (read from the printed address).
+    pub admin_token: Option<String>,
 }
 
 impl SluiceProcess {
@@ -40,10 +44,25 @@ impl SluiceProcess {
             .args(admin_args)
             .args(store_args)
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("sluice binary starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let out2 = out.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(url_tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("sluice admin UI: ") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(line.clone());
+                    }
+                }
+                out2.lock().unwrap().push(line);
+            }
+        });
         let stderr = child.stderr.take().expect("stderr piped");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -74,12 +93,25 @@ impl SluiceProcess {
             })
             .unwrap_or_default();
         let admin = field(&line, "admin=");
+        // The address is printed right after the listening line.
+        let admin_token = match admin {
+            Some(_) => url_rx
+                .recv_timeout(Duration::from_secs(5))
+                .ok()
+                .and_then(|l| l.split("?token=").nth(1).map(|t| t.trim().to_string())),
+            None => None,
+        };
+        if let (Some(a), Some(t)) = (admin, &admin_token) {
+            super::admin::remember(a, t);
+        }
         SluiceProcess {
             child,
             addr,
             relay_addrs,
             admin,
             log,
+            out,
+            admin_token,
         }
     }
 
@@ -115,6 +147,10 @@ impl SluiceProcess {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn out_text(&self) -> String {
+        self.out.lock().unwrap().join("\n")
     }
 }
 

@@ -284,6 +284,22 @@ try {
     return msg;
   });
 
+  await check('token_in_url', async () => {
+    // The address printed at start, `/?token=...`, in a browser with no
+    // session: traded for a session, then gone from the address bar.
+    await ctx.clearCookies();
+    const fresh = await ctx.newPage();
+    fresh.on('pageerror', (e) => pageErrors.push(e.message));
+    await fresh.goto(`${ADMIN}/?token=${encodeURIComponent(TOKEN)}`);
+    await fresh.waitForSelector('#filter');
+    assert(!fresh.url().includes('token'), `the token stayed in the address bar: ${fresh.url()}`);
+    const cookie = (await ctx.cookies()).find((c) => c.name === 'sluice_admin');
+    assert(cookie && cookie.value !== TOKEN && cookie.value.length >= 32, 'the session cookie is a random id, not the token');
+    assert(cookie.httpOnly && cookie.sameSite === 'Strict', 'the cookie is HttpOnly and SameSite=Strict');
+    await fresh.close();
+    return 'token exchanged for a session, dropped from the address bar';
+  });
+
   await check('no_page_errors', async () => {
     assert(pageErrors.length === 0, pageErrors.join(' | '));
   });

@@ -9,6 +9,16 @@ import { initConnections, showConnections } from './connections.js';
 import { showDashboard } from './dashboard.js';
 import { initRules, showRules } from './rules.js';
 
+// Opened as `/?token=...` (the address printed at start) with a session
+// already open: the token leaves the address bar at once.
+{
+  const u = new URL(location.href);
+  if (u.searchParams.has('token')) {
+    u.searchParams.delete('token');
+    history.replaceState(null, '', u.pathname + u.search + u.hash);
+  }
+}
+
 const TABS = ['network', 'connections', 'dashboard', 'rules'];
 let active = '';
 
