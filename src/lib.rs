@@ -31,8 +31,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
 use config::AdminToken;
+pub use config::Config;
 use registry::{CloseReason, Registry};
 
 /// Signals shared by the listeners and connections of one instance.
@@ -97,9 +97,9 @@ impl Proxy {
         // store, the token file): a second instance stops here.
         let generate = config.admin.is_some() && config.admin_token == AdminToken::Generate;
         let data_lock = match &config.record.data_dir {
-            config::DataDir::Path(dir) if config.record.enabled || generate => Some(
-                record::store::DataDirLock::acquire(dir).map_err(StartError::Record)?,
-            ),
+            config::DataDir::Path(dir) if config.record.enabled || generate => {
+                Some(record::store::DataDirLock::acquire(dir).map_err(StartError::Record)?)
+            }
             _ => None,
         };
         let (admin_token, admin_token_file) = match (&config.admin, &config.admin_token) {

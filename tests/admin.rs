@@ -770,7 +770,10 @@ async fn live_feed_readers_are_capped_with_a_clear_503() {
         feeds.push(r);
     }
     let (line, mut r) = open().await;
-    assert!(line.starts_with("HTTP/1.1 503"), "reader past the cap: {line}");
+    assert!(
+        line.starts_with("HTTP/1.1 503"),
+        "reader past the cap: {line}"
+    );
     let mut rest = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(2), r.read(&mut rest))
         .await
@@ -853,5 +856,9 @@ async fn a_reader_that_stops_reading_is_cut_and_heavy_work_is_bounded() {
     assert!(cut.is_ok(), "stalled admin readers were never cut");
     // Their permits came back: the detail answers again.
     let d = admin::get_json(adm, &format!("/api/records/{id}")).await;
-    assert_eq!(d["response"]["body"]["inline_truncated"], true, "{}", d["response"]["body"]["size"]);
+    assert_eq!(
+        d["response"]["body"]["inline_truncated"], true,
+        "{}",
+        d["response"]["body"]["size"]
+    );
 }

@@ -421,7 +421,12 @@ async fn without_a_token_flag_the_admin_is_locked_by_a_generated_token() {
         ("GET", "/api/health"),
     ] {
         let r = admin::request_as(adm, method, path, None).await.unwrap();
-        assert_eq!(r.status, 401, "{method} {path} without the token: {}", r.text());
+        assert_eq!(
+            r.status,
+            401,
+            "{method} {path} without the token: {}",
+            r.text()
+        );
     }
     let prompt = admin::request_as(adm, "GET", "/", None).await.unwrap();
     assert!(prompt.text().contains("id=\"token\""), "{}", prompt.text());
@@ -454,7 +459,15 @@ async fn without_a_token_flag_the_admin_is_locked_by_a_generated_token() {
         vec!["doctor", "--admin", &a, "--data-dir", &data],
         vec!["records", "--admin", &a, "--data-dir", &data],
         vec!["har", "--admin", &a, "--data-dir", &data],
-        vec!["top", "--iterations", "1", "--admin", &a, "--data-dir", &data],
+        vec![
+            "top",
+            "--iterations",
+            "1",
+            "--admin",
+            &a,
+            "--data-dir",
+            &data,
+        ],
     ] {
         let run = admin::run_cli_with_token(&args, None, Duration::from_secs(15)).await;
         assert_eq!(run.code, Some(0), "{args:?}: {}{}", run.stdout, run.stderr);
@@ -462,7 +475,13 @@ async fn without_a_token_flag_the_admin_is_locked_by_a_generated_token() {
     // Without any token found, the error says what to do.
     let empty = tempfile::tempdir().unwrap();
     let run = admin::run_cli_with_token(
-        &["doctor", "--admin", &a, "--data-dir", empty.path().to_str().unwrap()],
+        &[
+            "doctor",
+            "--admin",
+            &a,
+            "--data-dir",
+            empty.path().to_str().unwrap(),
+        ],
         None,
         Duration::from_secs(15),
     )
@@ -480,7 +499,9 @@ async fn without_a_token_flag_the_admin_is_locked_by_a_generated_token() {
 async fn admin_token_none_is_an_explicit_logged_opt_out_on_loopback_only() {
     let p = admin::start(&["--admin-token", "none"]).await;
     let adm = p.admin.unwrap();
-    let r = admin::request_as(adm, "GET", "/api/rules", None).await.unwrap();
+    let r = admin::request_as(adm, "GET", "/api/rules", None)
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         p.log_text().contains("NO token"),
@@ -525,12 +546,21 @@ async fn the_session_cookie_is_a_random_id_never_the_token_and_ends_server_side(
     let first = open(TOKEN).await;
     assert_eq!(first.status, 200, "{}", first.text());
     let cookie = first.header("set-cookie").unwrap().to_string();
-    assert!(!cookie.contains(TOKEN), "the cookie carries no token: {cookie}");
+    assert!(
+        !cookie.contains(TOKEN),
+        "the cookie carries no token: {cookie}"
+    );
     let pair = cookie.split(';').next().unwrap().to_string();
     let id = pair.split_once('=').unwrap().1.to_string();
     assert!(id.len() >= 32, "at least 128 bits: {id}");
     let second = open(TOKEN).await;
-    let pair2 = second.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let pair2 = second
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     assert_ne!(pair, pair2, "each session its own id");
 
     let with_cookie = |pair: String, method: &'static str, path: &'static str| async move {
@@ -547,13 +577,21 @@ async fn the_session_cookie_is_a_random_id_never_the_token_and_ends_server_side(
         let mut r = tokio::io::BufReader::new(s);
         read_response(&mut r, false).await.unwrap()
     };
-    assert_eq!(with_cookie(pair.clone(), "GET", "/api/rules").await.status, 200);
+    assert_eq!(
+        with_cookie(pair.clone(), "GET", "/api/rules").await.status,
+        200
+    );
     // The token itself in the cookie opens nothing.
     let forged = format!("sluice_admin={TOKEN}");
     assert_eq!(with_cookie(forged, "GET", "/api/rules").await.status, 401);
     // Signing out ends the session here, not only in the browser: the
     // same cookie replayed is refused; the other session lives on.
-    assert_eq!(with_cookie(pair.clone(), "DELETE", "/api/session").await.status, 204);
+    assert_eq!(
+        with_cookie(pair.clone(), "DELETE", "/api/session")
+            .await
+            .status,
+        204
+    );
     assert_eq!(with_cookie(pair, "GET", "/api/rules").await.status, 401);
     assert_eq!(with_cookie(pair2, "GET", "/api/rules").await.status, 200);
 }
@@ -561,7 +599,12 @@ async fn the_session_cookie_is_a_random_id_never_the_token_and_ends_server_side(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_never_shows_the_admin_token_from_the_environment() {
     let secret = "env-secret-token-0123456789";
-    for args in [&["--help"][..], &["doctor", "--help"], &["records", "--help"], &["har", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["doctor", "--help"],
+        &["records", "--help"],
+        &["har", "--help"],
+    ] {
         let run = admin::run_cli_with_token(args, Some(secret), Duration::from_secs(10)).await;
         assert_eq!(run.code, Some(0), "{args:?}: {}", run.stderr);
         assert!(run.stdout.contains("--admin-token"), "{}", run.stdout);

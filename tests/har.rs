@@ -576,7 +576,7 @@ async fn big_export_streams() {
             .as_bytes(),
     )
     .await
-        .unwrap();
+    .unwrap();
     let mut r = BufReader::new(s);
     let read = async {
         let head = http_client::read_head(&mut r).await.unwrap();

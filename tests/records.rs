@@ -475,7 +475,7 @@ async fn live_feed_streams_matching_records() {
             .as_bytes(),
     )
     .await
-        .unwrap();
+    .unwrap();
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).await.unwrap();

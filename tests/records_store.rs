@@ -343,7 +343,11 @@ async fn a_second_instance_on_one_data_dir_is_refused() {
     .await;
     assert!(matches!(run.code, Some(c) if c != 0), "{run:?}");
     let want = format!("data dir {data} is in use by sluice pid {}", first.pid());
-    assert!(run.stderr.contains(&want), "want {want:?} in:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains(&want),
+        "want {want:?} in:\n{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("sluice listening"), "{}", run.stderr);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("admin.token")).unwrap(),
@@ -361,7 +365,10 @@ async fn a_second_instance_on_one_data_dir_is_refused() {
     .await
     .err()
     .expect("a second in-process instance is refused too");
-    assert!(e.to_string().contains(&format!("pid {}", again.pid())), "{e}");
+    assert!(
+        e.to_string().contains(&format!("pid {}", again.pid())),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -294,10 +294,19 @@ fn stored_prefix(
 
 /// A body for the inline view: an identity body needs only one byte past
 /// the inline cap (to know it was cut); an encoded one is decoded whole.
-fn view_of(c: &rusqlite::Connection, id: u64, dir: BodyDir, meta: BodyMeta) -> rusqlite::Result<BodyView> {
+fn view_of(
+    c: &rusqlite::Connection,
+    id: u64,
+    dir: BodyDir,
+    meta: BodyMeta,
+) -> rusqlite::Result<BodyView> {
     let enc = meta.encoding.as_deref().unwrap_or("").trim();
     let identity = enc.is_empty() || enc.eq_ignore_ascii_case("identity");
-    let cap = if identity { INLINE_BODY_CAP + 1 } else { usize::MAX };
+    let cap = if identity {
+        INLINE_BODY_CAP + 1
+    } else {
+        usize::MAX
+    };
     let stored = stored_prefix(c, id, dir, cap)?;
     Ok(body_view(meta, stored))
 }
@@ -389,7 +398,11 @@ fn plan_download(
     let enc = meta.encoding.clone().unwrap_or_default();
     let identity = enc.trim().is_empty() || enc.trim().eq_ignore_ascii_case("identity");
     if !want_decoded || identity || stored_len == 0 {
-        let len = if want_decoded { stored_len.min(DECODE_CAP) } else { stored_len };
+        let len = if want_decoded {
+            stored_len.min(DECODE_CAP)
+        } else {
+            stored_len
+        };
         return Ok(Some(Ok(Download {
             meta,
             len,

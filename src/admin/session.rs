@@ -32,7 +32,10 @@ impl Sessions {
         let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, used| now.duration_since(*used) < SESSION_IDLE);
         while map.len() >= MAX_SESSIONS {
-            let Some(oldest) = map.iter().min_by_key(|(_, used)| **used).map(|(k, _)| k.clone())
+            let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, used)| **used)
+                .map(|(k, _)| k.clone())
             else {
                 break;
             };

@@ -87,7 +87,9 @@ impl<H> Stream for Pieces<H> {
                 match self.outcome.get() {
                     Some(Ok(())) => Poll::Ready(None),
                     Some(Err(e)) => Poll::Ready(Some(Err(io::Error::other(e.clone())))),
-                    None => Poll::Ready(Some(Err(io::Error::other("the body stopped unexpectedly")))),
+                    None => {
+                        Poll::Ready(Some(Err(io::Error::other("the body stopped unexpectedly"))))
+                    }
                 }
             }
         }

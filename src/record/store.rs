@@ -349,7 +349,10 @@ fn open_file(path: &Path, rec: &Recording) -> Result<Connection, StoreError> {
         refuse_symlink(&p)?;
     }
     let attempt = |path: &Path| -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(path, OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::default() | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )?;
         init(&conn, rec)?;
         Ok(conn)
     };
