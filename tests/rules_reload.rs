@@ -416,6 +416,8 @@ async fn admin_send(
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
+        // The server's generated token, as every admin client has it.
+        head.push_str(&support::admin::auth_line(admin));
         head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
         s.write_all(head.as_bytes()).await.ok()?;
         let mut r = BufReader::new(s);
@@ -603,7 +605,10 @@ async fn regex_compile_size_is_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_validate_refuses_cross_site_posts() {
-    let p = support::admin::start(&[]).await;
+    // Without a token (`--admin-token none`) nothing but this check stands
+    // between a cross-origin page and the compiler; with one, a page has
+    // neither the token nor a session without the UI header.
+    let p = support::admin::start(&["--admin-token", "none"]).await;
     let admin = p.admin.unwrap();
     let within = Duration::from_secs(10);
     let text = "a.test status://500\n";
