@@ -92,6 +92,20 @@ pub async fn handle(
         Ok(u) => u,
         Err(resp) => {
             ctx.metrics.count_request(&method, resp.status().as_u16());
+            if method == Method::CONNECT {
+                // As the first-request path does: a refused CONNECT is a
+                // record too (it holds no headers).
+                ctx.recorder.connect_failed(crate::record::FailedConnect {
+                    conn_id: conn.entry.id,
+                    client: conn.peer,
+                    user: None,
+                    target: &req.uri().to_string(),
+                    status: resp.status().as_u16(),
+                    error: "proxy authentication failed",
+                    started: started.into_std(),
+                    rules: "",
+                });
+            }
             if let Some(ex) = &exchange {
                 ex.set_request_headers(req.headers());
                 ex.answered(
