@@ -635,16 +635,6 @@ async fn proxy_credentials_are_never_recorded() {
     assert!(notes.contains("userinfo"), "the removal is noted: {notes}");
 }
 
-/// The highest resident set the process has had (`VmHWM`), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Layers of `Content-Encoding: zstd, zstd, ...` the stacked origin sends.
 const STACKED: usize = 3000;
 
@@ -680,7 +670,7 @@ async fn stacked_encodings_are_bounded() {
     get(admin, &format!("/api/records/{id}")).await;
     get(admin, &format!("/api/records/{id}/body/response?decode=1")).await;
     get(admin, "/api/har").await;
-    let before = peak_rss_kib(pid);
+    let before = support::process::peak_rss_kib(pid);
 
     let r = get_once(p.addr, origin, "/stacked").await.unwrap();
     assert_eq!(r.status(), 200, "proxied as it came");
@@ -693,7 +683,7 @@ async fn stacked_encodings_are_bounded() {
     let detail = get_json(admin, &format!("/api/records/{id}")).await;
     let raw = get(admin, &format!("/api/records/{id}/body/response?decode=1")).await;
     let har = get(admin, "/api/har").await;
-    let grown_mib = peak_rss_kib(pid).saturating_sub(before) / 1024;
+    let grown_mib = support::process::peak_rss_kib(pid).saturating_sub(before) / 1024;
     assert!(
         grown_mib <= 64,
         "peak RSS grew by {grown_mib} MiB for one stacked-encoding response"

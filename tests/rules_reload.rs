@@ -539,16 +539,6 @@ async fn body_files_are_confined_to_the_mock_folder() {
     assert_eq!(resp.body, b"[1,2,3]");
 }
 
-/// The highest resident set the process has had (`VmHWM`), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regex_compile_size_is_bounded() {
     // Unicode \w repeated: a few bytes of text, megabytes compiled each.
@@ -576,7 +566,7 @@ async fn regex_compile_size_is_bounded() {
         .await
         .expect("answered");
         assert_eq!(warm.status, 200, "{}", warm.text());
-        let before = peak_rss_kib(p.pid());
+        let before = support::process::peak_rss_kib(p.pid());
         for method_path in [("POST", "/api/rules/validate"), ("PUT", "/api/rules")] {
             let r = admin_send(admin, method_path.0, method_path.1, &ui, text, within)
                 .await
@@ -594,7 +584,7 @@ async fn regex_compile_size_is_bounded() {
                 "{what}: {message}"
             );
         }
-        let grown_mib = peak_rss_kib(p.pid()).saturating_sub(before) / 1024;
+        let grown_mib = support::process::peak_rss_kib(p.pid()).saturating_sub(before) / 1024;
         assert!(
             grown_mib <= 64,
             "{what}: peak RSS grew by {grown_mib} MiB compiling regex rules"
