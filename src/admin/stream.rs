@@ -32,8 +32,50 @@ pub fn from_blocking<H: Send + 'static>(
     hold: H,
     produce: impl FnOnce(&mut Sink<'_>) -> Result<(), String> + Send + 'static,
 ) -> Body {
+    let (rx, outcome) = spawn_producer(idle, produce);
+    Body::from_stream(Pieces {
+        first: None,
+        rx,
+        outcome,
+        ended: false,
+        _hold: hold,
+    })
+}
+
+/// [`from_blocking`], waiting for the first piece before answering: a
+/// producer that fails before sending anything gives `Err(message)`, so
+/// the caller can answer with a plain error status instead of a cut body.
+pub async fn from_blocking_first<H: Send + 'static>(
+    idle: Duration,
+    hold: H,
+    produce: impl FnOnce(&mut Sink<'_>) -> Result<(), String> + Send + 'static,
+) -> Result<Body, String> {
+    let (mut rx, outcome) = spawn_producer(idle, produce);
+    let Some(first) = rx.recv().await else {
+        return Err(match outcome.get() {
+            Some(Err(e)) => e.clone(),
+            _ => "the body ended without output".to_string(),
+        });
+    };
+    Ok(Body::from_stream(Pieces {
+        first: Some(first),
+        rx,
+        outcome,
+        ended: false,
+        _hold: hold,
+    }))
+}
+
+type Outcome = Arc<OnceLock<Result<(), String>>>;
+
+/// Starts `produce` on a blocking thread with a sink over a bounded
+/// channel; a piece not taken within `idle` stops it as stalled.
+fn spawn_producer(
+    idle: Duration,
+    produce: impl FnOnce(&mut Sink<'_>) -> Result<(), String> + Send + 'static,
+) -> (mpsc::Receiver<Bytes>, Outcome) {
     let (tx, rx) = mpsc::channel::<Bytes>(PIECES_IN_FLIGHT);
-    let outcome: Arc<OnceLock<Result<(), String>>> = Arc::new(OnceLock::new());
+    let outcome: Outcome = Arc::new(OnceLock::new());
     let handle = tokio::runtime::Handle::current();
     {
         let outcome = outcome.clone();
@@ -52,21 +94,23 @@ pub fn from_blocking<H: Send + 'static>(
                 Ok(()) if stalled => Err(format!("the reader took nothing for {idle:?}")),
                 other => other,
             };
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "admin response body did not finish");
+            }
+            // The outcome is set before `tx` drops: the stream reads it
+            // when it sees the channel close.
             let _ = outcome.set(result);
             drop(tx);
         });
     }
-    Body::from_stream(Pieces {
-        rx,
-        outcome,
-        ended: false,
-        _hold: hold,
-    })
+    (rx, outcome)
 }
 
 struct Pieces<H> {
+    /// Taken by the caller before the head was sent, given out first.
+    first: Option<Bytes>,
     rx: mpsc::Receiver<Bytes>,
-    outcome: Arc<OnceLock<Result<(), String>>>,
+    outcome: Outcome,
     ended: bool,
     _hold: H,
 }
@@ -77,6 +121,9 @@ impl<H> Stream for Pieces<H> {
     type Item = Result<Bytes, io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(piece) = self.first.take() {
+            return Poll::Ready(Some(Ok(piece)));
+        }
         if self.ended {
             return Poll::Ready(None);
         }
