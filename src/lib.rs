@@ -4,7 +4,8 @@
 //! - [`config`]: flags + TOML merged and validated;
 //! - [`net`]: listeners, socket options, upstream connects, connection limit;
 //! - [`relay`]: duplex copy with deadlines, port relays (CONNECT tunnels use it);
-//! - [`http`]: the HTTP/1.1 forward proxy and CONNECT;
+//! - [`transport`]: the client stream type, metering, next-layer detection;
+//! - [`http`]: the forward proxy, CONNECT tunnels, the HTTP serving function;
 //! - [`registry`]: connection guards, live counts, close reasons.
 //!
 //! [`Proxy::start`] binds every listener of one instance and returns a
@@ -22,6 +23,7 @@ pub mod registry;
 pub mod relay;
 pub mod rules;
 pub mod sockets;
+pub mod transport;
 pub mod users;
 
 use std::net::SocketAddr;

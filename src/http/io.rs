@@ -1,84 +1,59 @@
-//! The accepted client socket as hyper sees it: a plain `TcpStream` that
-//! reports reads to the connection's [`Activity`] and feeds every byte
-//! read to the framing tracker (ambiguous heads are refused per head).
+//! The client side's meter: every byte read from a client stream is
+//! reported to the connection's [`Activity`] (so the watchdog tells a slow
+//! head from an idle keep-alive) and, on HTTP/1, fed to the framing
+//! tracker (ambiguous heads are refused per head).
 //!
-//! It stays a concrete type so a CONNECT upgrade can take the `TcpStream`
-//! back (hyper's `Upgraded::downcast`) and relay it with socket-level
-//! control (half-close, abortive close).
+//! The stream under it is a [`ClientStream`], so a CONNECT upgrade takes
+//! the stream back from hyper (`Upgraded::downcast` to [`ClientIo`]) and
+//! the tunnel reaches the TCP socket under it.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::activity::Activity;
 use super::framing::FramingTracker;
+use crate::transport::{ClientStream, Meter, Metered};
 
-pub struct ClientIo {
-    pub stream: TcpStream,
+/// A client stream as hyper serves it.
+pub type ClientIo = Metered<ClientStream, ClientMeter>;
+
+pub struct ClientMeter {
     activity: Arc<Activity>,
-    framing: FramingTracker,
+    /// HTTP/1 only: HTTP/2 frames its own messages.
+    framing: Option<FramingTracker>,
+    /// Whether a read may start a head (HTTP/1). On HTTP/2 a frame is not
+    /// a request head (PING, SETTINGS, WINDOW_UPDATE arrive at any time),
+    /// so the phase follows requests only.
+    reads_start_heads: bool,
 }
 
-impl ClientIo {
-    pub fn new(stream: TcpStream, activity: Arc<Activity>) -> ClientIo {
-        ClientIo {
-            stream,
+impl ClientMeter {
+    pub fn http1(activity: Arc<Activity>) -> ClientMeter {
+        ClientMeter {
             activity,
-            framing: FramingTracker::default(),
+            framing: Some(FramingTracker::default()),
+            reads_start_heads: true,
+        }
+    }
+
+    pub fn http2(activity: Arc<Activity>) -> ClientMeter {
+        ClientMeter {
+            activity,
+            framing: None,
+            reads_start_heads: false,
         }
     }
 }
 
-impl AsyncRead for ClientIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
+impl Meter for ClientMeter {
+    fn on_read(&mut self, bytes: &[u8]) {
+        if self.reads_start_heads {
             self.activity.on_read();
-            let this = &mut *self;
-            let activity = &this.activity;
-            this.framing.feed(&buf.filled()[before..], |head| {
-                activity.mark_ambiguous_framing(head)
-            });
         }
-        r
-    }
-}
-
-impl AsyncWrite for ClientIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        if let Some(framing) = &mut self.framing {
+            let activity = &self.activity;
+            framing.feed(bytes, |head| activity.mark_ambiguous_framing(head));
+        }
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
+    fn on_write(&mut self, _n: usize) {}
 }

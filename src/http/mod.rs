@@ -1,34 +1,33 @@
-//! The HTTP/1.1 forward proxy listener: accepts client connections, serves
-//! them with hyper, and watches each one with its own deadlines.
+//! The HTTP forward proxy: the listener and its next-layer decision, the
+//! one HTTP serving function ([`serve`]), the one tunnel path
+//! ([`tunnel`]) and the request path ([`proxy`]).
 //!
 //! Invariants: each client connection is owned by one task holding its
-//! [`ConnGuard`](crate::registry::ConnGuard); a fresh connection must send a
-//! complete request head within the header timeout, a started head must
-//! complete within the header timeout, and a keep-alive connection with no
-//! request in flight closes after the client idle timeout. Oversized heads
-//! get 431 and malformed ones 400 (from hyper); everything else is answered
-//! by [`proxy`].
+//! [`ConnGuard`](crate::registry::ConnGuard); the first bytes must arrive
+//! within the header timeout; oversized heads get 431 and malformed ones
+//! 400 (from hyper); everything else is answered by [`proxy`].
 
 mod activity;
 mod answer;
 mod body;
-mod connect;
-mod connect_fast;
 mod departure;
 mod framing;
 pub(crate) mod headers;
 mod io;
+mod observe;
+mod origin;
 mod proxy;
+mod serve;
 mod tamper;
 mod throttle;
+mod tunnel;
 mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -36,13 +35,15 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::{self, accept_loop, Admission, Limiter};
 use crate::record::Recorder;
-use crate::registry::{
-    CloseReason, ConnEntry, ConnState, Kind, NextDeadline, PhaseView, Registry, Side,
-};
+use crate::registry::{CloseReason, ConnEntry, Kind, Registry, Side};
+use crate::transport::detect::{first_bytes, FirstBytes};
+use crate::transport::ClientStream;
 use crate::users::auth::Authenticator;
 use crate::users::Users;
 use crate::Shutdown;
-use activity::{Activity, Phase};
+use activity::Activity;
+use origin::Origin;
+use serve::{serve_stream, HttpVersion};
 
 /// Shared by every connection of one proxy listener.
 pub struct HttpContext {
@@ -54,6 +55,7 @@ pub struct HttpContext {
     pub auth: Option<Arc<Authenticator>>,
     client: upstream::UpstreamClient,
     server: http1::Builder,
+    server_h2: http2::Builder<TokioExecutor>,
     /// Listener addresses of this instance, refused as targets (loop guard).
     pub own_addrs: Vec<SocketAddr>,
     pub recorder: Arc<Recorder>,
@@ -97,6 +99,15 @@ impl HttpContext {
             .max_headers(config.max_headers)
             .max_header_size(config.max_header_size)
             .max_buf_size((config.max_header_size + 8192).max(8192 * 2));
+        let mut server_h2 = http2::Builder::new(TokioExecutor::new());
+        server_h2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(100)
+            .max_header_list_size(config.max_header_size as u32)
+            // PING finds a peer gone quiet under HTTP/2's own flow control
+            // (TCP keepalive finds it at the socket).
+            .keep_alive_interval(config.keepalive.idle)
+            .keep_alive_timeout(config.keepalive.interval);
         HttpContext {
             client: upstream::client(&config, &registry, &metrics, &own_addrs),
             config,
@@ -105,6 +116,7 @@ impl HttpContext {
             users,
             auth,
             server,
+            server_h2,
             own_addrs,
             recorder,
             rules,
@@ -121,6 +133,10 @@ pub struct ConnCtx {
     /// The client socket, for noticing a departure while a request waits.
     /// Valid while the connection is served, which outlives every handler.
     client_fd: std::os::fd::RawFd,
+    /// Where the stream came from: the listener, or inside which tunnel.
+    origin: Arc<Origin>,
+    /// A tunnel opened on this connection is drained with it.
+    shutdown: Shutdown,
 }
 
 fn proxy_is_self(ctx: &HttpContext, host: &str, port: u16) -> bool {
@@ -187,139 +203,40 @@ async fn serve_conn(
         guard.set_reason(CloseReason::from_io(Side::Client, &e));
         return;
     }
-    let activity = Activity::new();
-    // A connection that opens with CONNECT (most tunnels) is served without
-    // hyper; anything else, or a head not yet fully peekable, goes to hyper.
+    // The next-layer decision at the listener: a connection that opens
+    // with CONNECT (most tunnels) has its head read without hyper; an
+    // HTTP/2 client with prior knowledge is told HTTP/1.1 is required;
+    // anything else is HTTP/1.x for hyper.
     let deadline = Instant::now() + ctx.config.header_timeout;
     let first = tokio::select! {
-        r = connect_fast::peek_first(&stream, deadline) => r,
+        r = first_bytes(&stream, deadline) => r,
         _ = entry.kill.cancelled() => return,
     };
     match first {
-        Ok(connect_fast::FirstBytes::Connect) => {
-            return connect_fast::serve(stream, peer, guard, ctx).await
+        Ok(FirstBytes::Connect) => {
+            return tunnel::head::serve(stream, peer, guard, ctx, shutdown).await
         }
-        Ok(connect_fast::FirstBytes::H2Preface) => {
-            guard.set_reason(connect_fast::refuse_h2_preface(&stream).await);
+        Ok(FirstBytes::H2Preface) => {
+            guard.set_reason(tunnel::head::refuse_h2_preface(&stream).await);
             return;
         }
-        Ok(connect_fast::FirstBytes::Other) => {}
+        Ok(FirstBytes::Other) => {}
         Err(reason) => {
             guard.set_reason(reason);
             return;
         }
     }
-    // The inventory reads state and next deadline from the phase at read
-    // time: the phase changes on the data path (a request ends, a head
-    // starts) while the watchdog below sleeps.
-    {
-        let activity = activity.clone();
-        let (head_limit, idle_limit) = (ctx.config.header_timeout, ctx.config.client_idle_timeout);
-        entry.set_phase_fn(Box::new(move || {
-            let (state, at, reason) = match activity.phase() {
-                Phase::Busy => return None,
-                Phase::Head(since) => (
-                    ConnState::ReadingHeaders,
-                    since + head_limit,
-                    "header_timeout",
-                ),
-                Phase::Idle(since) => (ConnState::Idle, since + idle_limit, "idle_timeout"),
-            };
-            Some(PhaseView {
-                state,
-                deadline: Some(NextDeadline {
-                    at: at.into_std(),
-                    reason,
-                    idle_window: None,
-                }),
-            })
-        }));
-    }
-    let conn_ctx = ConnCtx {
-        entry: entry.clone(),
-        activity: activity.clone(),
+    let stream = ClientStream::tcp_stream(stream);
+    let origin = Arc::new(Origin::proxy());
+    serve_stream(
+        stream,
+        HttpVersion::H1,
+        origin,
+        &guard,
         peer,
-        client_fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
-    };
-    let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| {
-        let (ctx, conn) = (svc_ctx.clone(), conn_ctx.clone());
-        async move { proxy::handle(req, ctx, conn).await }
-    });
-    let io = TokioIo::new(io::ClientIo::new(stream, activity.clone()));
-    let conn = ctx.server.serve_connection(io, service).with_upgrades();
-    tokio::pin!(conn);
-
-    let cfg = &ctx.config;
-    let recheck = cfg.header_timeout.min(cfg.client_idle_timeout);
-    let mut draining = false;
-    loop {
-        let next = match activity.phase() {
-            Phase::Busy => Instant::now() + recheck,
-            Phase::Head(since) => since + cfg.header_timeout,
-            Phase::Idle(since) => since + cfg.client_idle_timeout,
-        };
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    guard.set_reason(reason_from_hyper(&e));
-                }
-                break;
-            }
-            // The phase can change while this sleeps (a request ends, a
-            // new head starts) and the new deadline may be earlier. Waking
-            // at least every `recheck`, the shorter of the two timeouts,
-            // still meets it: a phase that began at t ends no earlier
-            // than t + recheck.
-            _ = tokio::time::sleep_until(next.min(Instant::now() + recheck)) => {
-                let now = Instant::now();
-                match activity.phase() {
-                    Phase::Head(since) if now >= since + cfg.header_timeout => {
-                        guard.set_reason(CloseReason::HeaderTimeout);
-                        break;
-                    }
-                    Phase::Idle(since) if now >= since + cfg.client_idle_timeout => {
-                        guard.set_reason(CloseReason::IdleTimeout);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            _ = shutdown.stop_accepting.cancelled(), if !draining => {
-                draining = true;
-                entry.set_state(ConnState::Draining);
-                // Finishes the request in flight, then closes; closes an
-                // idle connection at once.
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = entry.kill.cancelled() => {
-                guard.set_reason(entry.reason().unwrap_or(CloseReason::KilledByAdmin));
-                break;
-            }
-        }
-    }
-}
-
-fn reason_from_hyper(e: &hyper::Error) -> CloseReason {
-    use std::error::Error as _;
-    if e.is_timeout() {
-        return CloseReason::HeaderTimeout;
-    }
-    let mut src = e.source();
-    while let Some(s) = src {
-        if let Some(close) = s.downcast_ref::<proxy::CloseConnection>() {
-            return close.reason.clone();
-        }
-        if let Some(ioe) = s.downcast_ref::<std::io::Error>() {
-            return CloseReason::from_io(Side::Client, ioe);
-        }
-        src = s.source();
-    }
-    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-        return CloseReason::Eof;
-    }
-    if e.is_parse() || e.is_parse_too_large() {
-        return CloseReason::Error(Side::Client, format!("malformed request: {e}"));
-    }
-    CloseReason::Error(Side::Client, proxy::error_chain(e))
+        &ctx,
+        &shutdown,
+        std::future::pending(),
+    )
+    .await;
 }

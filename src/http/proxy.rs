@@ -1,5 +1,8 @@
-//! Forwarding one absolute-form HTTP request to its origin and streaming
-//! the response back.
+//! The request path: one absolute-form HTTP request (from the proxy
+//! listener, or made absolute inside a tunnel) through named phases —
+//! request rules → target → upstream request → response rules → body —
+//! each a function of its inputs, with what happens told to the exchange
+//! observers ([`super::observe`]: recording, metrics, per-user accounting).
 //!
 //! Invariants: bodies stream frame by frame in both directions; hop-by-hop
 //! headers never cross; every wait has a deadline (connect in the
@@ -18,13 +21,14 @@ use super::activity::InflightGuard;
 use super::answer::{Failure, ProxyBody};
 use super::body::{BodyError, BoxError, Direction, MeteredBody};
 use super::headers::{add_via, normalize_transfer_encoding, strip_hop_by_hop, UnsupportedCoding};
+use super::observe::{ExchangeObserver, Observers};
 use super::tamper;
 use super::throttle::ThrottledBody;
 use super::{ConnCtx, HttpContext};
 use crate::net::ConnectError;
-use crate::record::capture::{Exchange, UpstreamInfo};
+use crate::record::capture::UpstreamInfo;
 use crate::registry::{CloseReason, ConnState, Side};
-use crate::rules::{apply_header_edits, rewrite_uri, Answer, RequestInfo, Scheme, MAX_BODY};
+use crate::rules::{apply_header_edits, rewrite_uri, Answer, Plan, RequestInfo, Scheme, MAX_BODY};
 use crate::users::auth::Verdict;
 use tokio::time::Instant;
 
@@ -66,110 +70,83 @@ pub async fn handle(
         *req.uri_mut() = uri;
         had_userinfo = true;
     }
+    // Inside a tunnel, requests in origin form are for the tunnel's host.
+    if let Some(uri) = conn.origin.absolute(req.uri()) {
+        *req.uri_mut() = uri;
+    }
     let mut inflight = conn.activity.begin_request();
+    if req.method() == Method::CONNECT && !conn.activity.take_ambiguous_framing() {
+        // The one tunnel path counts, records and answers it; the
+        // connection stays busy while the tunnel opens.
+        let resp = super::tunnel::upgrade::handle(req, &ctx, &conn).await;
+        drop(inflight);
+        return Ok(resp);
+    }
     conn.entry.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
-    // CONNECT becomes a tunnel record (or a failure record) in connect.rs.
-    let exchange = if method == Method::CONNECT {
-        None
-    } else {
+    let exchange =
         ctx.recorder
-            .begin_http(conn.entry.id, conn.peer, &method, req.uri(), req.version())
-    };
+            .begin_http(conn.entry.id, conn.peer, &method, req.uri(), req.version());
+    let obs = Observers::new(
+        exchange,
+        ctx.metrics.clone(),
+        ctx.users.clone(),
+        method.clone(),
+        started,
+    );
     if had_userinfo {
-        if let Some(ex) = &exchange {
-            ex.note("userinfo", "credentials in the request URL (user:password@) were removed; they are neither forwarded nor recorded");
-        }
+        obs.note("userinfo", "credentials in the request URL (user:password@) were removed; they are neither forwarded nor recorded");
     }
-    if conn.activity.take_ambiguous_framing() {
+    if method == Method::CONNECT || conn.activity.take_ambiguous_framing() {
         // RFC 9112 6.1: a head with both framings is how requests get
         // smuggled; refuse it and close.
-        ctx.metrics.count_request(&method, 400);
         let f = Failure::bad_request("request has both Content-Length and Transfer-Encoding");
-        return Ok(record_answer(exchange.as_deref(), f));
+        return Ok(answer(&obs, f));
     }
     let user = match identify(&req, &ctx, &conn).await {
         Ok(u) => u,
         Err(resp) => {
-            ctx.metrics.count_request(&method, resp.status().as_u16());
-            if method == Method::CONNECT {
-                // As the first-request path does: a refused CONNECT is a
-                // record too (it holds no headers).
-                ctx.recorder.connect_failed(crate::record::FailedConnect {
-                    conn_id: conn.entry.id,
-                    client: conn.peer,
-                    user: None,
-                    target: &req.uri().to_string(),
-                    status: resp.status().as_u16(),
-                    error: "proxy authentication failed",
-                    started: started.into_std(),
-                    rules: "",
-                });
-            }
-            if let Some(ex) = &exchange {
-                ex.set_request_headers(req.headers());
-                ex.answered(
-                    resp.status().as_u16(),
-                    resp.headers(),
-                    Some("proxy authentication failed"),
-                );
-            }
+            obs.request_head(req.headers());
+            let status = resp.status().as_u16();
+            obs.answered(
+                status,
+                resp.headers(),
+                Some("proxy authentication failed"),
+                None,
+            );
+            obs.finished(status);
             return Ok(*resp);
         }
     };
-    if let (Some(ex), Some(_)) = (&exchange, &ctx.auth) {
-        // Without --auth the "user" is the client IP, already recorded.
-        ex.set_user(&user);
-    }
-    let resp = if method == Method::CONNECT {
-        let r = super::connect::handle_connect(req, &ctx, &conn, &user).await;
-        conn.entry.set_state(ConnState::ReadingHeaders);
-        r
-    } else {
-        inflight.observe_total(started, ctx.metrics.request_seconds.clone());
-        match forward(req, &ctx, &conn, inflight, exchange.clone()).await {
-            Ok(resp) => {
-                ctx.metrics
-                    .ttfb_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                resp
-            }
-            Err(Stop::Close { reason, record }) => {
-                if let Some(ex) = &exchange {
-                    ex.fail(record);
-                }
-                ctx.metrics.count_request(&method, 0);
-                return Err(CloseConnection { reason });
-            }
-            Err(Stop::Answer(f)) => {
-                tracing::debug!(code = f.code, message = %f.message, "request failed");
-                conn.entry.set_state(ConnState::ReadingHeaders);
-                record_answer(exchange.as_deref(), f)
-            }
+    obs.identified(&user, ctx.auth.is_some());
+    inflight.observe_total(started, ctx.metrics.request_seconds.clone());
+    match forward(req, &ctx, &conn, inflight, &obs).await {
+        Ok(resp) => {
+            obs.finished(resp.status().as_u16());
+            Ok(resp)
         }
-    };
-    let status = resp.status().as_u16();
-    ctx.metrics.count_request(&method, status);
-    ctx.users.on_request(&user, status >= 500);
-    Ok(resp)
+        Err(Stop::Close { reason, record }) => {
+            obs.failed(&record);
+            obs.finished(0);
+            Err(CloseConnection { reason })
+        }
+        Err(Stop::Answer(f)) => {
+            tracing::debug!(code = f.code, message = %f.message, "request failed");
+            conn.entry.set_state(ConnState::ReadingHeaders);
+            Ok(answer(&obs, f))
+        }
+    }
 }
 
-/// sluice's own answer to a request, noted in its record.
-fn record_answer(
-    exchange: Option<&crate::record::capture::Exchange>,
-    f: Failure,
-) -> Response<ProxyBody> {
-    match exchange {
-        Some(ex) => {
-            let message = f.message.clone();
-            let text = bytes::Bytes::from(f.body_text());
-            let resp = f.into_response();
-            ex.answered(resp.status().as_u16(), resp.headers(), Some(&message));
-            ex.response_chunk(&text);
-            resp
-        }
-        None => f.into_response(),
-    }
+/// sluice's own answer to a request (a failure), told to the observers.
+fn answer(obs: &Observers, f: Failure) -> Response<ProxyBody> {
+    let message = f.message.clone();
+    let text = bytes::Bytes::from(f.body_text());
+    let resp = f.into_response();
+    let status = resp.status().as_u16();
+    obs.answered(status, resp.headers(), Some(&message), Some(&text));
+    obs.finished(status);
+    resp
 }
 
 /// Who this request is accounted to: the authenticated user, or the client
@@ -217,28 +194,90 @@ async fn rule_sleep(d: std::time::Duration, conn: &ConnCtx) -> Result<(), Failur
     }
 }
 
+/// The request's rules, decided once per exchange from one snapshot.
+struct Rules<'s> {
+    plan: Option<Plan<'s>>,
+    /// What the record says about them (updated as actions apply).
+    notes: Vec<tamper::Note>,
+    /// The client's own request headers, for CORS (`Origin`).
+    client_headers: http::HeaderMap,
+}
+
+/// Where the request goes after the rules.
+struct Target {
+    authority: http::uri::Authority,
+    /// `host:port` as failures name it.
+    label: String,
+    /// The rule that chose the upstream (`upstream://`), named in failures.
+    mapped_by: Option<String>,
+}
+
+/// What the request-rules phase decided.
+// Returned once per request and taken apart at once: boxing the large
+// variant would cost an allocation on every forwarded request.
+#[allow(clippy::large_enum_variant)]
+enum Requested<'s> {
+    /// A rule answered (mock, block, redirect, CORS preflight).
+    Answered(Response<ProxyBody>),
+    Forward(Rules<'s>, http::uri::Authority),
+}
+
+/// The response body as the response-rules phase leaves it.
+enum Relayed {
+    /// The upstream's body, untouched.
+    Upstream(Incoming),
+    /// Rewritten (or read whole and kept) by body rules.
+    Rewritten(ProxyBody),
+}
+
+/// The phases of one forwarded exchange: request rules → target →
+/// upstream request → response rules → body. Each is a function of its
+/// inputs; what happens is told to `obs`.
 async fn forward(
     req: Request<Incoming>,
     ctx: &HttpContext,
     conn: &ConnCtx,
     inflight: InflightGuard,
-    exchange: Option<Arc<Exchange>>,
+    obs: &Observers,
 ) -> Result<Response<ProxyBody>, Stop> {
     let (mut parts, body) = req.into_parts();
-    let mut authority = match target_of(&parts.uri, ctx) {
-        Ok(a) => a,
-        Err(f) => {
-            if let Some(ex) = &exchange {
-                // Refused before leaving: the record shows what the client sent.
-                ex.set_request_headers(&parts.headers);
-            }
-            return Err(f.into());
-        }
-    };
-
+    let authority = target_of(&parts.uri, ctx).inspect_err(|_| {
+        // Refused before leaving: the record shows what the client sent.
+        obs.request_head(&parts.headers);
+    })?;
     // One snapshot of the rules for the whole exchange.
     let snapshot = ctx.rules.current();
-    let plan = if snapshot.set.is_empty() {
+    let (mut rules, authority) =
+        match request_rules(&mut parts, authority, &snapshot.set, ctx, conn, obs).await? {
+            Requested::Answered(resp) => return Ok(resp),
+            Requested::Forward(rules, authority) => (rules, authority),
+        };
+    let target = target(&mut parts, authority, &rules, ctx)?;
+    obs.request_head(&parts.headers);
+    let resp = upstream_request(parts, body, &rules, &target, ctx, conn, obs).await?;
+    let (parts, body) = response_rules(resp, &mut rules, conn, &ctx.config, obs).await?;
+    Ok(body_phase(
+        parts,
+        body,
+        &rules,
+        conn,
+        &ctx.config,
+        inflight,
+        obs,
+    ))
+}
+
+/// Request rules: plan, `delay`, the rules that answer themselves, and
+/// `url://` rewrites (which change the target).
+async fn request_rules<'s>(
+    parts: &mut http::request::Parts,
+    mut authority: http::uri::Authority,
+    set: &'s crate::rules::RuleSet,
+    ctx: &HttpContext,
+    conn: &ConnCtx,
+    obs: &Observers,
+) -> Result<Requested<'s>, Stop> {
+    let plan = if set.is_empty() {
         None
     } else {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -250,93 +289,111 @@ async fn forward(
             path_and_query: pq,
             client: conn.peer.ip(),
         };
-        Some(snapshot.set.plan(&info)).filter(|p| !p.is_empty())
+        Some(set.plan(&info)).filter(|p| !p.is_empty())
     };
-    let mut notes = plan.as_ref().map(tamper::notes).unwrap_or_default();
-    if let Some(ex) = &exchange {
-        ex.set_rules(&notes);
-    }
-    // The client's own request headers, for CORS (`Origin`).
-    let client_headers = match &plan {
-        Some(p) if p.cors.is_some() => parts.headers.clone(),
-        _ => http::HeaderMap::new(),
+    let Some(p) = plan else {
+        let rules = Rules {
+            plan: None,
+            notes: Vec::new(),
+            client_headers: http::HeaderMap::new(),
+        };
+        return Ok(Requested::Forward(rules, authority));
     };
-    if let Some(d) = plan.as_ref().and_then(|p| p.delay) {
+    let mut notes = tamper::notes(&p);
+    obs.rules(&notes);
+    let client_headers = if p.cors.is_some() {
+        parts.headers.clone()
+    } else {
+        http::HeaderMap::new()
+    };
+    if let Some(d) = p.delay {
         rule_sleep(d.action, conn).await?;
     }
-    if let Some(p) = &plan {
-        let preflight = tamper::is_preflight(&parts.method, &parts.headers);
-        if let Some(a) = p.answer(preflight) {
-            if let Some(ex) = &exchange {
-                ex.set_request_headers(&parts.headers);
-            }
-            let Some((mut head, mut bytes)) = tamper::answer(a, &parts.headers) else {
-                let why = format!(
-                    "connection closed by rule {}",
-                    p.block.map(|b| b.rule.to_string()).unwrap_or_default()
-                );
-                return Err(Stop::Close {
-                    reason: CloseReason::Error(Side::Sluice, why.clone()),
-                    record: why,
-                });
-            };
-            let mock = matches!(a, Answer::Mock(_));
-            if mock {
-                tamper::edit_response_head(p, &client_headers, &mut head);
-                if p.body_sub.is_some() {
-                    match tamper::rewrite_body(p, &http::HeaderMap::new(), bytes.clone()) {
-                        Ok(b) => bytes = b,
-                        Err(why) => tamper::add_note(&mut notes, "bodySub", why),
-                    }
-                    tamper::set_identity_length(&mut head.headers, bytes.len());
-                    if let Some(ex) = &exchange {
-                        ex.set_rules(&notes);
-                    }
+    let preflight = tamper::is_preflight(&parts.method, &parts.headers);
+    if let Some(a) = p.answer(preflight) {
+        obs.request_head(&parts.headers);
+        let Some((mut head, mut bytes)) = tamper::answer(a, &parts.headers) else {
+            let why = format!(
+                "connection closed by rule {}",
+                p.block.map(|b| b.rule.to_string()).unwrap_or_default()
+            );
+            return Err(Stop::Close {
+                reason: CloseReason::Error(Side::Sluice, why.clone()),
+                record: why,
+            });
+        };
+        let mock = matches!(a, Answer::Mock(_));
+        if mock {
+            tamper::edit_response_head(&p, &client_headers, &mut head);
+            if p.body_sub.is_some() {
+                match tamper::rewrite_body(&p, &http::HeaderMap::new(), bytes.clone()) {
+                    Ok(b) => bytes = b,
+                    Err(why) => tamper::add_note(&mut notes, "bodySub", why),
                 }
+                tamper::set_identity_length(&mut head.headers, bytes.len());
+                obs.rules(&notes);
             }
-            if let Some(ex) = &exchange {
-                ex.request_done();
-                ex.answered(head.status.as_u16(), &head.headers, None);
-                ex.response_chunk(&bytes);
-            }
-            drop(body);
-            if mock {
-                if let Some(d) = p.res_delay {
-                    rule_sleep(d.action, conn).await?;
-                }
-                if let Some(t) = p.throttle {
-                    let b = ThrottledBody::new(tamper::full(bytes), t.action.bytes_per_sec());
-                    return Ok(Response::from_parts(head, b.boxed_unsync()));
-                }
-            }
-            return Ok(Response::from_parts(head, tamper::full(bytes)));
         }
-        if let Some(u) = &p.url {
-            let uri = rewrite_uri(&parts.uri, &u.action)
-                .map(|uri| without_userinfo(&uri).unwrap_or(uri))
-                .map_err(|e| {
-                    Failure::new(
-                        StatusCode::BAD_GATEWAY,
-                        Side::Sluice,
-                        "rule-url",
-                        format!("rule {}: {e}", u.rule),
-                    )
-                })?;
-            authority = target_of(&uri, ctx).map_err(|f| {
-                if f.status == StatusCode::LOOP_DETECTED {
-                    return f;
-                }
+        obs.request_sent();
+        obs.answered(head.status.as_u16(), &head.headers, None, Some(&bytes));
+        if mock {
+            if let Some(d) = p.res_delay {
+                rule_sleep(d.action, conn).await?;
+            }
+            if let Some(t) = p.throttle {
+                let b = ThrottledBody::new(tamper::full(bytes), t.action.bytes_per_sec());
+                return Ok(Requested::Answered(Response::from_parts(
+                    head,
+                    b.boxed_unsync(),
+                )));
+            }
+        }
+        return Ok(Requested::Answered(Response::from_parts(
+            head,
+            tamper::full(bytes),
+        )));
+    }
+    if let Some(u) = &p.url {
+        let uri = rewrite_uri(&parts.uri, &u.action)
+            .map(|uri| without_userinfo(&uri).unwrap_or(uri))
+            .map_err(|e| {
                 Failure::new(
                     StatusCode::BAD_GATEWAY,
                     Side::Sluice,
                     "rule-url",
-                    format!("rule {} rewrote the URL to {uri}: {}", u.rule, f.message),
+                    format!("rule {}: {e}", u.rule),
                 )
             })?;
-            parts.uri = uri;
-        }
+        authority = target_of(&uri, ctx).map_err(|f| {
+            if f.status == StatusCode::LOOP_DETECTED {
+                return f;
+            }
+            Failure::new(
+                StatusCode::BAD_GATEWAY,
+                Side::Sluice,
+                "rule-url",
+                format!("rule {} rewrote the URL to {uri}: {}", u.rule, f.message),
+            )
+        })?;
+        parts.uri = uri;
     }
+    let rules = Rules {
+        plan: Some(p),
+        notes,
+        client_headers,
+    };
+    Ok(Requested::Forward(rules, authority))
+}
 
+/// Target: the request as it leaves — hop-by-hop headers dropped, the
+/// transfer coding checked, sluice's admin cookie removed, `Via` and
+/// `Host` set, the rules' `upstream://` and header edits applied.
+fn target(
+    parts: &mut http::request::Parts,
+    authority: http::uri::Authority,
+    rules: &Rules<'_>,
+    ctx: &HttpContext,
+) -> Result<Target, Stop> {
     strip_hop_by_hop(&mut parts.headers);
     if let Err(UnsupportedCoding(coding)) = normalize_transfer_encoding(&mut parts.headers) {
         return Err(Failure::new(
@@ -352,13 +409,15 @@ async fn forward(
     if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
         parts.headers.insert(header::HOST, host);
     }
-    let mut upstream_label = authority.to_string();
-    // The rule that chose the upstream, named in any failure to reach it.
-    let mut mapped_by = None;
-    if let Some(p) = &plan {
+    let mut target = Target {
+        label: authority.to_string(),
+        authority,
+        mapped_by: None,
+    };
+    if let Some(p) = &rules.plan {
         if let Some(up) = p.upstream {
             // Connect elsewhere; the Host header (set above) stays.
-            let port = up.action.port_or(authority.port_u16().unwrap_or(80));
+            let port = up.action.port_or(target.authority.port_u16().unwrap_or(80));
             let host = if up.action.host.contains(':') {
                 format!("[{}]", up.action.host)
             } else {
@@ -377,34 +436,40 @@ async fn forward(
                 )
                 .into());
             }
+            let bad = |e: &dyn std::fmt::Display| {
+                Failure::new(
+                    StatusCode::BAD_GATEWAY,
+                    Side::Sluice,
+                    "rule-upstream",
+                    format!("rule {}: upstream {mapped}: {e}", up.rule),
+                )
+            };
             let mut uri_parts = parts.uri.clone().into_parts();
-            uri_parts.authority = Some(mapped.parse().map_err(|e| {
-                Failure::new(
-                    StatusCode::BAD_GATEWAY,
-                    Side::Sluice,
-                    "rule-upstream",
-                    format!("rule {}: upstream {mapped}: {e}", up.rule),
-                )
-            })?);
-            parts.uri = http::Uri::from_parts(uri_parts).map_err(|e| {
-                Failure::new(
-                    StatusCode::BAD_GATEWAY,
-                    Side::Sluice,
-                    "rule-upstream",
-                    format!("rule {}: upstream {mapped}: {e}", up.rule),
-                )
-            })?;
-            upstream_label = mapped;
-            mapped_by = Some(up.rule);
+            uri_parts.authority = Some(mapped.parse().map_err(|e| bad(&e))?);
+            parts.uri = http::Uri::from_parts(uri_parts).map_err(|e| bad(&e))?;
+            target.label = mapped;
+            target.mapped_by = Some(up.rule.to_string());
         }
         apply_header_edits(&mut parts.headers, p.req_headers.iter().map(|c| c.action));
     }
     parts.version = Version::HTTP_11;
-    if let Some(ex) = &exchange {
-        ex.set_request_headers(&parts.headers);
-    }
+    Ok(target)
+}
+
+/// Upstream request: the body throttled, metered and tapped; sent over
+/// the tunnel's own connection or the pool; raced against the response
+/// deadline, the connection's kill and the client leaving.
+async fn upstream_request(
+    parts: http::request::Parts,
+    body: Incoming,
+    rules: &Rules<'_>,
+    target: &Target,
+    ctx: &HttpContext,
+    conn: &ConnCtx,
+    obs: &Observers,
+) -> Result<Response<Incoming>, Stop> {
     let cfg = &ctx.config;
-    let body = match plan.as_ref().and_then(|p| p.req_throttle) {
+    let body = match rules.plan.as_ref().and_then(|p| p.req_throttle) {
         Some(t) => ThrottledBody::new(body, t.action.bytes_per_sec()),
         None => ThrottledBody::unlimited(body),
     };
@@ -416,19 +481,36 @@ async fn forward(
         cfg.body_idle_timeout,
         None,
     )
-    .with_tap(exchange.clone());
+    .with_tap(obs.tap());
     let upstream_req = Request::from_parts(parts, body);
-
-    if let Some(ex) = &exchange {
-        if http_body::Body::is_end_stream(upstream_req.body()) {
-            // No body: the request is sent once its head is written, which
-            // happens as soon as a connection is ready (see response_head).
-            ex.request_done();
-        }
+    if http_body::Body::is_end_stream(upstream_req.body()) {
+        // No body: the request is sent once its head is written, which
+        // happens as soon as a connection is ready (see response_head).
+        obs.request_sent();
     }
     conn.entry.set_state(ConnState::WaitingUpstream);
+    // Inside a tunnel, a request for the tunnel's own host goes over the
+    // tunnel's upstream connection; anything else through the pool.
+    let pinned = conn
+        .origin
+        .pinned_for(&target.authority, target.mapped_by.is_some());
+    let send = async {
+        match pinned {
+            Some(inside) => {
+                let mut resp = inside.upstream.send(upstream_req).await?;
+                resp.extensions_mut().insert(inside.info.clone());
+                Ok(resp)
+            }
+            None => ctx
+                .client
+                .request(upstream_req)
+                .await
+                .map_err(BoxError::from),
+        }
+    };
+    let label = &target.label;
     let sent = tokio::select! {
-        r = tokio::time::timeout(cfg.response_timeout, ctx.client.request(upstream_req)) => r,
+        r = tokio::time::timeout(cfg.response_timeout, send) => r,
         _ = conn.entry.kill.cancelled() => {
             return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down").into());
         }
@@ -438,52 +520,65 @@ async fn forward(
             return Err(Stop::Close {
                 reason: CloseReason::Eof,
                 record: format!(
-                    "the client closed the connection while waiting for {upstream_label}'s response; the upstream request was cancelled"
+                    "the client closed the connection while waiting for {label}'s response; the upstream request was cancelled"
                 ),
             });
         }
     };
-    let resp = match sent {
-        Ok(Ok(resp)) => resp,
+    match sent {
+        Ok(Ok(resp)) => {
+            conn.entry.set_state(ConnState::Streaming);
+            Ok(resp)
+        }
         Ok(Err(e)) => {
-            let mut f = classify(&e, &upstream_label);
-            if let Some(rule) = mapped_by {
+            let mut f = classify(&*e, label);
+            if let Some(rule) = &target.mapped_by {
                 f.message
-                    .push_str(&format!(" (upstream {upstream_label} set by rule {rule})"));
+                    .push_str(&format!(" (upstream {label} set by rule {rule})"));
             }
-            return Err(f.into());
+            Err(f.into())
         }
-        Err(_) => {
-            return Err(Failure::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                Side::Upstream,
-                "response-timeout",
-                format!(
-                    "upstream {upstream_label} sent no response head within {}",
-                    humantime::format_duration(cfg.response_timeout)
-                ),
-            )
-            .into())
-        }
-    };
-    conn.entry.set_state(ConnState::Streaming);
+        Err(_) => Err(Failure::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            Side::Upstream,
+            "response-timeout",
+            format!(
+                "upstream {label} sent no response head within {}",
+                humantime::format_duration(cfg.response_timeout)
+            ),
+        )
+        .into()),
+    }
+}
+
+/// Response rules: hop-by-hop headers dropped and `Via` added, then the
+/// rules' head edits, body rewrites (bounded) and `resDelay`; the head as
+/// relayed is told to the observers.
+async fn response_rules(
+    resp: Response<Incoming>,
+    rules: &mut Rules<'_>,
+    conn: &ConnCtx,
+    cfg: &crate::config::Config,
+    obs: &Observers,
+) -> Result<(http::response::Parts, Relayed), Stop> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers, parts.version);
-    let Some(p) = &plan else {
-        if let Some(ex) = &exchange {
-            ex.response_head(
-                parts.status.as_u16(),
-                &parts.headers,
-                http_body::Body::size_hint(&body).exact(),
-                parts.extensions.get::<UpstreamInfo>(),
-            );
-        }
-        let body = downstream_body(body, conn, cfg, inflight, exchange);
-        return Ok(Response::from_parts(parts, body.boxed_unsync()));
+    let tell = |parts: &http::response::Parts, length: Option<u64>| {
+        obs.response_head(
+            parts.status.as_u16(),
+            &parts.headers,
+            length,
+            parts.extensions.get::<UpstreamInfo>(),
+        );
     };
-    tamper::edit_response_head(p, &client_headers, &mut parts);
-    let body: ProxyBody = if tamper::edits_body(p) {
+    let Some(p) = &rules.plan else {
+        tell(&parts, http_body::Body::size_hint(&body).exact());
+        return Ok((parts, Relayed::Upstream(body)));
+    };
+    tamper::edit_response_head(p, &rules.client_headers, &mut parts);
+    let notes = &mut rules.notes;
+    let body = if tamper::edits_body(p) {
         // Read the upstream body (under the idle deadline, but untapped
         // and uncounted: the record and the byte counters keep what the
         // client gets), then rewrite it.
@@ -503,7 +598,7 @@ async fn forward(
                     tamper::full(new)
                 }
                 Err(why) => {
-                    tamper::add_note(&mut notes, "bodySub", why);
+                    tamper::add_note(notes, "bodySub", why);
                     tamper::full(whole)
                 }
             },
@@ -512,33 +607,46 @@ async fn forward(
                     "body rules skipped: the body is over the {MAX_BODY}-byte limit or failed"
                 );
                 if p.body_sub.is_some() {
-                    tamper::add_note(&mut notes, "bodySub", why.clone());
+                    tamper::add_note(notes, "bodySub", why.clone());
                 }
-                tamper::add_note(&mut notes, "mock/body", why);
+                tamper::add_note(notes, "mock/body", why);
                 rest.boxed_unsync()
             }
         }
     } else {
         body.map_err(BoxError::from).boxed_unsync()
     };
-    if let Some(ex) = &exchange {
-        ex.set_rules(&notes);
-        ex.response_head(
-            parts.status.as_u16(),
-            &parts.headers,
-            http_body::Body::size_hint(&body).exact(),
-            parts.extensions.get::<UpstreamInfo>(),
-        );
-    }
+    obs.rules(notes);
+    tell(&parts, http_body::Body::size_hint(&body).exact());
     if let Some(d) = p.res_delay {
         rule_sleep(d.action, conn).await?;
     }
-    let body = downstream_body(body, conn, cfg, inflight, exchange);
-    let body = match p.throttle {
-        Some(t) => ThrottledBody::new(body, t.action.bytes_per_sec()).boxed_unsync(),
-        None => body.boxed_unsync(),
+    Ok((parts, Relayed::Rewritten(body)))
+}
+
+/// Body: the response body as the client gets it — counted, tapped for
+/// the record, under the body idle deadline, paced by `throttle://`,
+/// releasing the connection's in-flight mark at its end.
+fn body_phase(
+    parts: http::response::Parts,
+    body: Relayed,
+    rules: &Rules<'_>,
+    conn: &ConnCtx,
+    cfg: &crate::config::Config,
+    inflight: InflightGuard,
+    obs: &Observers,
+) -> Response<ProxyBody> {
+    let rate = rules
+        .plan
+        .as_ref()
+        .and_then(|p| p.throttle)
+        .map(|t| t.action.bytes_per_sec());
+    let tap = obs.tap();
+    let body = match body {
+        Relayed::Upstream(b) => paced(downstream(b, conn, cfg, inflight, tap), rate),
+        Relayed::Rewritten(b) => paced(downstream(b, conn, cfg, inflight, tap), rate),
     };
-    Ok(Response::from_parts(parts, body))
+    Response::from_parts(parts, body)
 }
 
 /// `uri` without its userinfo (`user:pass@`), or `None` when it has none.
@@ -594,9 +702,9 @@ fn target_of(uri: &http::Uri, ctx: &HttpContext) -> Result<http::uri::Authority,
 }
 
 /// Turns a client error into an answer that says who failed and why.
-fn classify(err: &hyper_util::client::legacy::Error, target: &str) -> Failure {
+fn classify(err: &(dyn std::error::Error + 'static), target: &str) -> Failure {
     let chain = error_chain(err);
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut src = Some(err);
     while let Some(e) = src {
         if let Some(ce) = e.downcast_ref::<ConnectError>() {
             return Failure::from_connect(ce);
@@ -668,15 +776,12 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The response body as it goes to the client: counted, tapped for the
-/// record, under the body idle deadline, releasing the connection's
-/// in-flight mark at its end.
-fn downstream_body<B>(
+fn downstream<B>(
     body: B,
     conn: &ConnCtx,
     cfg: &crate::config::Config,
     inflight: InflightGuard,
-    exchange: Option<Arc<Exchange>>,
+    tap: Option<Arc<crate::record::capture::Exchange>>,
 ) -> MeteredBody<B> {
     MeteredBody::new(
         body,
@@ -686,5 +791,16 @@ fn downstream_body<B>(
         cfg.body_idle_timeout,
         Some(inflight),
     )
-    .with_tap(exchange)
+    .with_tap(tap)
+}
+
+/// `body` paced at `rate` bytes per second (`throttle://`), boxed once.
+fn paced<B>(body: B, rate: Option<u64>) -> ProxyBody
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static,
+{
+    match rate {
+        Some(r) => ThrottledBody::new(body, r).boxed_unsync(),
+        None => body.boxed_unsync(),
+    }
 }

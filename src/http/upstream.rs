@@ -18,7 +18,6 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::body::{BoxError, MeteredBody};
@@ -27,9 +26,12 @@ use crate::metrics::Metrics;
 use crate::net::{connect_upstream_timed, ConnectError, ConnectErrorKind};
 use crate::record::capture::UpstreamInfo;
 use crate::registry::{ConnEntry, ConnGuard, ConnState, Kind, Registry};
+use crate::transport::{Meter, Metered};
 
-pub type UpstreamClient =
-    Client<Connector, MeteredBody<super::throttle::ThrottledBody<hyper::body::Incoming>>>;
+/// A request body as it goes upstream: throttled, metered, tapped.
+pub type UpstreamBody = MeteredBody<super::throttle::ThrottledBody<hyper::body::Incoming>>;
+
+pub type UpstreamClient = Client<Connector, UpstreamBody>;
 
 /// Builds the pooled client for one sluice instance.
 pub fn client(
@@ -111,7 +113,7 @@ impl tower_service::Service<Uri> for Connector {
                 claimed: Default::default(),
             };
             Ok(UpstreamConn {
-                io: TokioIo::new(Counted { stream, entry }),
+                io: TokioIo::new(Metered::new(stream, EntryBytes(entry))),
                 info,
                 _guard: guard,
             })
@@ -121,67 +123,24 @@ impl tower_service::Service<Uri> for Connector {
 
 /// One pooled upstream connection and the guard that owns it.
 pub struct UpstreamConn {
-    io: TokioIo<Counted>,
+    io: TokioIo<Metered<TcpStream, EntryBytes>>,
     /// Handed to every response of this connection (records use it).
     info: UpstreamInfo,
     _guard: ConnGuard,
 }
 
-/// The upstream socket, counting bytes into its registry entry.
-pub struct Counted {
-    stream: TcpStream,
-    entry: Arc<ConnEntry>,
-}
+/// Counts an upstream socket's bytes into its registry entry.
+pub struct EntryBytes(Arc<ConnEntry>);
 
-impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        self.entry.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
-        r
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            self.entry.bytes_up.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        r
+impl Meter for EntryBytes {
+    fn on_read(&mut self, bytes: &[u8]) {
+        self.0
+            .bytes_down
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &r {
-            self.entry.bytes_up.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+    fn on_write(&mut self, n: usize) {
+        self.0.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
