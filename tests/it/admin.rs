@@ -2,18 +2,17 @@
 //! that match the bytes actually sent, filters), closing a connection by
 //! id, health, Prometheus metrics that move with real traffic, the history
 //! ring, and the self-SSRF guard in front of sluice's own listeners.
-mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::support::admin::{self, s, u};
+use crate::support::http_client::Client;
+use crate::support::*;
 use serde_json::Value;
 use sluice::config::RelaySpec;
 use sluice::registry::Kind;
-use support::admin::{self, s, u};
-use support::http_client::Client;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -794,7 +793,7 @@ async fn a_reader_that_stops_reading_is_cut_and_heavy_work_is_bounded() {
     let origin = origin::http_origin().await;
     let (p, adm) = proxy_with_admin(|c| c.record.body_limit = 32 * 1024 * 1024).await;
     let size = 24 * 1024 * 1024;
-    let r = support::http_client::get_once(p.addr, origin, &format!("/bytes/{size}"))
+    let r = crate::support::http_client::get_once(p.addr, origin, &format!("/bytes/{size}"))
         .await
         .unwrap();
     assert_eq!(r.body.len(), size);

@@ -5,17 +5,16 @@
 //! side the peer just goes silent. Only TCP keepalive (idle tunnel) or
 //! TCP_USER_TIMEOUT (data in flight) can notice; the idle timeout is set
 //! far away so it cannot be what saves the day.
-mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::netns::{tcp_table, Netns};
+use crate::support::*;
 use sluice::config::Keepalive;
 use sluice::registry::Kind;
-use support::netns::{tcp_table, Netns};
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::Mutex;
@@ -129,7 +128,7 @@ async fn all_acked(ns: &Netns) -> bool {
     .await
 }
 
-fn sockets_towards(ns: &Netns) -> Vec<support::netns::TcpRow> {
+fn sockets_towards(ns: &Netns) -> Vec<crate::support::netns::TcpRow> {
     let ip = IpAddr::V4(ns.ns_ip);
     tcp_table()
         .into_iter()

@@ -1,7 +1,6 @@
 //! The forward proxy's deadlines and limits over real sockets: slow request
 //! heads, idle keep-alive clients, stalled request bodies, the connection
 //! cap, and a slow reader on a large response that must not grow memory.
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use support::http_client::{self, get_once, BodyReader, Client};
-use support::*;
+use crate::support::http_client::{self, get_once, BodyReader, Client};
+use crate::support::*;
 
 async fn assert_serves(proxy: SocketAddr, origin: SocketAddr) {
     let resp = timeout(Duration::from_secs(5), get_once(proxy, origin, "/small"))

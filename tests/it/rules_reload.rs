@@ -2,17 +2,15 @@
 //! and dry-run through the admin API, and applied to CONNECT tunnels.
 //! Real sockets throughout; SIGHUP goes to the real binary.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::admin::{get_json, request};
+use crate::support::http_client::Client;
+use crate::support::origin::{echo_origin, http_origin};
+use crate::support::{connect_tunnel, read_response, RawResponse};
 use serde_json::Value;
-use support::admin::{get_json, request};
-use support::http_client::Client;
-use support::origin::{echo_origin, http_origin};
-use support::{connect_tunnel, read_response, RawResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -22,7 +20,7 @@ async fn put_rules(admin: SocketAddr, body: &str) -> RawResponse {
     s.write_all(
         format!(
             "PUT /api/rules HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{}Content-Length: {}\r\n\r\n{body}",
-            support::admin::auth_line(admin),
+            crate::support::admin::auth_line(admin),
             body.len()
         )
         .as_bytes(),
@@ -86,7 +84,7 @@ async fn editing_the_file_reloads_without_dropping_connections() {
     write(&path, "# nothing yet\n");
     let origin = http_origin().await;
     let echo = echo_origin().await;
-    let p = support::start_proxy(|c| {
+    let p = crate::support::start_proxy(|c| {
         c.rules_file = Some(path.clone());
         c.admin = Some("127.0.0.1:0".parse().unwrap());
     })
@@ -123,7 +121,7 @@ async fn editing_the_file_reloads_without_dropping_connections() {
     assert!(v["text"].as_str().unwrap().contains("# a second line"));
     let r = connect_answer(p.addr, "blocked.test:443").await.unwrap();
     assert_eq!(r.status, 403);
-    let m = support::admin::metrics(admin).await;
+    let m = crate::support::admin::metrics(admin).await;
     assert!(m.must("sluice_rules_reloads_total", &[("outcome", "failed")]) >= 1.0);
     assert!(m.must("sluice_rules_reloads_total", &[("outcome", "ok")]) >= 1.0);
     assert_eq!(m.must("sluice_rules_generation", &[]), 2.0);
@@ -135,7 +133,7 @@ async fn api_puts_validates_and_writes_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rules.txt");
     write(&path, "one.test block://403\n");
-    let p = support::start_proxy(|c| {
+    let p = crate::support::start_proxy(|c| {
         c.rules_file = Some(path.clone());
         c.admin = Some("127.0.0.1:0".parse().unwrap());
     })
@@ -208,7 +206,7 @@ async fn connect_rules_block_map_and_delay() {
             port = echo.port()
         ),
     );
-    let p = support::start_proxy(|c| {
+    let p = crate::support::start_proxy(|c| {
         c.rules_file = Some(path.clone());
     })
     .await;
@@ -277,7 +275,7 @@ async fn sighup_reloads_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rules.txt");
     write(&path, "blocked.test block://403\n");
-    let p = support::admin::start(&["--rules", path.to_str().unwrap()]).await;
+    let p = crate::support::admin::start(&["--rules", path.to_str().unwrap()]).await;
     let admin = p.admin.unwrap();
     assert_eq!(generation(admin).await, 1);
     // The file did not change: only the signal can reload it.
@@ -330,7 +328,7 @@ async fn connect_throttles_each_direction_and_records_name_the_rules() {
             port = echo.port()
         ),
     );
-    let p = support::start_proxy(|c| {
+    let p = crate::support::start_proxy(|c| {
         c.rules_file = Some(path.clone());
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.record = sluice::config::Recording {
@@ -356,7 +354,9 @@ async fn connect_throttles_each_direction_and_records_name_the_rules() {
         .await
         .unwrap();
     // The head only: a CONNECT's 200 has no body.
-    let head = support::http_client::read_head(&mut c.r).await.unwrap();
+    let head = crate::support::http_client::read_head(&mut c.r)
+        .await
+        .unwrap();
     assert_eq!(head.status, 200);
     let stream = c.r.into_inner();
     let took = echo_through(stream, 50_000).await;
@@ -417,7 +417,7 @@ async fn admin_send(
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         // The server's generated token, as every admin client has it.
-        head.push_str(&support::admin::auth_line(admin));
+        head.push_str(&crate::support::admin::auth_line(admin));
         head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
         s.write_all(head.as_bytes()).await.ok()?;
         let mut r = BufReader::new(s);
@@ -450,7 +450,7 @@ async fn body_files_are_confined_to_the_mock_folder() {
     let fifo = std::ffi::CString::new(dir.path().join("fifo").to_str().unwrap()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-    let p = support::admin::start(&["--rules", rules.to_str().unwrap()]).await;
+    let p = crate::support::admin::start(&["--rules", rules.to_str().unwrap()]).await;
     let admin = p.admin.unwrap();
     let within = Duration::from_secs(5);
 
@@ -503,7 +503,7 @@ async fn body_files_are_confined_to_the_mock_folder() {
 
     // Rules that only come through the API have no folder unless one is
     // given; with --mock-dir the file is read from there.
-    let p = support::admin::start(&[]).await;
+    let p = crate::support::admin::start(&[]).await;
     let r = admin_send(
         p.admin.unwrap(),
         "PUT",
@@ -519,7 +519,7 @@ async fn body_files_are_confined_to_the_mock_folder() {
     assert_eq!((line, col), (1, 19), "{message}");
     assert!(message.contains("--mock-dir"), "{message}");
     drop(p);
-    let p = support::admin::start(&["--mock-dir", dir.path().to_str().unwrap()]).await;
+    let p = crate::support::admin::start(&["--mock-dir", dir.path().to_str().unwrap()]).await;
     let r = admin_send(
         p.admin.unwrap(),
         "PUT",
@@ -553,7 +553,7 @@ async fn regex_compile_size_is_bounded() {
     let within = Duration::from_secs(30);
     // Each input in a fresh process: the bound is per input, over idle.
     for (what, text) in [("heavy", &heavy), ("many", &many)] {
-        let p = support::admin::start(&[]).await;
+        let p = crate::support::admin::start(&[]).await;
         let admin = p.admin.unwrap();
         let warm = admin_send(
             admin,
@@ -566,7 +566,7 @@ async fn regex_compile_size_is_bounded() {
         .await
         .expect("answered");
         assert_eq!(warm.status, 200, "{}", warm.text());
-        let before = support::process::peak_rss_kib(p.pid());
+        let before = crate::support::process::peak_rss_kib(p.pid());
         for method_path in [("POST", "/api/rules/validate"), ("PUT", "/api/rules")] {
             let r = admin_send(admin, method_path.0, method_path.1, &ui, text, within)
                 .await
@@ -584,7 +584,8 @@ async fn regex_compile_size_is_bounded() {
                 "{what}: {message}"
             );
         }
-        let grown_mib = support::process::peak_rss_kib(p.pid()).saturating_sub(before) / 1024;
+        let grown_mib =
+            crate::support::process::peak_rss_kib(p.pid()).saturating_sub(before) / 1024;
         assert!(
             grown_mib <= 64,
             "{what}: peak RSS grew by {grown_mib} MiB compiling regex rules"
@@ -598,7 +599,7 @@ async fn rules_validate_refuses_cross_site_posts() {
     // Without a token (`--admin-token none`) nothing but this check stands
     // between a cross-origin page and the compiler; with one, a page has
     // neither the token nor a session without the UI header.
-    let p = support::admin::start(&["--admin-token", "none"]).await;
+    let p = crate::support::admin::start(&["--admin-token", "none"]).await;
     let admin = p.admin.unwrap();
     let within = Duration::from_secs(10);
     let text = "a.test status://500\n";

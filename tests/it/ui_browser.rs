@@ -9,7 +9,6 @@
 //!
 //! Needs Debian's `chromium` and `npm ci --prefix tests/ui` (./test.sh
 //! installs both); without them the test fails saying so.
-mod support;
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -17,13 +16,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::admin;
+use crate::support::http_client;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::Value;
-use support::admin;
-use support::http_client;
 
 const TOKEN: &str = "ui-test-token-0123456789abcdef";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -31,7 +30,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// Origin for the UI test: `/data.json` (gzip JSON), `/img.png`, `/bin`
 /// (binary), `/status/N`, POST echoes, anything else a short text.
 async fn ui_origin() -> SocketAddr {
-    support::origin::serve_http(route).await
+    crate::support::origin::serve_http(route).await
 }
 
 async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -1,14 +1,13 @@
 //! Port relays (`--relay LISTEN=UPSTREAM`) over real sockets: bytes pass
 //! both ways, a dead upstream is reported to the client at once, the idle
 //! deadline applies, and every relay leaves the registry when it ends.
-mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use sluice::config::RelaySpec;
 use sluice::registry::Kind;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

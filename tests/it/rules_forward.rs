@@ -2,13 +2,13 @@
 //! with a rule file in front of it, real requests, and assertions on what
 //! the client got, what the origin saw and what the record says.
 
-mod support;
-
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::support::admin::get_json;
+use crate::support::{raw_exchange, RawResponse};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::server::conn::http1;
@@ -17,8 +17,6 @@ use hyper::Response;
 use hyper_util::rt::TokioIo;
 use sluice::config::{DataDir, Recording};
 use sluice::Proxy;
-use support::admin::get_json;
-use support::{raw_exchange, RawResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -31,7 +29,7 @@ async fn proxy_with(rules: &str, files: &[(&str, &[u8])]) -> (Proxy, tempfile::T
     }
     let path = dir.path().join("rules.txt");
     std::fs::write(&path, rules).unwrap();
-    let proxy = support::start_proxy(|c| {
+    let proxy = crate::support::start_proxy(|c| {
         c.rules_file = Some(path);
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
@@ -64,7 +62,7 @@ async fn send(proxy: &Proxy, raw: String) -> RawResponse {
 
 #[tokio::test]
 async fn upstream_mapping_keeps_the_host_header() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let (proxy, _dir) = proxy_with(&format!("api.test {origin}\n"), &[]).await;
     let r = get(&proxy, "http://api.test/headers", "").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -75,7 +73,7 @@ async fn upstream_mapping_keeps_the_host_header() {
 
 #[tokio::test]
 async fn url_rewrite_changes_the_path_and_query() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let (proxy, _dir) = proxy_with(&format!("api.test {origin} url:///headers?v=2\n"), &[]).await;
     let r = get(&proxy, "http://api.test/old/path", "").await;
     assert_eq!(r.status, 200);
@@ -100,7 +98,7 @@ async fn redirects_answer_without_the_upstream() {
 
 #[tokio::test]
 async fn request_header_edits_reach_the_origin() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let rules = format!(
         "api.test {origin} reqHeaders://x-set=1 reqHeaders://+x-add=2 reqHeaders://-x-drop\n"
     );
@@ -125,7 +123,7 @@ async fn request_header_edits_reach_the_origin() {
 
 #[tokio::test]
 async fn response_headers_and_status() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let rules =
         format!("api.test {origin} resHeaders://x-res=yes resHeaders://-via status://418\n");
     let (proxy, _dir) = proxy_with(&rules, &[]).await;
@@ -157,7 +155,7 @@ async fn mocks_text_json_and_body_file() {
 
 #[tokio::test]
 async fn body_replace() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let (proxy, _dir) = proxy_with(&format!("api.test {origin} body://replaced\n"), &[]).await;
     let r = get(&proxy, "http://api.test/small", "").await;
     assert_eq!(r.status, 200);
@@ -210,7 +208,7 @@ async fn body_sub_decodes_a_gzip_body() {
 
 #[tokio::test]
 async fn request_and_response_delays() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let rules = format!("d1.test {origin} delay://300ms\nd2.test {origin} resDelay://300ms\n");
     let (proxy, _dir) = proxy_with(&rules, &[]).await;
     for host in ["d1.test", "d2.test"] {
@@ -227,7 +225,7 @@ async fn request_and_response_delays() {
 
 #[tokio::test]
 async fn throttles_hold_the_rate() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let rules =
         format!("down.test {origin} throttle://200KB/s\nup.test {origin} reqThrottle://200KB/s\n");
     let (proxy, _dir) = proxy_with(&rules, &[]).await;
@@ -281,7 +279,7 @@ async fn block_status_and_close() {
 
 #[tokio::test]
 async fn cors_headers_and_preflight() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let (proxy, _dir) = proxy_with(&format!("api.test {origin} cors://*\n"), &[]).await;
     let r = get(
         &proxy,
@@ -312,7 +310,7 @@ async fn cors_headers_and_preflight() {
 
 #[tokio::test]
 async fn first_rule_wins_per_kind() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let rules = format!(
         "p.test status://201\np.test status://202 resHeaders://x-second=1\np.test {origin}\n"
     );
@@ -389,7 +387,7 @@ async fn get_keepalive(
     let mut r = tokio::io::BufReader::new(s);
     let resp = tokio::time::timeout(
         Duration::from_secs(20),
-        support::read_response(&mut r, false),
+        crate::support::read_response(&mut r, false),
     )
     .await
     .expect("answer in time")
@@ -399,7 +397,7 @@ async fn get_keepalive(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_rules_count_what_the_client_gets_and_note_the_cap() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let rules = format!(
         "small.test {origin} body://replaced\n\
          big.test {origin} bodySub:///never-there/x/\n"
@@ -410,7 +408,7 @@ async fn body_rules_count_what_the_client_gets_and_note_the_cap() {
     // 100,000 bytes read from the origin, 8 sent: the connection counts 8.
     let (r, _conn, local) = get_keepalive(&proxy, "small.test", "/bytes/100000").await;
     assert_eq!(r.text(), "replaced");
-    let row = support::admin::wait_row(admin, local, "http", |r| r["bytes_down"] == 8).await;
+    let row = crate::support::admin::wait_row(admin, local, "http", |r| r["bytes_down"] == 8).await;
     assert_eq!(row["bytes_down"], 8, "{row}");
 
     // Past the 16 MiB rewrite cap the body passes untouched, counted once,
@@ -418,7 +416,8 @@ async fn body_rules_count_what_the_client_gets_and_note_the_cap() {
     let big = (16u64 << 20) + 100_000;
     let (r, _conn, local) = get_keepalive(&proxy, "big.test", &format!("/bytes/{big}")).await;
     assert_eq!(r.body.len() as u64, big);
-    let row = support::admin::wait_row(admin, local, "http", |r| r["bytes_down"] == big).await;
+    let row =
+        crate::support::admin::wait_row(admin, local, "http", |r| r["bytes_down"] == big).await;
     assert_eq!(row["bytes_down"], big, "{row}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -441,7 +440,7 @@ async fn body_rules_count_what_the_client_gets_and_note_the_cap() {
 async fn rules_that_fail_at_run_time_answer_clearly() {
     // A mapping to a port nothing listens on, and a URL rewrite that
     // yields no valid URI: both answer with the rule named, never hang.
-    let dead = support::admin::dead_addr();
+    let dead = crate::support::admin::dead_addr();
     let rules = format!(
         "dead.test {dead}\n\
          /^http://bad\\.test/(.*)/ url://http://x.test:$1/\n"

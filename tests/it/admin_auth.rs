@@ -3,17 +3,16 @@
 //! with `--auth`: 407 without or with wrong Basic credentials, accounting
 //! by user name, credentials never forwarded nor logged. Without `--auth`
 //! the user is the client IP.
-mod support;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::admin::{self, s, u};
+use crate::support::http_client::{self, Client};
+use crate::support::*;
 use base64::Engine as _;
 use serde_json::Value;
-use support::admin::{self, s, u};
-use support::http_client::{self, Client};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -524,7 +523,7 @@ async fn unknown_user_names_take_as_long_as_known_ones() {
 // Issue 11, finding 2: locked by default ---------------------------------
 
 /// The token printed in `sluice admin UI: http://.../?token=...`.
-fn printed_token(p: &support::process::SluiceProcess) -> String {
+fn printed_token(p: &crate::support::process::SluiceProcess) -> String {
     p.admin_token
         .clone()
         .unwrap_or_else(|| panic!("no token in the printed address: {}", p.out_text()))

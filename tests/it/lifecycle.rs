@@ -1,13 +1,12 @@
 //! The real binary's lifecycle: socket options as the kernel reports them,
 //! graceful shutdown with work in flight, and configuration errors.
-mod support;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::process::SluiceProcess;
-use support::*;
+use crate::support::process::SluiceProcess;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 

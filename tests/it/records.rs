@@ -4,13 +4,13 @@
 //! Each test starts an origin with known answers, a sluice in front of it,
 //! sends real requests and asserts on what the record store says.
 
-mod support;
-
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::admin::{get, get_json, request};
+use crate::support::http_client::{exchange, get_once, Client};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -18,8 +18,6 @@ use hyper::{Request, Response};
 use serde_json::Value;
 use sluice::config::{DataDir, Recording};
 use sluice::Proxy;
-use support::admin::{get, get_json, request};
-use support::http_client::{exchange, get_once, Client};
 
 /// The text every encoded answer carries once decoded.
 const PLAIN: &str = "recorded body, compressed and decoded again. ";
@@ -56,7 +54,7 @@ fn encode(encoding: &str, data: &[u8]) -> Vec<u8> {
 /// The origin: `/enc/{coding}` (encoded text), `/echo` (request body back),
 /// `/status/{n}`, `/bytes/{n}` (binary), anything else `hello`.
 async fn origin() -> SocketAddr {
-    support::origin::serve_http(answer).await
+    crate::support::origin::serve_http(answer).await
 }
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -90,7 +88,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 }
 
 async fn recording_proxy(tweak: impl FnOnce(&mut Recording)) -> Proxy {
-    support::start_proxy(|c| {
+    crate::support::start_proxy(|c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
             data_dir: DataDir::Memory,
@@ -147,7 +145,7 @@ async fn every_field_of_a_known_exchange_is_recorded() {
     let resp = c.read_response().await.unwrap();
     assert_eq!(resp.status(), 200);
     // The inventory's id for this client connection, while it is open.
-    let conn = support::admin::row_for(admin, client_addr, "http")
+    let conn = crate::support::admin::row_for(admin, client_addr, "http")
         .await
         .expect("client connection in the inventory");
 
@@ -325,7 +323,7 @@ async fn filters_and_cursor_paging() {
     c.send(raw.as_bytes()).await.unwrap();
     c.read_response().await.unwrap();
     // A failure: nothing listens there.
-    let dead = support::admin::dead_addr();
+    let dead = crate::support::admin::dead_addr();
     get_once(proxy.addr, dead, "/nothing").await.unwrap();
     let all = wait_records(admin, "", 32).await;
     assert_eq!(all.len(), 32);
@@ -407,8 +405,8 @@ async fn filters_and_cursor_paging() {
 
 #[tokio::test]
 async fn tunnels_relays_and_failed_connects_are_records() {
-    let echo = support::origin::echo_origin().await;
-    let proxy = support::start_proxy(|c| {
+    let echo = crate::support::origin::echo_origin().await;
+    let proxy = crate::support::start_proxy(|c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.relays = vec![sluice::config::RelaySpec {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -419,7 +417,9 @@ async fn tunnels_relays_and_failed_connects_are_records() {
     let admin = proxy.admin_addr.unwrap();
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut t = support::connect_tunnel(proxy.addr, echo).await.unwrap();
+        let mut t = crate::support::connect_tunnel(proxy.addr, echo)
+            .await
+            .unwrap();
         t.write_all(b"ping-through-tunnel").await.unwrap();
         let mut buf = [0u8; 19];
         t.read_exact(&mut buf).await.unwrap();
@@ -434,7 +434,7 @@ async fn tunnels_relays_and_failed_connects_are_records() {
         r.shutdown().await.unwrap();
         let _ = r.read(&mut buf).await;
     }
-    let dead = support::admin::dead_addr();
+    let dead = crate::support::admin::dead_addr();
     let refused = exchange(
         proxy.addr,
         format!("CONNECT {dead} HTTP/1.1\r\nHost: {dead}\r\n\r\n").as_bytes(),
@@ -469,7 +469,7 @@ async fn live_feed_streams_matching_records() {
     let proxy = recording_proxy(|_| {}).await;
     let admin = proxy.admin_addr.unwrap();
     let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let auth = support::admin::auth_line(admin);
+    let auth = crate::support::admin::auth_line(admin);
     s.write_all(
         format!("GET /api/records/live?status=404 HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n")
             .as_bytes(),
@@ -538,7 +538,7 @@ async fn proxy_credentials_are_never_recorded() {
     )
     .unwrap();
     let origin = origin().await;
-    let proxy = support::start_proxy(|c| {
+    let proxy = crate::support::start_proxy(|c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.auth_file = Some(users.clone());
         c.rules_file = Some(rules.clone());
@@ -656,8 +656,8 @@ async fn stacked_answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>,
 async fn stacked_encodings_are_bounded() {
     // Thousands of stacked codings: undoing them would build a zstd
     // decoder per layer (hundreds of KiB each) before reading a byte.
-    let origin = support::origin::serve_http(stacked_answer).await;
-    let p = support::admin::start(&[]).await;
+    let origin = crate::support::origin::serve_http(stacked_answer).await;
+    let p = crate::support::admin::start(&[]).await;
     let admin = p.admin.expect("admin address");
     let pid = p.pid();
 
@@ -670,7 +670,7 @@ async fn stacked_encodings_are_bounded() {
     get(admin, &format!("/api/records/{id}")).await;
     get(admin, &format!("/api/records/{id}/body/response?decode=1")).await;
     get(admin, "/api/har").await;
-    let before = support::process::peak_rss_kib(pid);
+    let before = crate::support::process::peak_rss_kib(pid);
 
     let r = get_once(p.addr, origin, "/stacked").await.unwrap();
     assert_eq!(r.status(), 200, "proxied as it came");
@@ -683,7 +683,7 @@ async fn stacked_encodings_are_bounded() {
     let detail = get_json(admin, &format!("/api/records/{id}")).await;
     let raw = get(admin, &format!("/api/records/{id}/body/response?decode=1")).await;
     let har = get(admin, "/api/har").await;
-    let grown_mib = support::process::peak_rss_kib(pid).saturating_sub(before) / 1024;
+    let grown_mib = crate::support::process::peak_rss_kib(pid).saturating_sub(before) / 1024;
     assert!(
         grown_mib <= 64,
         "peak RSS grew by {grown_mib} MiB for one stacked-encoding response"

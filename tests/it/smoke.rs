@@ -1,8 +1,7 @@
 //! A first story: an origin, sluice in front of it, a client through it.
-mod support;
 
+use crate::support::*;
 use std::time::Duration;
-use support::*;
 
 #[tokio::test]
 async fn forward_get_through_proxy() {

@@ -2,14 +2,13 @@
 //! types, ETag, embedded), the token prompt and the session cookie (with
 //! the UI header required on writes), rule validation without saving, a
 //! record count and the leak-watchdog state.
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::admin;
+use crate::support::{http_client, read_response, RawResponse};
 use serde_json::Value;
-use support::admin;
-use support::{http_client, read_response, RawResponse};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -222,7 +221,7 @@ async fn rules_validate_reports_lines_and_installs_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_count_follows_the_filter_and_watchdog_reports_ok() {
-    let origin = support::origin::http_origin().await;
+    let origin = crate::support::origin::http_origin().await;
     let p = admin::start(&[]).await;
     let a = p.admin.unwrap();
     for path in ["/small", "/small", "/status/503"] {

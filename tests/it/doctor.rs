@@ -3,16 +3,15 @@
 //! and `sluice doctor` on a healthy instance with live traffic, on one
 //! that deliberately leaked a socket (test hook), and on nothing at all;
 //! the leak watchdog's max-age warning; `sluice top`.
-mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::support::admin::{self, s, u};
+use crate::support::http_client::Client;
+use crate::support::process::SluiceProcess;
+use crate::support::*;
 use serde_json::Value;
-use support::admin::{self, s, u};
-use support::http_client::Client;
-use support::process::SluiceProcess;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

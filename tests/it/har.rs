@@ -6,21 +6,20 @@
 //! the tunnel, the port relay. `sluice har` and `sluice records` run as real processes
 //! against the same instance, and a 2,000-record export streams without
 //! the instance's memory growing with it.
-mod support;
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::support::admin::{self, run_cli};
+use crate::support::http_client::{self, BodyReader, Client};
+use crate::support::process::SluiceProcess;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
-use support::admin::{self, run_cli};
-use support::http_client::{self, BodyReader, Client};
-use support::process::SluiceProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -80,7 +79,7 @@ fn valid_har(body: &[u8]) -> Value {
 
 /// An origin with the routes the export is checked against.
 async fn origin() -> SocketAddr {
-    support::origin::serve_http(route).await
+    crate::support::origin::serve_http(route).await
 }
 
 async fn route(
@@ -202,7 +201,7 @@ fn check_timings(e: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_is_valid_har_with_what_crossed() {
     let origin = origin().await;
-    let echo = support::origin::echo_origin().await;
+    let echo = crate::support::origin::echo_origin().await;
     let relay = format!("127.0.0.1:0={echo}");
     let (p, admin_addr) = sluice(&["--relay", &relay]).await;
     let proxy = p.addr;
@@ -244,7 +243,7 @@ async fn export_is_valid_har_with_what_crossed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 502);
-    let mut tunnel = support::connect_tunnel(proxy, echo).await.unwrap();
+    let mut tunnel = crate::support::connect_tunnel(proxy, echo).await.unwrap();
     tunnel.write_all(b"ping").await.unwrap();
     let mut back = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(3), tunnel.read_exact(&mut back))

@@ -2,7 +2,6 @@
 //! in front of it, a raw client through it. Covers plain forwarding,
 //! streamed bodies, keep-alive reuse, hop-by-hop headers, the error answers
 //! and upstream failures mid-response.
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
 
-use support::http_client::{self, exchange, get_once, BodyReader, Client};
-use support::*;
+use crate::support::http_client::{self, exchange, get_once, BodyReader, Client};
+use crate::support::*;
 
 /// Reads a request head from a raw origin connection.
 async fn read_request_head(s: &mut TcpStream) -> Vec<u8> {
@@ -982,7 +981,7 @@ async fn a_client_that_leaves_while_waiting_is_released_at_once() {
     let admin = proxy.admin_addr.unwrap();
     let mut rows = Vec::new();
     for _ in 0..250 {
-        let page = support::admin::get_json(admin, "/api/records?url=/wait").await;
+        let page = crate::support::admin::get_json(admin, "/api/records?url=/wait").await;
         rows = page["records"].as_array().cloned().unwrap_or_default();
         if !rows.is_empty() {
             break;

@@ -1,17 +1,16 @@
 //! CONNECT tunnels over real sockets: TLS end to end, half-close in both
 //! directions, resets passed on, idle and half-close deadlines, failed
 //! connects, backpressure and churn against the real binary.
-mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::process::SluiceProcess;
+use crate::support::*;
 use sha2::{Digest, Sha256};
 use sluice::registry::Kind;
-use support::process::SluiceProcess;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
