@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::admin::{get_json, metrics};
-use crate::support::http_client::{exchange, get_once, Client};
 use serde_json::Value;
 use sluice::config::{DataDir, Recording};
 use sluice::Proxy;
 
+use crate::support::admin::{get_json, metrics};
+use crate::support::client::{exchange, get_once, Client};
+use crate::support::{origin, proxy};
+
 async fn proxy_with(tweak: impl FnOnce(&mut Recording)) -> Proxy {
-    crate::support::start_proxy(|c| {
+    proxy::start(|c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
             data_dir: DataDir::Memory,
@@ -57,7 +59,7 @@ async fn post(proxy: SocketAddr, origin: SocketAddr, path: &str, size: usize) ->
     )
     .into_bytes();
     raw.extend(std::iter::repeat_n(b'z', size));
-    exchange(proxy, &raw).await.unwrap().status()
+    exchange(proxy, &raw).await.unwrap().status
 }
 
 fn store_bytes(dir: &Path) -> u64 {
@@ -69,7 +71,7 @@ fn store_bytes(dir: &Path) -> u64 {
 
 #[tokio::test]
 async fn retention_by_count_keeps_the_newest() {
-    let origin = crate::support::origin::http_origin().await;
+    let origin = origin::http().await;
     let proxy = proxy_with(|r| r.retain_records = 50).await;
     let admin = proxy.admin_addr.unwrap();
     let mut c = Client::connect(proxy.addr).await.unwrap();
@@ -78,7 +80,7 @@ async fn retention_by_count_keeps_the_newest() {
             c.get(origin, &format!("/small?n={i}"))
                 .await
                 .unwrap()
-                .status(),
+                .status,
             200
         );
     }
@@ -99,7 +101,7 @@ async fn retention_by_count_keeps_the_newest() {
 
 #[tokio::test]
 async fn retention_by_age_deletes_old_records() {
-    let origin = crate::support::origin::http_origin().await;
+    let origin = origin::http().await;
     let proxy = proxy_with(|r| r.retain_age = Duration::from_secs(1)).await;
     let admin = proxy.admin_addr.unwrap();
     for i in 0..10 {
@@ -120,7 +122,7 @@ async fn retention_by_age_deletes_old_records() {
 #[tokio::test]
 async fn retention_by_bytes_bounds_the_files() {
     let dir = tempfile::tempdir().unwrap();
-    let origin = crate::support::origin::http_origin().await;
+    let origin = origin::http().await;
     let limit: u64 = 2 * 1024 * 1024;
     let proxy = proxy_with(|r| {
         r.data_dir = DataDir::Path(dir.path().to_path_buf());
@@ -160,7 +162,7 @@ async fn retention_by_bytes_bounds_the_files() {
 
 #[tokio::test]
 async fn a_full_queue_drops_bodies_first_then_records_and_never_slows_proxying() {
-    let origin = crate::support::origin::http_origin().await;
+    let origin = origin::http().await;
     let proxy = proxy_with(|r| {
         r.queue_records = 100;
         r.queue_body_bytes = 256 * 1024;
@@ -213,8 +215,8 @@ async fn a_full_queue_drops_bodies_first_then_records_and_never_slows_proxying()
 async fn kill_9_loses_at_most_the_last_second_and_the_store_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_string();
-    let origin = crate::support::origin::http_origin().await;
-    let mut first = crate::support::admin::start(&["--data-dir", &data]).await;
+    let origin = origin::http().await;
+    let mut first = proxy::spawn(&["--data-dir", &data]).await;
     let admin = first.admin.unwrap();
     let mut c = Client::connect(first.addr).await.unwrap();
     for i in 0..300 {
@@ -222,7 +224,7 @@ async fn kill_9_loses_at_most_the_last_second_and_the_store_reopens() {
             c.get(origin, &format!("/small?before={i}"))
                 .await
                 .unwrap()
-                .status(),
+                .status,
             200
         );
     }
@@ -233,7 +235,7 @@ async fn kill_9_loses_at_most_the_last_second_and_the_store_reopens() {
             c.get(origin, &format!("/small?late={i}"))
                 .await
                 .unwrap()
-                .status(),
+                .status,
             200
         );
     }
@@ -244,7 +246,7 @@ async fn kill_9_loses_at_most_the_last_second_and_the_store_reopens() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     drop(first);
 
-    let second = crate::support::admin::start(&["--data-dir", &data]).await;
+    let second = proxy::spawn(&["--data-dir", &data]).await;
     let admin2 = second.admin.unwrap();
     assert_ne!(admin, admin2);
     let all = get_json(admin2, "/api/records?limit=1000&url=before=").await;
@@ -286,7 +288,7 @@ async fn kill_9_loses_at_most_the_last_second_and_the_store_reopens() {
 async fn a_store_that_is_not_a_database_is_moved_aside() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("records.db"), vec![0x42u8; 8192]).unwrap();
-    let origin = crate::support::origin::http_origin().await;
+    let origin = origin::http().await;
     let proxy = proxy_with(|r| r.data_dir = DataDir::Path(dir.path().to_path_buf())).await;
     let admin = proxy.admin_addr.unwrap();
     get_once(proxy.addr, origin, "/small?fresh").await.unwrap();
@@ -304,7 +306,7 @@ async fn a_store_that_is_not_a_database_is_moved_aside() {
 async fn an_unwritable_data_dir_is_a_clear_start_error() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let bad = file.path().join("sub");
-    let err = crate::support::start_proxy_result(|c| {
+    let err = proxy::try_start(|c| {
         c.record.data_dir = DataDir::Path(bad.clone());
     })
     .await
@@ -323,11 +325,11 @@ async fn an_unwritable_data_dir_is_a_clear_start_error() {
 async fn a_second_instance_on_one_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_string();
-    let first = crate::support::admin::start(&["--data-dir", &data]).await;
+    let first = proxy::spawn(&["--data-dir", &data]).await;
     let token_before = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
     // The second one must stop at once, before it touches the store or
     // the token file (on a shared dir it would overwrite both).
-    let run = crate::support::admin::run_cli(
+    let run = proxy::run_cli(
         &[
             "--listen",
             "127.0.0.1:0",
@@ -354,10 +356,10 @@ async fn a_second_instance_on_one_data_dir_is_refused() {
     );
     // The lock dies with its holder: a new instance starts (kill -9 too).
     drop(first);
-    let again = crate::support::admin::start(&["--data-dir", &data]).await;
+    let again = proxy::spawn(&["--data-dir", &data]).await;
     assert!(again.admin.is_some());
     // In-process instances take the same lock.
-    let e = crate::support::start_proxy_result(|c| {
+    let e = proxy::try_start(|c| {
         c.record.data_dir = DataDir::Path(dir.path().to_path_buf());
     })
     .await
@@ -378,7 +380,7 @@ async fn a_symlinked_records_db_is_refused_and_its_target_untouched() {
     std::fs::create_dir(&data).unwrap();
     std::os::unix::fs::symlink(&target, data.join("records.db")).unwrap();
     let data_s = data.to_str().unwrap().to_string();
-    let run = crate::support::admin::run_cli(
+    let run = proxy::run_cli(
         &[
             "--listen",
             "127.0.0.1:0",

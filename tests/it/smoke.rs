@@ -1,16 +1,17 @@
 //! A first story: an origin, sluice in front of it, a client through it.
 
-use crate::support::*;
 use std::time::Duration;
+
+use crate::support::proxy::{self, SluiceProcess};
+use crate::support::{client, eventually, origin};
 
 #[tokio::test]
 async fn forward_get_through_proxy() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
-    let req = format!(
-        "GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"
-    );
-    let resp = raw_exchange(proxy.addr, req.as_bytes()).await.unwrap();
+    let origin = origin::http().await;
+    let proxy = proxy::start(|_| {}).await;
+    let resp = client::get_once(proxy.addr, origin, "/small")
+        .await
+        .unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, vec![b'x'; 100]);
     assert_eq!(resp.header("via"), Some("1.1 sluice"));
@@ -25,7 +26,7 @@ async fn forward_get_through_proxy() {
 
 #[test]
 fn binary_starts_and_exits_zero_on_sigterm() {
-    let mut p = process::SluiceProcess::start(&["--drain-timeout", "2s"]);
+    let mut p = SluiceProcess::start(&["--drain-timeout", "2s"]);
     p.signal(libc::SIGTERM);
     assert_eq!(
         p.wait_exit(Duration::from_secs(10)),

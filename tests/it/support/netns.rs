@@ -46,8 +46,9 @@ impl Netns {
     pub fn create() -> Netns {
         let pid = std::process::id();
         let n = NEXT_NS.fetch_add(1, Ordering::Relaxed);
-        let used = String::from_utf8_lossy(&ip(&["-o", "-4", "addr", "show"]).unwrap().stdout)
-            .into_owned();
+        let used =
+            String::from_utf8_lossy(&ip(&["-o", "-4", "addr", "show"]).expect("`ip` runs").stdout)
+                .into_owned();
         let third = (0..250u32)
             .map(|i| ((pid.wrapping_mul(7) + n * 3 + i) % 250 + 1) as u8)
             .find(|x| !used.contains(&format!("10.213.{x}.")))
