@@ -4,7 +4,7 @@
 //!
 //! The admin server is locked by default (a token generated at start):
 //! every proxy the support layer starts tells [`remember`] its generated
-//! token, and the helpers here
+//! token (or [`forget`] that its address has none), and the helpers here
 //! carry it, so `get(admin, path)` needs no token argument. Servers
 //! started with a token of the test's own choice are not remembered: those
 //! tests pass their token themselves.
@@ -42,6 +42,17 @@ pub fn remember(admin: SocketAddr, token: &str) {
     let map = map.get_or_insert_with(HashMap::new);
     for a in spellings(admin) {
         map.insert(a, token.to_string());
+    }
+}
+
+/// Records that the admin server at `admin` has no generated token. Every
+/// test shares this table and ports are reused: a token left by an
+/// earlier server on the same port must not be sent to this one.
+pub fn forget(admin: SocketAddr) {
+    if let Some(map) = tokens().as_mut() {
+        for a in spellings(admin) {
+            map.remove(&a);
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -199,8 +200,27 @@ pub async fn tls(cert: &TestCert, response: &'static [u8]) -> SocketAddr {
     addr
 }
 
-/// A loopback address where nothing listens (bound, then released).
+/// Ports [`refusing`] holds for the rest of the test process.
+static REFUSING: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+
+/// A loopback address where nothing listens: connecting to it is refused
+/// (RST). The port stays bound, never listening, until the test process
+/// ends, so no other test's server can be given it meanwhile: a port that
+/// was merely bound and released could be handed to a listener of a test
+/// running alongside, and a refusal test would then reach it.
 pub fn refusing() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    l.local_addr().expect("a bound listener has an address")
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind a loopback port");
+    let addr = sock
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("a bound socket has an address");
+    REFUSING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(sock);
+    addr
 }

@@ -27,16 +27,41 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Proxy {
 
 /// [`start`], returning the start error instead of panicking.
 pub async fn try_start(tweak: impl FnOnce(&mut Config)) -> Result<Proxy, sluice::StartError> {
+    share_fd_limit();
     let mut c = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Config::default()
     };
     tweak(&mut c);
     let p = Proxy::start(c).await?;
-    if let (Some(a), Some(t), true) = (p.admin_addr, p.admin_token(), p.admin_token_generated()) {
-        admin::remember(a, t);
+    if let Some(a) = p.admin_addr {
+        match (p.admin_token(), p.admin_token_generated()) {
+            (Some(t), true) => admin::remember(a, t),
+            _ => admin::forget(a),
+        }
     }
     Ok(p)
+}
+
+/// Raises this process's soft descriptor limit to the hard one, once.
+/// Every test shares the limit, and a test with an in-process proxy holds
+/// both ends of each of its connections (one test holds 400 admin
+/// connections): the common soft default of 1024 is one busy test away.
+fn share_fd_limit() {
+    static RAISED: std::sync::Once = std::sync::Once::new();
+    RAISED.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
 }
 
 /// A running `sluice` process; killed (SIGKILL) on drop if still running.
@@ -158,8 +183,10 @@ impl SluiceProcess {
                 .and_then(|l| l.split("?token=").nth(1).map(|t| t.trim().to_string())),
             None => None,
         };
-        if let (Some(a), Some(t)) = (admin, &admin_token) {
-            admin::remember(a, t);
+        match (admin, &admin_token) {
+            (Some(a), Some(t)) => admin::remember(a, t),
+            (Some(a), None) => admin::forget(a),
+            (None, _) => {}
         }
         SluiceProcess {
             child,
