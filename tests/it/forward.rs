@@ -14,15 +14,24 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use crate::support::client::{self, exchange, get_once, BodyReader, Client};
+use crate::support::mode::{per_mode, Mode};
 use crate::support::origin::read_request_head;
 use crate::support::{admin, eventually, origin, pattern, proxy};
 
 /// The proxy still answers a normal request through it.
 async fn assert_serves(proxy: SocketAddr, origin: SocketAddr) {
-    let resp = timeout(Duration::from_secs(5), get_once(proxy, origin, "/small"))
-        .await
-        .expect("proxy answers in time")
-        .expect("proxy still serves");
+    assert_serves_in(Mode::H1, proxy, origin).await;
+}
+
+/// The proxy still answers a normal request through it, in `mode`.
+async fn assert_serves_in(mode: Mode, proxy: SocketAddr, origin: SocketAddr) {
+    let resp = timeout(
+        Duration::from_secs(5),
+        mode.get_once(proxy, origin, "/small"),
+    )
+    .await
+    .expect("proxy answers in time")
+    .expect("proxy still serves");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, vec![b'x'; 100]);
 }
@@ -185,24 +194,26 @@ async fn content_length_post_streams_through_echo() {
 }
 
 // 3. Keep-alive on both legs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_alive_reuses_client_and_upstream_connections() {
-    let origin = origin::http().await;
-    let proxy = proxy::start(|_| {}).await;
-    let mut c = Client::connect(proxy.addr).await.unwrap();
-    for i in 0..20 {
-        let resp = c.get(origin, "/small").await.unwrap();
-        assert_eq!(resp.status, 200, "request {i}");
-        assert_eq!(resp.body.len(), 100);
+per_mode! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keep_alive_reuses_client_and_upstream_connections(mode) {
+        let origin = mode.http_origin().await;
+        let proxy = mode.proxy(|_| {}).await;
+        let mut c = mode.connect(proxy.addr).await.unwrap();
+        for i in 0..20 {
+            let resp = c.get(origin, "/small").await.unwrap();
+            assert_eq!(resp.status, 200, "request {i}");
+            assert_eq!(resp.body.len(), 100);
+        }
+        assert_eq!(proxy.registry.accepted(Kind::Http), 1);
+        assert_eq!(proxy.registry.live(Kind::Http), 1);
+        assert_eq!(
+            proxy.registry.accepted(Kind::Upstream),
+            1,
+            "sequential requests should share one upstream connection"
+        );
+        assert_eq!(proxy.registry.live(Kind::Upstream), 1);
     }
-    assert_eq!(proxy.registry.accepted(Kind::Http), 1);
-    assert_eq!(proxy.registry.live(Kind::Http), 1);
-    assert_eq!(
-        proxy.registry.accepted(Kind::Upstream),
-        1,
-        "sequential requests should share one upstream connection"
-    );
-    assert_eq!(proxy.registry.live(Kind::Upstream), 1);
 }
 
 // 4. Hop-by-hop headers, request direction.
@@ -485,16 +496,18 @@ async fn unresolvable_host_gets_502() {
     assert_serves(proxy.addr, origin).await;
 }
 
-#[tokio::test]
-async fn refused_connection_gets_502() {
-    let origin = origin::http().await;
-    let proxy = proxy::start(|_| {}).await;
-    let dead = origin::refusing();
-    let resp = get_once(proxy.addr, dead, "/").await.unwrap();
-    assert_answer(&resp, 502, "refused the connection");
-    assert!(resp.text().contains(&dead.to_string()), "{}", resp.text());
-    assert!(resp.text().contains("failed: upstream"), "{}", resp.text());
-    assert_serves(proxy.addr, origin).await;
+per_mode! {
+    #[tokio::test]
+    async fn refused_connection_gets_502(mode) {
+        let origin = mode.http_origin().await;
+        let proxy = mode.proxy(|_| {}).await;
+        let dead = origin::refusing();
+        let resp = mode.get_once(proxy.addr, dead, "/").await.unwrap();
+        assert_answer(&resp, 502, "refused the connection");
+        assert!(resp.text().contains(&dead.to_string()), "{}", resp.text());
+        assert!(resp.text().contains("failed: upstream"), "{}", resp.text());
+        assert_serves_in(mode, proxy.addr, origin).await;
+    }
 }
 
 // A listener whose accept queue is full drops new SYNs, so a connect to it
@@ -539,27 +552,29 @@ async fn connect_timeout_gets_504() {
     assert_serves(proxy.addr, origin).await;
 }
 
-#[tokio::test]
-async fn silent_origin_gets_504_after_response_timeout() {
-    let origin = origin::http().await;
-    let proxy = proxy::start(|c| c.response_timeout = Duration::from_millis(500)).await;
-    let start = Instant::now();
-    let resp = timeout(
-        Duration::from_secs(5),
-        get_once(proxy.addr, origin, "/hang"),
-    )
-    .await
-    .expect("answered in time")
-    .unwrap();
-    let took = start.elapsed();
-    assert_answer(&resp, 504, "sent no response head within 500ms");
-    assert_eq!(resp.header("x-sluice-error"), Some("response-timeout"));
-    assert!(resp.text().contains("failed: upstream"), "{}", resp.text());
-    assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_secs(2),
-        "{took:?}"
-    );
-    assert_serves(proxy.addr, origin).await;
+per_mode! {
+    #[tokio::test]
+    async fn silent_origin_gets_504_after_response_timeout(mode) {
+        let origin = mode.http_origin().await;
+        let proxy = mode.proxy(|c| c.response_timeout = Duration::from_millis(500)).await;
+        let start = Instant::now();
+        let resp = timeout(
+            Duration::from_secs(5),
+            mode.get_once(proxy.addr, origin, "/hang"),
+        )
+        .await
+        .expect("answered in time")
+        .unwrap();
+        let took = start.elapsed();
+        assert_answer(&resp, 504, "sent no response head within 500ms");
+        assert_eq!(resp.header("x-sluice-error"), Some("response-timeout"));
+        assert!(resp.text().contains("failed: upstream"), "{}", resp.text());
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert_serves_in(mode, proxy.addr, origin).await;
+    }
 }
 
 #[tokio::test]

@@ -2,26 +2,27 @@
 
 use std::time::Duration;
 
-use crate::support::proxy::{self, SluiceProcess};
-use crate::support::{client, eventually, origin};
+use crate::support::eventually;
+use crate::support::mode::per_mode;
+use crate::support::proxy::SluiceProcess;
 
-#[tokio::test]
-async fn forward_get_through_proxy() {
-    let origin = origin::http().await;
-    let proxy = proxy::start(|_| {}).await;
-    let resp = client::get_once(proxy.addr, origin, "/small")
-        .await
-        .unwrap();
-    assert_eq!(resp.status, 200);
-    assert_eq!(resp.body, vec![b'x'; 100]);
-    assert_eq!(resp.header("via"), Some("1.1 sluice"));
-    assert!(
-        eventually(Duration::from_secs(2), || proxy
-            .registry
-            .live(sluice::registry::Kind::Http)
-            == 0)
-        .await
-    );
+per_mode! {
+    #[tokio::test]
+    async fn forward_get_through_proxy(mode) {
+        let origin = mode.http_origin().await;
+        let proxy = mode.proxy(|_| {}).await;
+        let resp = mode.get_once(proxy.addr, origin, "/small").await.unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, vec![b'x'; 100]);
+        assert_eq!(resp.header("via"), Some("1.1 sluice"));
+        assert!(
+            eventually(Duration::from_secs(2), || proxy
+                .registry
+                .live(sluice::registry::Kind::Http)
+                == 0)
+            .await
+        );
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! real binary) and [`client`] (the one HTTP/1.1 client that drives it).
 //! Beside them: the admin API's helpers ([`admin`]), TLS material
 //! ([`tls`]), network namespaces and the kernel's socket tables
-//! ([`netns`]).
+//! ([`netns`]) and the modes a test can run in ([`mode`]).
 //!
 //! Every test of every area runs in this one process, several at once:
 //! nothing here may depend on a fixed port, a fixed name or the process's
@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod mode;
 pub mod netns;
 pub mod origin;
 pub mod proxy;
