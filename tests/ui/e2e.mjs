@@ -1,4 +1,4 @@
-// Browser test of the sluice web UI, run by tests/ui_browser.rs (which
+// Browser test of the sluice web UI, run by tests/it/ui_browser.rs (which
 // starts sluice with an admin token, an origin and some traffic first).
 //
 // Env: SLUICE_ADMIN, SLUICE_PROXY, SLUICE_ORIGIN (http://host:port),

@@ -2,31 +2,20 @@
 //! and exits 0; a bad one prints every error as `FILE:LINE:COL: message`
 //! and exits 1; so does a file that cannot be read.
 
+use std::ffi::OsString;
 use std::path::Path;
-use std::process::Command;
+use std::time::Duration;
 
-struct Checked {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+use crate::support::proxy::{run_cli_blocking, CliRun};
 
 /// Runs `sluice rules SUBCOMMAND FILE ARGS...`.
-fn rules_cli(subcommand: &str, file: &Path, args: &[&str]) -> Checked {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["rules", subcommand])
-        .arg(file)
-        .args(args)
-        .output()
-        .expect("run sluice");
-    Checked {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn rules_cli(subcommand: &str, file: &Path, args: &[&str]) -> CliRun {
+    let mut argv: Vec<OsString> = vec!["rules".into(), subcommand.into(), file.into()];
+    argv.extend(args.iter().map(OsString::from));
+    run_cli_blocking(&argv, None, Duration::from_secs(10))
 }
 
-fn check(file: &Path) -> Checked {
+fn check(file: &Path) -> CliRun {
     rules_cli("check", file, &[])
 }
 
@@ -98,7 +87,7 @@ fn an_unreadable_file_fails() {
     assert!(c.stderr.contains("cannot read rule file"), "{}", c.stderr);
 }
 
-fn rules_test(file: &Path, args: &[&str]) -> Checked {
+fn rules_test(file: &Path, args: &[&str]) -> CliRun {
     rules_cli("test", file, args)
 }
 

@@ -2,7 +2,6 @@
 //! in front of it, a raw client through it. Covers plain forwarding,
 //! streamed bodies, keep-alive reuse, hop-by-hop headers, the error answers
 //! and upstream failures mid-response.
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,44 +10,41 @@ use sha2::{Digest, Sha256};
 use sluice::registry::Kind;
 use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use support::http_client::{self, exchange, get_once, BodyReader, Client};
-use support::*;
-
-/// Reads a request head from a raw origin connection.
-async fn read_request_head(s: &mut TcpStream) -> Vec<u8> {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut b).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&b[..n]),
-        }
-    }
-    head
-}
+use crate::support::client::{self, exchange, get_once, BodyReader, Client};
+use crate::support::mode::{per_mode, Mode};
+use crate::support::origin::read_request_head;
+use crate::support::{admin, eventually, origin, pattern, proxy};
 
 /// The proxy still answers a normal request through it.
 async fn assert_serves(proxy: SocketAddr, origin: SocketAddr) {
-    let resp = timeout(Duration::from_secs(5), get_once(proxy, origin, "/small"))
-        .await
-        .expect("proxy answers in time")
-        .expect("proxy still serves");
-    assert_eq!(resp.status(), 200);
+    assert_serves_in(Mode::H1, proxy, origin).await;
+}
+
+/// The proxy still answers a normal request through it, in `mode`.
+async fn assert_serves_in(mode: Mode, proxy: SocketAddr, origin: SocketAddr) {
+    let resp = timeout(
+        Duration::from_secs(5),
+        mode.get_once(proxy, origin, "/small"),
+    )
+    .await
+    .expect("proxy answers in time")
+    .expect("proxy still serves");
+    assert_eq!(resp.status, 200);
     assert_eq!(resp.body, vec![b'x'; 100]);
 }
 
 /// An error answer: status, sluice's text body naming the cause.
-fn assert_answer(resp: &http_client::Response, status: u16, needle: &str) {
+fn assert_answer(resp: &client::Response, status: u16, needle: &str) {
     let text = resp.text();
-    assert_eq!(resp.status(), status, "body: {text}");
+    assert_eq!(resp.status, status, "body: {text}");
     assert!(
         resp.header("content-type")
             .is_some_and(|v| v.starts_with("text/plain")),
         "{:?}",
-        resp.head
+        resp.headers
     );
     assert!(
         text.contains(needle),
@@ -56,22 +52,14 @@ fn assert_answer(resp: &http_client::Response, status: u16, needle: &str) {
     );
 }
 
-/// A port that refuses connections: bound, then released.
-async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    a
-}
-
 // 1. Forward GET.
 #[tokio::test]
 async fn get_is_forwarded_in_origin_form_with_via_and_host() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|_| {}).await;
 
     let resp = get_once(proxy.addr, origin, "/small").await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status, 200);
     assert_eq!(resp.body, vec![b'x'; 100]);
     assert_eq!(resp.header("via"), Some("1.1 sluice"));
 
@@ -80,7 +68,7 @@ async fn get_is_forwarded_in_origin_form_with_via_and_host() {
         "GET http://{origin}/headers?q=1&r=two HTTP/1.1\r\nHost: wrong.example\r\nX-Custom: kept\r\nConnection: close\r\n\r\n"
     );
     let resp = exchange(proxy.addr, req.as_bytes()).await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status, 200);
     let text = resp.text();
     let mut lines = text.lines();
     assert_eq!(
@@ -154,7 +142,7 @@ async fn echo_roundtrip(proxy: SocketAddr, origin: SocketAddr, total: u64, chunk
     });
 
     let mut r = BufReader::new(rd);
-    let head = http_client::read_head(&mut r).await.unwrap();
+    let head = client::read_head(&mut r).await.unwrap();
     assert_eq!(head.status, 200, "{head:?}");
     let mut body = BodyReader::for_head(&head);
     let mut got = Sha256::new();
@@ -183,8 +171,8 @@ async fn echo_roundtrip(proxy: SocketAddr, origin: SocketAddr, total: u64, chunk
 // 2. Streamed request bodies, both framings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_chunked_post_streams_through_echo() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|_| {}).await;
     timeout(
         Duration::from_secs(30),
         echo_roundtrip(proxy.addr, origin, 50 * 1024 * 1024, true),
@@ -195,8 +183,8 @@ async fn large_chunked_post_streams_through_echo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_post_streams_through_echo() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|_| {}).await;
     timeout(
         Duration::from_secs(30),
         echo_roundtrip(proxy.addr, origin, 20 * 1024 * 1024 + 17, false),
@@ -206,31 +194,33 @@ async fn content_length_post_streams_through_echo() {
 }
 
 // 3. Keep-alive on both legs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_alive_reuses_client_and_upstream_connections() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
-    let mut c = Client::connect(proxy.addr).await.unwrap();
-    for i in 0..20 {
-        let resp = c.get(origin, "/small").await.unwrap();
-        assert_eq!(resp.status(), 200, "request {i}");
-        assert_eq!(resp.body.len(), 100);
+per_mode! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keep_alive_reuses_client_and_upstream_connections(mode) {
+        let origin = mode.http_origin().await;
+        let proxy = mode.proxy(|_| {}).await;
+        let mut c = mode.connect(proxy.addr).await.unwrap();
+        for i in 0..20 {
+            let resp = c.get(origin, "/small").await.unwrap();
+            assert_eq!(resp.status, 200, "request {i}");
+            assert_eq!(resp.body.len(), 100);
+        }
+        assert_eq!(proxy.registry.accepted(Kind::Http), 1);
+        assert_eq!(proxy.registry.live(Kind::Http), 1);
+        assert_eq!(
+            proxy.registry.accepted(Kind::Upstream),
+            1,
+            "sequential requests should share one upstream connection"
+        );
+        assert_eq!(proxy.registry.live(Kind::Upstream), 1);
     }
-    assert_eq!(proxy.registry.accepted(Kind::Http), 1);
-    assert_eq!(proxy.registry.live(Kind::Http), 1);
-    assert_eq!(
-        proxy.registry.accepted(Kind::Upstream),
-        1,
-        "sequential requests should share one upstream connection"
-    );
-    assert_eq!(proxy.registry.live(Kind::Upstream), 1);
 }
 
 // 4. Hop-by-hop headers, request direction.
 #[tokio::test]
 async fn request_hop_by_hop_headers_do_not_reach_origin() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|_| {}).await;
     let req = format!(
         "GET http://{origin}/headers HTTP/1.1\r\n\
          Host: {origin}\r\n\
@@ -245,7 +235,7 @@ async fn request_hop_by_hop_headers_do_not_reach_origin() {
          X-End-To-End: kept\r\n\r\n"
     );
     let resp = exchange(proxy.addr, req.as_bytes()).await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status, 200);
     let text = resp.text().to_ascii_lowercase();
     for gone in [
         "x-foo:",
@@ -275,7 +265,7 @@ async fn request_hop_by_hop_headers_do_not_reach_origin() {
 // 4. Hop-by-hop headers, response direction.
 #[tokio::test]
 async fn response_hop_by_hop_headers_do_not_reach_client() {
-    let origin = origin::raw_origin(|mut s| async move {
+    let origin = origin::raw(|mut s| async move {
         read_request_head(&mut s).await;
         let _ = s
             .write_all(
@@ -291,9 +281,9 @@ async fn response_hop_by_hop_headers_do_not_reach_client() {
         let _ = read_request_head(&mut s).await;
     })
     .await;
-    let proxy = start_proxy(|_| {}).await;
+    let proxy = proxy::start(|_| {}).await;
     let resp = get_once(proxy.addr, origin, "/").await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"ok");
     assert_eq!(resp.header("x-visible"), Some("yes"));
     assert_eq!(resp.header("via"), Some("1.1 sluice"));
@@ -301,7 +291,7 @@ async fn response_hop_by_hop_headers_do_not_reach_client() {
         assert!(
             resp.header(gone).is_none(),
             "client saw {gone}: {:?}",
-            resp.head
+            resp.headers
         );
     }
     if let Some(c) = resp.header("connection") {
@@ -314,8 +304,8 @@ async fn response_hop_by_hop_headers_do_not_reach_client() {
 // closes, so there is no text to check for those.
 #[tokio::test]
 async fn garbage_and_malformed_request_lines_get_400() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|_| {}).await;
     let inputs: [&[u8]; 4] = [
         b"\x00\x01\x02garbage\xff\r\n\r\n",
         b"GET\r\n\r\n",
@@ -329,12 +319,7 @@ async fn garbage_and_malformed_request_lines_get_400() {
             .await
             .expect("answered in time")
             .unwrap_or_else(|e| panic!("no answer to {raw:?}: {e}"));
-        assert_eq!(
-            resp.status(),
-            400,
-            "input {:?}",
-            String::from_utf8_lossy(raw)
-        );
+        assert_eq!(resp.status, 400, "input {:?}", String::from_utf8_lossy(raw));
         assert!(
             c.wait_closed(Duration::from_secs(2)).await.is_some(),
             "connection closed after a malformed request"
@@ -345,8 +330,8 @@ async fn garbage_and_malformed_request_lines_get_400() {
 
 #[tokio::test]
 async fn origin_form_request_gets_400_naming_absolute_form() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|_| {}).await;
     let resp = exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
         .await
         .unwrap();
@@ -365,8 +350,8 @@ async fn origin_form_request_gets_400_naming_absolute_form() {
 
 #[tokio::test]
 async fn oversized_head_gets_431() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.max_header_size = 4096).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|c| c.max_header_size = 4096).await;
     let big = "a".repeat(8 * 1024);
     let req =
         format!("GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\nX-Big: {big}\r\n\r\n");
@@ -374,7 +359,7 @@ async fn oversized_head_gets_431() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(resp.status(), 431, "{:?}", resp.head);
+    assert_eq!(resp.status, 431, "{:?}", resp.headers);
 
     // Just under the limit is fine.
     let ok = "a".repeat(3000);
@@ -382,14 +367,14 @@ async fn oversized_head_gets_431() {
         "GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\nX-Big: {ok}\r\nConnection: close\r\n\r\n"
     );
     let resp = exchange(proxy.addr, req.as_bytes()).await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status, 200);
     assert_serves(proxy.addr, origin).await;
 }
 
 #[tokio::test]
 async fn too_many_headers_get_431() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.max_headers = 10).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|c| c.max_headers = 10).await;
     let mut req = format!("GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\n");
     for i in 0..20 {
         req.push_str(&format!("X-H{i}: v\r\n"));
@@ -399,7 +384,7 @@ async fn too_many_headers_get_431() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(resp.status(), 431, "{:?}", resp.head);
+    assert_eq!(resp.status, 431, "{:?}", resp.headers);
     assert_serves(proxy.addr, origin).await;
 }
 
@@ -407,7 +392,7 @@ async fn too_many_headers_get_431() {
 /// body bytes came with it) and answers `ok` with Connection: close.
 async fn recording_origin() -> (SocketAddr, tokio::sync::mpsc::Receiver<Vec<u8>>) {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let addr = origin::raw_origin(move |mut s| {
+    let addr = origin::raw(move |mut s| {
         let tx = tx.clone();
         async move {
             let mut got = read_request_head(&mut s).await;
@@ -438,7 +423,7 @@ async fn recording_origin() -> (SocketAddr, tokio::sync::mpsc::Receiver<Vec<u8>>
 #[tokio::test]
 async fn content_length_with_transfer_encoding_is_never_forwarded_ambiguously() {
     let (origin, mut seen) = recording_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let proxy = proxy::start(|_| {}).await;
     for (order, head) in [
         (
             "CL first",
@@ -477,9 +462,9 @@ async fn content_length_with_transfer_encoding_is_never_forwarded_ambiguously() 
 
 #[tokio::test]
 async fn invalid_chunk_size_gets_400() {
-    let origin = origin::http_origin().await;
+    let origin = origin::http().await;
     // /hang never answers, so the body error is what decides the answer.
-    let proxy = start_proxy(|_| {}).await;
+    let proxy = proxy::start(|_| {}).await;
     let req = format!(
         "POST http://{origin}/hang HTTP/1.1\r\nHost: {origin}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\nzz\r\n"
     );
@@ -494,8 +479,8 @@ async fn invalid_chunk_size_gets_400() {
 
 #[tokio::test]
 async fn unresolvable_host_gets_502() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|_| {}).await;
     let req = b"GET http://no-such-host.invalid/ HTTP/1.1\r\nHost: no-such-host.invalid\r\nConnection: close\r\n\r\n";
     let resp = timeout(Duration::from_secs(10), exchange(proxy.addr, req))
         .await
@@ -511,24 +496,26 @@ async fn unresolvable_host_gets_502() {
     assert_serves(proxy.addr, origin).await;
 }
 
-#[tokio::test]
-async fn refused_connection_gets_502() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
-    let dead = closed_port().await;
-    let resp = get_once(proxy.addr, dead, "/").await.unwrap();
-    assert_answer(&resp, 502, "refused the connection");
-    assert!(resp.text().contains(&dead.to_string()), "{}", resp.text());
-    assert!(resp.text().contains("failed: upstream"), "{}", resp.text());
-    assert_serves(proxy.addr, origin).await;
+per_mode! {
+    #[tokio::test]
+    async fn refused_connection_gets_502(mode) {
+        let origin = mode.http_origin().await;
+        let proxy = mode.proxy(|_| {}).await;
+        let dead = origin::refusing();
+        let resp = mode.get_once(proxy.addr, dead, "/").await.unwrap();
+        assert_answer(&resp, 502, "refused the connection");
+        assert!(resp.text().contains(&dead.to_string()), "{}", resp.text());
+        assert!(resp.text().contains("failed: upstream"), "{}", resp.text());
+        assert_serves_in(mode, proxy.addr, origin).await;
+    }
 }
 
 // A listener whose accept queue is full drops new SYNs, so a connect to it
 // hangs: an honest connect timeout on loopback.
 #[tokio::test]
 async fn connect_timeout_gets_504() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.connect_timeout = Duration::from_millis(500)).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|c| c.connect_timeout = Duration::from_millis(500)).await;
 
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
@@ -565,39 +552,41 @@ async fn connect_timeout_gets_504() {
     assert_serves(proxy.addr, origin).await;
 }
 
-#[tokio::test]
-async fn silent_origin_gets_504_after_response_timeout() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.response_timeout = Duration::from_millis(500)).await;
-    let start = Instant::now();
-    let resp = timeout(
-        Duration::from_secs(5),
-        get_once(proxy.addr, origin, "/hang"),
-    )
-    .await
-    .expect("answered in time")
-    .unwrap();
-    let took = start.elapsed();
-    assert_answer(&resp, 504, "sent no response head within 500ms");
-    assert_eq!(resp.header("x-sluice-error"), Some("response-timeout"));
-    assert!(resp.text().contains("failed: upstream"), "{}", resp.text());
-    assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_secs(2),
-        "{took:?}"
-    );
-    assert_serves(proxy.addr, origin).await;
+per_mode! {
+    #[tokio::test]
+    async fn silent_origin_gets_504_after_response_timeout(mode) {
+        let origin = mode.http_origin().await;
+        let proxy = mode.proxy(|c| c.response_timeout = Duration::from_millis(500)).await;
+        let start = Instant::now();
+        let resp = timeout(
+            Duration::from_secs(5),
+            mode.get_once(proxy.addr, origin, "/hang"),
+        )
+        .await
+        .expect("answered in time")
+        .unwrap();
+        let took = start.elapsed();
+        assert_answer(&resp, 504, "sent no response head within 500ms");
+        assert_eq!(resp.header("x-sluice-error"), Some("response-timeout"));
+        assert!(resp.text().contains("failed: upstream"), "{}", resp.text());
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        assert_serves_in(mode, proxy.addr, origin).await;
+    }
 }
 
 #[tokio::test]
 async fn origin_reset_before_answer_gets_502_reset() {
-    let http = origin::http_origin().await;
-    let origin = origin::raw_origin(|mut s| async move {
+    let http = origin::http().await;
+    let origin = origin::raw(|mut s| async move {
         read_request_head(&mut s).await;
         let _ = SockRef::from(&s).set_linger(Some(Duration::ZERO));
         drop(s);
     })
     .await;
-    let proxy = start_proxy(|_| {}).await;
+    let proxy = proxy::start(|_| {}).await;
     let resp = timeout(Duration::from_secs(5), get_once(proxy.addr, origin, "/"))
         .await
         .expect("answered in time")
@@ -610,8 +599,8 @@ async fn origin_reset_before_answer_gets_502_reset() {
 // 6. Upstream reset in the middle of a response body.
 #[tokio::test]
 async fn upstream_reset_mid_body_ends_client_response_early() {
-    let http = origin::http_origin().await;
-    let origin = origin::raw_origin(|mut s| async move {
+    let http = origin::http().await;
+    let origin = origin::raw(|mut s| async move {
         read_request_head(&mut s).await;
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
@@ -623,14 +612,14 @@ async fn upstream_reset_mid_body_ends_client_response_early() {
         drop(s);
     })
     .await;
-    let proxy = start_proxy(|_| {}).await;
+    let proxy = proxy::start(|_| {}).await;
 
     let mut c = Client::connect(proxy.addr).await.unwrap();
     c.send(format!("GET http://{origin}/big HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let start = Instant::now();
-    let head = http_client::read_head(&mut c.r).await.unwrap();
+    let head = client::read_head(&mut c.r).await.unwrap();
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("1000000"));
     let mut body = BodyReader::for_head(&head);
@@ -665,8 +654,8 @@ async fn upstream_reset_mid_body_ends_client_response_early() {
 // 12. Loop guard.
 #[tokio::test]
 async fn request_to_proxy_itself_gets_508() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|_| {}).await;
     let port = proxy.addr.port();
     for target in [
         proxy.addr.to_string(),
@@ -691,8 +680,8 @@ async fn request_to_proxy_itself_gets_508() {
 // proxy still serves and holds no connection afterwards.
 #[tokio::test]
 async fn malformed_inputs_leave_the_proxy_serving() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| {
+    let origin = origin::http().await;
+    let proxy = proxy::start(|c| {
         c.max_header_size = 4096;
         c.max_headers = 10;
         c.response_timeout = Duration::from_millis(500);
@@ -742,7 +731,7 @@ async fn malformed_inputs_leave_the_proxy_serving() {
             .expect("answered in time")
             .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(raw)));
         assert_eq!(
-            resp.status(),
+            resp.status,
             *status,
             "{}",
             String::from_utf8_lossy(&raw[..raw.len().min(80)])
@@ -766,7 +755,7 @@ async fn malformed_inputs_leave_the_proxy_serving() {
     assert_serves(proxy.addr, origin).await;
     let mut c = Client::connect(proxy.addr).await.unwrap();
     for _ in 0..3 {
-        assert_eq!(c.get(origin, "/small").await.unwrap().status(), 200);
+        assert_eq!(c.get(origin, "/small").await.unwrap().status, 200);
     }
     drop(c);
     assert!(
@@ -783,7 +772,7 @@ async fn malformed_inputs_leave_the_proxy_serving() {
 #[tokio::test]
 async fn an_ambiguous_head_behind_a_streaming_body_is_refused() {
     let (origin, mut seen) = recording_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let proxy = proxy::start(|_| {}).await;
     let mut c = Client::connect(proxy.addr).await.unwrap();
     // A first request whose body is still arriving (2 of 10 bytes sent)...
     c.send(
@@ -805,7 +794,7 @@ POST http://{origin}/b HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 4\r\nTransf
         .await
         .expect("first answer in time")
         .unwrap();
-    assert_eq!(first.status(), 200, "{:?}", first.head);
+    assert_eq!(first.status, 200, "{:?}", first.headers);
     let forwarded = timeout(Duration::from_secs(2), seen.recv())
         .await
         .unwrap()
@@ -829,13 +818,13 @@ POST http://{origin}/b HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 4\r\nTransf
 #[tokio::test]
 async fn transfer_encoding_is_normalised_or_refused() {
     let (origin, mut seen) = recording_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let proxy = proxy::start(|_| {}).await;
     for te in ["identity, chunked", "CHUNKED", "Chunked"] {
         let req = format!(
             "POST http://{origin}/p HTTP/1.1\r\nHost: {origin}\r\nTransfer-Encoding: {te}\r\n\r\n5\r\nabcde\r\n0\r\n\r\n"
         );
         let resp = exchange(proxy.addr, req.as_bytes()).await.unwrap();
-        assert_eq!(resp.status(), 200, "{te}: {:?}", resp.head);
+        assert_eq!(resp.status, 200, "{te}: {:?}", resp.headers);
         let forwarded = timeout(Duration::from_secs(2), seen.recv())
             .await
             .unwrap()
@@ -867,7 +856,7 @@ async fn transfer_encoding_is_normalised_or_refused() {
 // Issue 11, finding 6: a URL with an empty host is the client's error.
 #[tokio::test]
 async fn a_url_without_a_host_is_a_400() {
-    let proxy = start_proxy(|_| {}).await;
+    let proxy = proxy::start(|_| {}).await;
     let resp = exchange(
         proxy.addr,
         b"GET http://:18081/ HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -881,7 +870,7 @@ async fn a_url_without_a_host_is_a_400() {
 // answer (GOAWAY HTTP_1_1_REQUIRED), not a silent close; curl says so.
 #[tokio::test]
 async fn an_http2_preface_gets_goaway_http_1_1_required() {
-    let proxy = start_proxy(|_| {}).await;
+    let proxy = proxy::start(|_| {}).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .await
@@ -930,7 +919,7 @@ async fn an_http2_preface_gets_goaway_http_1_1_required() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_while_waiting_is_released_at_once() {
     let (upstream_closed_tx, mut upstream_closed) = tokio::sync::mpsc::channel::<Duration>(4);
-    let origin = origin::raw_origin(move |mut s| {
+    let origin = origin::raw(move |mut s| {
         let tx = upstream_closed_tx.clone();
         async move {
             let _head = read_request_head(&mut s).await;
@@ -942,7 +931,7 @@ async fn a_client_that_leaves_while_waiting_is_released_at_once() {
         }
     })
     .await;
-    let proxy = start_proxy(|c| {
+    let proxy = proxy::start(|c| {
         c.response_timeout = Duration::from_secs(60);
         c.admin = Some("127.0.0.1:0".parse().unwrap());
     })
@@ -982,7 +971,7 @@ async fn a_client_that_leaves_while_waiting_is_released_at_once() {
     let admin = proxy.admin_addr.unwrap();
     let mut rows = Vec::new();
     for _ in 0..250 {
-        let page = support::admin::get_json(admin, "/api/records?url=/wait").await;
+        let page = admin::get_json(admin, "/api/records?url=/wait").await;
         rows = page["records"].as_array().cloned().unwrap_or_default();
         if !rows.is_empty() {
             break;

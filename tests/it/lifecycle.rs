@@ -1,36 +1,15 @@
 //! The real binary's lifecycle: socket options as the kernel reports them,
 //! graceful shutdown with work in flight, and configuration errors.
-mod support;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::process::SluiceProcess;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// Runs a test body under a hard deadline, so a regression that leaves a
-/// socket hanging fails the test instead of stalling the suite.
-async fn bounded(limit: Duration, body: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(limit, body).await.is_err() {
-        panic!("test still running after {limit:?}");
-    }
-}
-
-async fn start(args: Vec<String>) -> SluiceProcess {
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        SluiceProcess::start(&args)
-    })
-    .await
-    .unwrap()
-}
-
-fn wait_exit(p: &mut SluiceProcess, within: Duration) -> Option<i32> {
-    tokio::task::block_in_place(|| p.wait_exit(within))
-}
+use crate::support::proxy::{self, run_cli_blocking};
+use crate::support::{bounded, client, netns, origin};
 
 async fn echo_once(s: &mut TcpStream, msg: &[u8]) {
     s.write_all(msg).await.unwrap();
@@ -60,24 +39,21 @@ fn keepalive_left(line: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_established_socket_has_keepalive_and_user_timeout() {
     bounded(Duration::from_secs(60), async move {
-        let http = origin::http_origin().await;
-        let echo = origin::echo_origin().await;
-        let sluice = start(
-            [
-                "--keepalive-idle",
-                "7s",
-                "--keepalive-interval",
-                "3s",
-                "--keepalive-count",
-                "4",
-                "--user-timeout",
-                "21s",
-                "--relay",
-                &format!("127.0.0.1:0={echo}"),
-            ]
-            .map(String::from)
-            .to_vec(),
-        )
+        let http = origin::http().await;
+        let echo = origin::echo().await;
+        let relay = format!("127.0.0.1:0={echo}");
+        let sluice = proxy::spawn(&[
+            "--keepalive-idle",
+            "7s",
+            "--keepalive-interval",
+            "3s",
+            "--keepalive-count",
+            "4",
+            "--user-timeout",
+            "21s",
+            "--relay",
+            &relay,
+        ])
         .await;
         let pid = sluice.pid();
 
@@ -86,12 +62,12 @@ async fn every_established_socket_has_keepalive_and_user_timeout() {
         fwd.write_all(format!("GET http://{http}/small HTTP/1.1\r\nHost: {http}\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        let resp = read_response(&mut BufReader::new(&mut fwd), false)
+        let resp = client::read_response(&mut BufReader::new(&mut fwd))
             .await
             .unwrap();
         assert_eq!(resp.status, 200);
         // A tunnel and a relay connection, both with bytes moved.
-        let mut tunnel = connect_tunnel(sluice.addr, echo).await.unwrap();
+        let mut tunnel = client::connect_tunnel(sluice.addr, echo).await.unwrap();
         echo_once(&mut tunnel, b"through the tunnel").await;
         let mut relay = TcpStream::connect(sluice.relay_addrs[0]).await.unwrap();
         echo_once(&mut relay, b"through the relay").await;
@@ -174,7 +150,7 @@ const SLOW_BODY: &[u8] = b"abcdefghijklmnopqrst";
 
 /// An HTTP origin whose answer trickles: 20 body bytes, one per 100 ms.
 async fn slow_origin() -> SocketAddr {
-    origin::raw_origin(|mut s| async move {
+    origin::raw(|mut s| async move {
         let mut head = Vec::new();
         let mut b = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -206,7 +182,7 @@ async fn slow_origin() -> SocketAddr {
 async fn sigterm_refuses_new_connections_and_finishes_the_request_in_flight() {
     bounded(Duration::from_secs(60), async move {
         let slow = slow_origin().await;
-        let mut sluice = start(["--drain-timeout", "10s"].map(String::from).to_vec()).await;
+        let mut sluice = proxy::spawn(&["--drain-timeout", "10s"]).await;
         let addr = sluice.addr;
 
         let mut c = TcpStream::connect(addr).await.unwrap();
@@ -271,7 +247,7 @@ async fn sigterm_refuses_new_connections_and_finishes_the_request_in_flight() {
         );
         let done = Instant::now();
         assert_eq!(
-            wait_exit(&mut sluice, Duration::from_secs(8)),
+            sluice.wait_exit_in_place(Duration::from_secs(8)),
             Some(0),
             "{}",
             sluice.log_text()
@@ -289,9 +265,9 @@ async fn sigterm_refuses_new_connections_and_finishes_the_request_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_closes_an_idle_tunnel() {
     bounded(Duration::from_secs(60), async move {
-        let echo = origin::echo_origin().await;
-        let mut sluice = start(["--drain-timeout", "1s"].map(String::from).to_vec()).await;
-        let mut tunnel = connect_tunnel(sluice.addr, echo).await.unwrap();
+        let echo = origin::echo().await;
+        let mut sluice = proxy::spawn(&["--drain-timeout", "1s"]).await;
+        let mut tunnel = client::connect_tunnel(sluice.addr, echo).await.unwrap();
         echo_once(&mut tunnel, b"hello").await;
 
         sluice.signal(libc::SIGTERM);
@@ -306,7 +282,7 @@ async fn drain_timeout_closes_an_idle_tunnel() {
             closed_after >= Duration::from_millis(900),
             "an idle tunnel is given the drain time ({closed_after:?})"
         );
-        let code = wait_exit(&mut sluice, Duration::from_secs(5));
+        let code = sluice.wait_exit_in_place(Duration::from_secs(5));
         assert_eq!(code, Some(0), "{}", sluice.log_text());
         assert!(
             term.elapsed() < Duration::from_secs(3),
@@ -371,28 +347,10 @@ fn sigterm_right_after_the_listening_line_still_drains() {
 
 /// Runs the binary to completion (killed after `within`): exit code, stderr.
 fn run_bounded(args: &[&str], within: Duration) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir", ":memory:"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if start.elapsed() > within {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sluice {args:?} still running after {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    (code, err)
+    let mut argv = vec!["--listen", "127.0.0.1:0", "--data-dir", ":memory:"];
+    argv.extend_from_slice(args);
+    let run = run_cli_blocking(&argv, None, within);
+    (run.code, run.stderr)
 }
 
 #[test]

@@ -1,26 +1,25 @@
 //! The forward proxy's deadlines and limits over real sockets: slow request
 //! heads, idle keep-alive clients, stalled request bodies, the connection
 //! cap, and a slow reader on a large response that must not grow memory.
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sluice::registry::Kind;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use support::http_client::{self, get_once, BodyReader, Client};
-use support::*;
+use crate::support::client::{self, get_once, BodyReader, Client};
+use crate::support::{eventually, origin, pattern_sha256, proxy};
 
 async fn assert_serves(proxy: SocketAddr, origin: SocketAddr) {
     let resp = timeout(Duration::from_secs(5), get_once(proxy, origin, "/small"))
         .await
         .expect("proxy answers in time")
         .expect("proxy still serves");
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status, 200);
     assert_eq!(resp.body, vec![b'x'; 100]);
 }
 
@@ -45,7 +44,7 @@ async fn trickle(
             }
         }
     });
-    let closed = http_client::wait_closed(&mut rd, give_up).await;
+    let closed = client::wait_closed(&mut rd, give_up).await;
     writer.abort();
     closed.map(|_| start.elapsed())
 }
@@ -53,8 +52,8 @@ async fn trickle(
 // 7. Slowloris: a head that trickles in, and a client that says nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_heads_are_closed_at_header_timeout() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.header_timeout = Duration::from_millis(500)).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|c| c.header_timeout = Duration::from_millis(500)).await;
 
     let trickled = trickle(
         proxy.addr,
@@ -65,7 +64,7 @@ async fn slow_request_heads_are_closed_at_header_timeout() {
     let silent = async {
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
         let start = Instant::now();
-        http_client::wait_closed(&mut s, Duration::from_secs(5))
+        client::wait_closed(&mut s, Duration::from_secs(5))
             .await
             .map(|_| start.elapsed())
     };
@@ -98,14 +97,14 @@ async fn slow_request_heads_are_closed_at_header_timeout() {
 // idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_second_head_on_keep_alive_is_closed_at_header_timeout() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| {
+    let origin = origin::http().await;
+    let proxy = proxy::start(|c| {
         c.header_timeout = Duration::from_millis(500);
         c.client_idle_timeout = Duration::from_secs(10);
     })
     .await;
     let mut c = Client::connect(proxy.addr).await.unwrap();
-    assert_eq!(c.get(origin, "/small").await.unwrap().status(), 200);
+    assert_eq!(c.get(origin, "/small").await.unwrap().status, 200);
     // Idle for longer than the header timeout first: idle is allowed.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
@@ -122,7 +121,7 @@ async fn slow_second_head_on_keep_alive_is_closed_at_header_timeout() {
             }
         }
     });
-    let closed = http_client::wait_closed(&mut rd, Duration::from_secs(5)).await;
+    let closed = client::wait_closed(&mut rd, Duration::from_secs(5)).await;
     writer.abort();
     let took = closed.map(|_| start.elapsed());
     assert!(
@@ -141,14 +140,14 @@ async fn slow_second_head_on_keep_alive_is_closed_at_header_timeout() {
 // 8a. An idle keep-alive client is closed at the client idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_client_is_closed_at_client_idle_timeout() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| {
+    let origin = origin::http().await;
+    let proxy = proxy::start(|c| {
         c.client_idle_timeout = Duration::from_millis(300);
         c.header_timeout = Duration::from_secs(5);
     })
     .await;
     let mut c = Client::connect(proxy.addr).await.unwrap();
-    assert_eq!(c.get(origin, "/small").await.unwrap().status(), 200);
+    assert_eq!(c.get(origin, "/small").await.unwrap().status, 200);
     let before = proxy.registry.closed("idle_timeout");
     let took = c
         .wait_closed(Duration::from_millis(1500))
@@ -174,20 +173,20 @@ async fn idle_keep_alive_client_is_closed_at_client_idle_timeout() {
 // timeout does not cut an idle keep-alive connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_timeout_does_not_apply_to_idle_keep_alive() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| {
+    let origin = origin::http().await;
+    let proxy = proxy::start(|c| {
         c.client_idle_timeout = Duration::from_secs(5);
         c.header_timeout = Duration::from_millis(300);
     })
     .await;
     let mut c = Client::connect(proxy.addr).await.unwrap();
-    assert_eq!(c.get(origin, "/small").await.unwrap().status(), 200);
+    assert_eq!(c.get(origin, "/small").await.unwrap().status, 200);
     assert!(
         c.wait_closed(Duration::from_secs(1)).await.is_none(),
         "idle keep-alive connection must survive past the header timeout"
     );
     // Still usable, on the same connection.
-    assert_eq!(c.get(origin, "/small").await.unwrap().status(), 200);
+    assert_eq!(c.get(origin, "/small").await.unwrap().status, 200);
     assert_eq!(proxy.registry.accepted(Kind::Http), 1);
     assert_eq!(proxy.registry.closed("header_timeout"), 0);
     assert_eq!(proxy.registry.closed("idle_timeout"), 0);
@@ -196,8 +195,8 @@ async fn header_timeout_does_not_apply_to_idle_keep_alive() {
 // 9. A request body that stalls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_request_body_is_answered_or_closed_at_body_idle_timeout() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.body_idle_timeout = Duration::from_millis(300)).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|c| c.body_idle_timeout = Duration::from_millis(300)).await;
     let mut c = Client::connect(proxy.addr).await.unwrap();
     // /hang never answers, so only the body deadline can end this.
     c.send(
@@ -215,9 +214,9 @@ async fn stalled_request_body_is_answered_or_closed_at_body_idle_timeout() {
     match outcome {
         Ok(resp) => {
             assert!(
-                resp.status() == 408 || resp.status() == 400,
+                resp.status == 408 || resp.status == 400,
                 "{:?} {}",
-                resp.head,
+                resp.headers,
                 resp.text()
             );
             assert!(
@@ -244,8 +243,8 @@ async fn stalled_request_body_is_answered_or_closed_at_body_idle_timeout() {
 // 10. The connection cap refuses at once, and frees up again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_are_refused_at_once() {
-    let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.max_connections = 5).await;
+    let origin = origin::http().await;
+    let proxy = proxy::start(|c| c.max_connections = 5).await;
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(TcpStream::connect(proxy.addr).await.unwrap());
@@ -281,10 +280,8 @@ async fn connections_past_the_limit_are_refused_at_once() {
     );
 
     // The five held connections still work.
-    let mut first = Client {
-        r: BufReader::new(held.remove(0)),
-    };
-    assert_eq!(first.get(origin, "/small").await.unwrap().status(), 200);
+    let mut first = Client::from_stream(held.remove(0));
+    assert_eq!(first.get(origin, "/small").await.unwrap().status, 200);
     drop(first);
     drop(held);
     assert!(
@@ -308,10 +305,8 @@ async fn connections_past_the_limit_are_refused_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_on_large_response_keeps_memory_flat() {
     const TOTAL: u64 = 200 * 1024 * 1024;
-    let origin = origin::http_origin().await;
-    let proxy = tokio::task::spawn_blocking(|| process::SluiceProcess::start(&[]))
-        .await
-        .unwrap();
+    let origin = origin::http().await;
+    let proxy = proxy::spawn(&[]).await;
 
     // Warm up: one request through, so lazily built state is in the baseline.
     assert_serves(proxy.addr, origin).await;
@@ -326,7 +321,7 @@ async fn slow_reader_on_large_response_keeps_memory_flat() {
     )
     .await
     .unwrap();
-    let head = http_client::read_head(&mut c.r).await.unwrap();
+    let head = client::read_head(&mut c.r).await.unwrap();
     assert_eq!(head.status, 200);
     let mut body = BodyReader::for_head(&head);
     let mut hash = Sha256::new();
@@ -369,7 +364,7 @@ async fn slow_reader_on_large_response_keeps_memory_flat() {
     }
     peak = peak.max(proxy.rss_kib());
     assert_eq!(received, TOTAL);
-    let expected = tokio::task::spawn_blocking(|| http_client::pattern_sha256(TOTAL, TOTAL))
+    let expected = tokio::task::spawn_blocking(|| pattern_sha256(TOTAL, TOTAL))
         .await
         .unwrap();
     assert_eq!(
@@ -453,9 +448,9 @@ async fn answers_or_closes(
 // the header timeout (plus slack), and the proxy keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuzzed_request_heads_are_answered_or_closed_in_time() {
-    let origin = origin::http_origin().await;
-    let echo = origin::echo_origin().await;
-    let proxy = start_proxy(|c| {
+    let origin = origin::http().await;
+    let echo = origin::echo().await;
+    let proxy = proxy::start(|c| {
         c.header_timeout = Duration::from_millis(400);
         c.client_idle_timeout = Duration::from_millis(400);
         c.idle_timeout = Duration::from_secs(1);

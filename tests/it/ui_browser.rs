@@ -9,7 +9,6 @@
 //!
 //! Needs Debian's `chromium` and `npm ci --prefix tests/ui` (./test.sh
 //! installs both); without them the test fails saying so.
-mod support;
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -22,8 +21,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::Value;
-use support::admin;
-use support::http_client;
+
+use crate::support::{client, origin, proxy};
 
 const TOKEN: &str = "ui-test-token-0123456789abcdef";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -31,7 +30,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// Origin for the UI test: `/data.json` (gzip JSON), `/img.png`, `/bin`
 /// (binary), `/status/N`, POST echoes, anything else a short text.
 async fn ui_origin() -> SocketAddr {
-    support::origin::serve_http(route).await
+    origin::serve(route).await
 }
 
 async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -109,7 +108,7 @@ async fn web_ui_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("ui.rules");
     std::fs::write(&rules, "*/data.json resHeaders://x-rule=L1\n").unwrap();
-    let p = admin::start(&["--admin-token", TOKEN, "--rules", rules.to_str().unwrap()]).await;
+    let p = proxy::spawn(&["--admin-token", TOKEN, "--rules", rules.to_str().unwrap()]).await;
     let admin_addr = p.admin.expect("admin address");
 
     // Traffic before the page opens: JSON (gzip), an image, binary, a
@@ -124,10 +123,10 @@ async fn web_ui_in_a_real_browser() {
         format!("GET http://{o}/status/404 HTTP/1.1\r\nHost: {o}\r\nConnection: close\r\n\r\n"),
     ];
     for raw in &sent {
-        let r = http_client::exchange(p.addr, raw.as_bytes())
+        let r = client::exchange(p.addr, raw.as_bytes())
             .await
             .expect("proxied");
-        assert!(r.status() >= 200, "{}", r.status());
+        assert!(r.status >= 200, "{}", r.status);
     }
 
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-test-output");

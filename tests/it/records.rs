@@ -4,8 +4,6 @@
 //! Each test starts an origin with known answers, a sluice in front of it,
 //! sends real requests and asserts on what the record store says.
 
-mod support;
-
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,8 +16,10 @@ use hyper::{Request, Response};
 use serde_json::Value;
 use sluice::config::{DataDir, Recording};
 use sluice::Proxy;
-use support::admin::{get, get_json, request};
-use support::http_client::{exchange, get_once, Client};
+
+use crate::support::admin::{self, get, get_json, request};
+use crate::support::client::{self, exchange, get_once, Client};
+use crate::support::{origin, proxy};
 
 /// The text every encoded answer carries once decoded.
 const PLAIN: &str = "recorded body, compressed and decoded again. ";
@@ -55,8 +55,8 @@ fn encode(encoding: &str, data: &[u8]) -> Vec<u8> {
 
 /// The origin: `/enc/{coding}` (encoded text), `/echo` (request body back),
 /// `/status/{n}`, `/bytes/{n}` (binary), anything else `hello`.
-async fn origin() -> SocketAddr {
-    support::origin::serve_http(answer).await
+async fn records_origin() -> SocketAddr {
+    origin::serve(answer).await
 }
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -90,7 +90,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 }
 
 async fn recording_proxy(tweak: impl FnOnce(&mut Recording)) -> Proxy {
-    support::start_proxy(|c| {
+    proxy::start(|c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
             data_dir: DataDir::Memory,
@@ -129,7 +129,7 @@ fn header<'a>(pairs: &'a Value, name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn every_field_of_a_known_exchange_is_recorded() {
-    let origin = origin().await;
+    let origin = records_origin().await;
     let proxy = recording_proxy(|_| {}).await;
     let admin = proxy.admin_addr.unwrap();
     let mut c = Client::connect(proxy.addr).await.unwrap();
@@ -145,9 +145,9 @@ async fn every_field_of_a_known_exchange_is_recorded() {
     .await
     .unwrap();
     let resp = c.read_response().await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status, 200);
     // The inventory's id for this client connection, while it is open.
-    let conn = support::admin::row_for(admin, client_addr, "http")
+    let conn = admin::row_for(admin, client_addr, "http")
         .await
         .expect("client connection in the inventory");
 
@@ -202,7 +202,7 @@ async fn every_field_of_a_known_exchange_is_recorded() {
     // A second request on the same connection reuses the pooled upstream:
     // no DNS or connect phase, same upstream connection id.
     let again = c.get(origin, "/again").await.unwrap();
-    assert_eq!(again.status(), 200);
+    assert_eq!(again.status, 200);
     let rows = wait_records(admin, "kind=http", 2).await;
     let d2 = get_json(admin, &format!("/api/records/{}", rows[0]["id"])).await;
     assert_eq!(d2["url"], format!("http://{origin}/again"));
@@ -214,7 +214,7 @@ async fn every_field_of_a_known_exchange_is_recorded() {
 
 #[tokio::test]
 async fn bodies_beyond_the_limit_are_truncated_and_flagged() {
-    let origin = origin().await;
+    let origin = records_origin().await;
     let proxy = recording_proxy(|r| r.body_limit = 1024).await;
     let admin = proxy.admin_addr.unwrap();
     let payload = vec![b'a'; 10_000];
@@ -247,7 +247,7 @@ async fn bodies_beyond_the_limit_are_truncated_and_flagged() {
 
 #[tokio::test]
 async fn body_capture_off_records_sizes_only() {
-    let origin = origin().await;
+    let origin = records_origin().await;
     let proxy = recording_proxy(|r| r.body_limit = 0).await;
     let admin = proxy.admin_addr.unwrap();
     let resp = get_once(proxy.addr, origin, "/bytes/5000").await.unwrap();
@@ -260,7 +260,7 @@ async fn body_capture_off_records_sizes_only() {
 
 #[tokio::test]
 async fn each_content_encoding_is_decoded_and_reported() {
-    let origin = origin().await;
+    let origin = records_origin().await;
     let proxy = recording_proxy(|_| {}).await;
     let admin = proxy.admin_addr.unwrap();
     let expected = String::from_utf8(plain(50)).unwrap();
@@ -288,7 +288,7 @@ async fn each_content_encoding_is_decoded_and_reported() {
 
 #[tokio::test]
 async fn binary_bodies_come_back_as_base64() {
-    let origin = origin().await;
+    let origin = records_origin().await;
     let proxy = recording_proxy(|_| {}).await;
     let admin = proxy.admin_addr.unwrap();
     get_once(proxy.addr, origin, "/bytes/300").await.unwrap();
@@ -306,7 +306,7 @@ async fn binary_bodies_come_back_as_base64() {
 
 #[tokio::test]
 async fn filters_and_cursor_paging() {
-    let origin = origin().await;
+    let origin = records_origin().await;
     let proxy = recording_proxy(|_| {}).await;
     let admin = proxy.admin_addr.unwrap();
     let mut c = Client::connect(proxy.addr).await.unwrap();
@@ -317,7 +317,7 @@ async fn filters_and_cursor_paging() {
             _ => format!("/page/{i}"),
         };
         let r = c.get(origin, &path).await.unwrap();
-        assert!(r.status() >= 200);
+        assert!(r.status >= 200);
     }
     let raw = format!(
         "POST http://{origin}/echo HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 2\r\n\r\nhi"
@@ -325,7 +325,7 @@ async fn filters_and_cursor_paging() {
     c.send(raw.as_bytes()).await.unwrap();
     c.read_response().await.unwrap();
     // A failure: nothing listens there.
-    let dead = support::admin::dead_addr();
+    let dead = origin::refusing();
     get_once(proxy.addr, dead, "/nothing").await.unwrap();
     let all = wait_records(admin, "", 32).await;
     assert_eq!(all.len(), 32);
@@ -407,8 +407,8 @@ async fn filters_and_cursor_paging() {
 
 #[tokio::test]
 async fn tunnels_relays_and_failed_connects_are_records() {
-    let echo = support::origin::echo_origin().await;
-    let proxy = support::start_proxy(|c| {
+    let echo = origin::echo().await;
+    let proxy = proxy::start(|c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.relays = vec![sluice::config::RelaySpec {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -419,7 +419,7 @@ async fn tunnels_relays_and_failed_connects_are_records() {
     let admin = proxy.admin_addr.unwrap();
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut t = support::connect_tunnel(proxy.addr, echo).await.unwrap();
+        let mut t = client::connect_tunnel(proxy.addr, echo).await.unwrap();
         t.write_all(b"ping-through-tunnel").await.unwrap();
         let mut buf = [0u8; 19];
         t.read_exact(&mut buf).await.unwrap();
@@ -434,14 +434,14 @@ async fn tunnels_relays_and_failed_connects_are_records() {
         r.shutdown().await.unwrap();
         let _ = r.read(&mut buf).await;
     }
-    let dead = support::admin::dead_addr();
+    let dead = origin::refusing();
     let refused = exchange(
         proxy.addr,
         format!("CONNECT {dead} HTTP/1.1\r\nHost: {dead}\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();
-    assert_eq!(refused.status(), 502);
+    assert_eq!(refused.status, 502);
 
     let tunnels = wait_records(admin, "kind=tunnel", 2).await;
     let ok = tunnels.iter().find(|r| r["status"] == 200).unwrap();
@@ -465,17 +465,14 @@ async fn tunnels_relays_and_failed_connects_are_records() {
 #[tokio::test]
 async fn live_feed_streams_matching_records() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let origin = origin().await;
+    let origin = records_origin().await;
     let proxy = recording_proxy(|_| {}).await;
     let admin = proxy.admin_addr.unwrap();
     let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let auth = support::admin::auth_line(admin);
-    s.write_all(
-        format!("GET /api/records/live?status=404 HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let feed = client::Request::get("/api/records/live?status=404").header("Host", "127.0.0.1");
+    s.write_all(&admin::with_token(admin, feed).to_bytes())
+        .await
+        .unwrap();
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).await.unwrap();
@@ -505,11 +502,11 @@ async fn live_feed_streams_matching_records() {
 
 #[tokio::test]
 async fn recording_off_records_nothing_and_says_so() {
-    let origin = origin().await;
+    let origin = records_origin().await;
     let proxy = recording_proxy(|r| r.enabled = false).await;
     let admin = proxy.admin_addr.unwrap();
     let resp = get_once(proxy.addr, origin, "/x").await.unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status, 200);
     let r = get(admin, "/api/records").await;
     assert_eq!(r.status, 503);
     assert!(r.text().contains("recording is off"));
@@ -537,8 +534,8 @@ async fn proxy_credentials_are_never_recorded() {
         "mock.test mock://200 body://mocked\nblock.test block://403\nredir.test redirect://http://elsewhere.test/\ncors.test cors://*\n",
     )
     .unwrap();
-    let origin = origin().await;
-    let proxy = support::start_proxy(|c| {
+    let origin = records_origin().await;
+    let proxy = proxy::start(|c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.auth_file = Some(users.clone());
         c.rules_file = Some(rules.clone());
@@ -576,7 +573,7 @@ async fn proxy_credentials_are_never_recorded() {
     ];
     for r in &requests {
         let resp = exchange(p, r.as_bytes()).await.unwrap();
-        assert!(resp.status() >= 200, "{r}");
+        assert!(resp.status >= 200, "{r}");
     }
     // A CONNECT after a GET on one connection takes hyper's path.
     let mut c = Client::connect(p).await.unwrap();
@@ -656,24 +653,23 @@ async fn stacked_answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>,
 async fn stacked_encodings_are_bounded() {
     // Thousands of stacked codings: undoing them would build a zstd
     // decoder per layer (hundreds of KiB each) before reading a byte.
-    let origin = support::origin::serve_http(stacked_answer).await;
-    let p = support::admin::start(&[]).await;
+    let origin = origin::serve(stacked_answer).await;
+    let p = proxy::spawn(&[]).await;
     let admin = p.admin.expect("admin address");
-    let pid = p.pid();
 
     // Warm up every path once with an ordinary body, so the baseline
     // holds the allocator's and the store's working set.
     let warm = get_once(p.addr, origin, "/warm").await.unwrap();
-    assert_eq!(warm.status(), 200);
+    assert_eq!(warm.status, 200);
     let first = wait_records(admin, "", 1).await;
     let id = first[0]["id"].as_u64().expect("id");
     get(admin, &format!("/api/records/{id}")).await;
     get(admin, &format!("/api/records/{id}/body/response?decode=1")).await;
     get(admin, "/api/har").await;
-    let before = support::process::peak_rss_kib(pid);
+    let before = p.peak_rss_kib();
 
     let r = get_once(p.addr, origin, "/stacked").await.unwrap();
-    assert_eq!(r.status(), 200, "proxied as it came");
+    assert_eq!(r.status, 200, "proxied as it came");
     let rows = wait_records(admin, "", 2).await;
     let id = rows
         .iter()
@@ -683,7 +679,7 @@ async fn stacked_encodings_are_bounded() {
     let detail = get_json(admin, &format!("/api/records/{id}")).await;
     let raw = get(admin, &format!("/api/records/{id}/body/response?decode=1")).await;
     let har = get(admin, "/api/har").await;
-    let grown_mib = support::process::peak_rss_kib(pid).saturating_sub(before) / 1024;
+    let grown_mib = p.peak_rss_kib().saturating_sub(before) / 1024;
     assert!(
         grown_mib <= 64,
         "peak RSS grew by {grown_mib} MiB for one stacked-encoding response"

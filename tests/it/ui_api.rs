@@ -2,56 +2,40 @@
 //! types, ETag, embedded), the token prompt and the session cookie (with
 //! the UI header required on writes), rule validation without saving, a
 //! record count and the leak-watchdog state.
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::admin;
-use support::{http_client, read_response, RawResponse};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+
+use crate::support::admin;
+use crate::support::client::{self, Request, Response};
+use crate::support::{origin, proxy};
 
 const TOKEN: &str = "ui-api-token-0123456789abcdef";
 
-/// One request with arbitrary headers and body.
+/// One request with arbitrary headers and body, carrying the server's
+/// generated token unless the test brings its own credentials.
 async fn send(
     admin: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> RawResponse {
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    // The server's generated token, unless the test brings its own
-    // credentials.
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("cookie"))
-    {
-        head.push_str(&admin::auth_line(admin));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(head.as_bytes()).await.unwrap();
-    let mut r = BufReader::new(s);
-    tokio::time::timeout(Duration::from_secs(10), read_response(&mut r, false))
+) -> Response {
+    let req = admin::with_token(admin, admin::req(method, path).headers(headers)).body(body);
+    admin::call(admin, req, Duration::from_secs(10))
         .await
         .expect("answer in 10 s")
-        .unwrap()
 }
 
-fn json(r: &RawResponse) -> Value {
+fn json(r: &Response) -> Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_and_assets_are_embedded_with_types_and_etags() {
-    let p = admin::start(&[]).await;
+    let p = proxy::spawn(&[]).await;
     let a = p.admin.unwrap();
     let index = admin::get(a, "/").await;
     assert_eq!(index.status, 200);
@@ -84,7 +68,7 @@ async fn page_and_assets_are_embedded_with_types_and_etags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_the_page_asks_for_it_and_a_session_cookie_carries_it() {
-    let p = admin::start(&["--admin-token", TOKEN]).await;
+    let p = proxy::spawn(&["--admin-token", TOKEN]).await;
     let a = p.admin.unwrap();
     // On loopback too: the prompt, no app, no data, no assets.
     let prompt = admin::get(a, "/").await;
@@ -180,7 +164,7 @@ async fn rules_validate_reports_lines_and_installs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("r.rules");
     std::fs::write(&file, "example.com status://404\n").unwrap();
-    let p = admin::start(&["--rules", file.to_str().unwrap()]).await;
+    let p = proxy::spawn(&["--rules", file.to_str().unwrap()]).await;
     let a = p.admin.unwrap();
     let ok = send(
         a,
@@ -222,11 +206,11 @@ async fn rules_validate_reports_lines_and_installs_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_count_follows_the_filter_and_watchdog_reports_ok() {
-    let origin = support::origin::http_origin().await;
-    let p = admin::start(&[]).await;
+    let origin = origin::http().await;
+    let p = proxy::spawn(&[]).await;
     let a = p.admin.unwrap();
     for path in ["/small", "/small", "/status/503"] {
-        http_client::get_once(p.addr, origin, path).await.unwrap();
+        client::get_once(p.addr, origin, path).await.unwrap();
     }
     let mut all = 0;
     for _ in 0..100 {
@@ -252,25 +236,14 @@ async fn record_count_follows_the_filter_and_watchdog_reports_ok() {
 }
 
 /// `GET path` with the given `Host` header (and optional bearer token).
-async fn get_with_host(
-    admin: SocketAddr,
-    path: &str,
-    host: &str,
-    token: Option<&str>,
-) -> RawResponse {
-    let mut s = TcpStream::connect(admin).await.unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut r = BufReader::new(s);
-    tokio::time::timeout(Duration::from_secs(10), read_response(&mut r, false))
+async fn get_with_host(admin: SocketAddr, path: &str, host: &str, token: Option<&str>) -> Response {
+    let req = Request::get(path)
+        .header("Host", host)
+        .header("Connection", "close")
+        .bearer(token);
+    admin::call(admin, req, Duration::from_secs(10))
         .await
         .expect("answer in 10 s")
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +251,7 @@ async fn without_a_token_only_local_host_names_are_answered() {
     // A page on evil.example whose name was rebound to 127.0.0.1 reaches
     // the admin port from loopback, but its requests still say its name.
     // Only a tokenless admin (`--admin-token none`) needs the guard.
-    let p = admin::start(&["--admin-token", "none"]).await;
+    let p = proxy::spawn(&["--admin-token", "none"]).await;
     let a = p.admin.unwrap();
     let port = a.port();
     for host in [
@@ -301,7 +274,7 @@ async fn without_a_token_only_local_host_names_are_answered() {
         assert_eq!(r.status, 200, "Host: {host}: {}", r.text());
     }
     // With a token, the token is the guard: any name is fine.
-    let p = admin::start(&["--admin-token", TOKEN]).await;
+    let p = proxy::spawn(&["--admin-token", TOKEN]).await;
     let a = p.admin.unwrap();
     let r = get_with_host(a, "/api/health", "sluice.lab.example", Some(TOKEN)).await;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -46,8 +46,13 @@ impl Netns {
     pub fn create() -> Netns {
         let pid = std::process::id();
         let n = NEXT_NS.fetch_add(1, Ordering::Relaxed);
-        let used = String::from_utf8_lossy(&ip(&["-o", "-4", "addr", "show"]).unwrap().stdout)
-            .into_owned();
+        // Choosing a free /30 and taking it is one step: tests creating
+        // namespaces at once (threads of this process, or another test
+        // process on the machine) would otherwise pick the same one.
+        let _choosing = SubnetLock::take();
+        let used =
+            String::from_utf8_lossy(&ip(&["-o", "-4", "addr", "show"]).expect("`ip` runs").stdout)
+                .into_owned();
         let third = (0..250u32)
             .map(|i| ((pid.wrapping_mul(7) + n * 3 + i) % 250 + 1) as u8)
             .find(|x| !used.contains(&format!("10.213.{x}.")))
@@ -121,6 +126,32 @@ impl Netns {
     /// this is a peer that went silent somewhere beyond the wire.
     pub fn silence(&self) {
         self.exec_ok(&["ip", "addr", "flush", "dev", &self.ns_if]);
+    }
+}
+
+/// An exclusive `flock` on a file shared by every test process, held
+/// while a namespace's subnet is chosen and assigned.
+struct SubnetLock {
+    _file: std::fs::File,
+}
+
+impl SubnetLock {
+    fn take() -> SubnetLock {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("sluice-tests-netns.lock"))
+            .expect("open the netns subnet lock file");
+        // SAFETY: flock on a descriptor this function owns.
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
+        assert_eq!(
+            rc,
+            0,
+            "flock the netns subnet lock: {}",
+            std::io::Error::last_os_error()
+        );
+        SubnetLock { _file: file }
     }
 }
 

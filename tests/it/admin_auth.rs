@@ -3,7 +3,6 @@
 //! with `--auth`: 407 without or with wrong Basic credentials, accounting
 //! by user name, credentials never forwarded nor logged. Without `--auth`
 //! the user is the client IP.
-mod support;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -11,11 +10,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
-use support::admin::{self, s, u};
-use support::http_client::{self, Client};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::admin::{self, s, u};
+use crate::support::client::{self, Client};
+use crate::support::proxy::{self, SluiceProcess};
+use crate::support::{eventually, origin};
 
 const TOKEN: &str = "s3cret-admin-token-0123456789";
 
@@ -30,7 +31,7 @@ fn basic(user: &str, password: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_admin_address_without_a_token_refuses_to_start() {
-    let run = admin::run_cli(
+    let run = proxy::run_cli(
         &["--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"],
         Duration::from_secs(10),
     )
@@ -49,7 +50,7 @@ async fn public_admin_address_without_a_token_refuses_to_start() {
     assert!(!run.stderr.contains("sluice listening"), "{}", run.stderr);
 
     // A token too short to be a secret is refused too.
-    let run = admin::run_cli(
+    let run = proxy::run_cli(
         &[
             "--listen",
             "127.0.0.1:0",
@@ -76,7 +77,7 @@ async fn public_admin_address_without_a_token_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_admin_address_demands_the_bearer_token() {
-    let p = admin::start(&["--admin", "0.0.0.0:0", "--admin-token", TOKEN]).await;
+    let p = proxy::spawn(&["--admin", "0.0.0.0:0", "--admin-token", TOKEN]).await;
     let bound = p.admin.expect("admin address in the listening line");
     assert!(bound.ip().is_unspecified(), "{bound}");
     let adm = SocketAddr::from(([127, 0, 0, 1], bound.port()));
@@ -121,13 +122,13 @@ async fn public_admin_address_demands_the_bearer_token() {
 
     // The CLI commands carry the token.
     let adm_s = adm.to_string();
-    let run = admin::run_cli(
+    let run = proxy::run_cli(
         &["doctor", "--admin", &adm_s, "--admin-token", TOKEN],
         Duration::from_secs(15),
     )
     .await;
     assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
-    let run = admin::run_cli(&["doctor", "--admin", &adm_s], Duration::from_secs(15)).await;
+    let run = proxy::run_cli(&["doctor", "--admin", &adm_s], Duration::from_secs(15)).await;
     assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("401"), "{}", run.stderr);
     assert!(
@@ -146,34 +147,18 @@ async fn connect_with(
     target: SocketAddr,
     auth: Option<&str>,
 ) -> (u16, TcpStream, String) {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
     let auth = auth
         .map(|a| format!("Proxy-Authorization: {a}\r\n"))
         .unwrap_or_default();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
-            .await
-            .expect("CONNECT answered in time")
-            .unwrap();
-        assert!(
-            n > 0,
-            "closed before answering: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(b[0]);
-    }
-    let text = String::from_utf8_lossy(&head).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    (status, s, text)
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        client::connect(proxy, target, &auth),
+    )
+    .await
+    .expect("CONNECT answered in time");
+    assert!(answer.is_ok(), "closed before answering: {answer:?}");
+    let (status, head, s) = answer.unwrap();
+    (status, s, head)
 }
 
 fn get_with(origin: SocketAddr, path: &str, auth: Option<&str>) -> String {
@@ -193,8 +178,8 @@ async fn users(adm: SocketAddr) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_auth_demands_basic_credentials_and_accounts_by_user() {
-    let http = origin::http_origin().await;
-    let echo = origin::echo_origin().await;
+    let http = origin::http().await;
+    let echo = origin::echo().await;
     let password = "correct horse battery";
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(
@@ -205,7 +190,7 @@ async fn proxy_auth_demands_basic_credentials_and_accounts_by_user() {
     )
     .unwrap();
     let path = f.path().to_str().unwrap().to_string();
-    let p = admin::start(&["--auth", &path, "--log-level", "debug"]).await;
+    let p = proxy::spawn(&["--auth", &path, "--log-level", "debug"]).await;
     let adm = p.admin.unwrap();
     let good = basic("alice", password);
     let wrong = basic("alice", "correct horse battery!");
@@ -218,15 +203,15 @@ async fn proxy_auth_demands_basic_credentials_and_accounts_by_user() {
         (Some(nobody.as_str()), "unknown user"),
         (Some("Bearer abc"), "another scheme"),
     ] {
-        let r = http_client::exchange(p.addr, get_with(http, "/small", auth).as_bytes())
+        let r = client::exchange(p.addr, get_with(http, "/small", auth).as_bytes())
             .await
             .unwrap();
-        assert_eq!(r.status(), 407, "{what}: {}", r.text());
+        assert_eq!(r.status, 407, "{what}: {}", r.text());
         assert!(
             r.header("proxy-authenticate")
                 .is_some_and(|v| v.starts_with("Basic")),
             "{what}: {:?}",
-            r.head.headers
+            r.headers
         );
     }
     let mut ka = Client::connect(p.addr).await.unwrap();
@@ -235,13 +220,13 @@ async fn proxy_auth_demands_basic_credentials_and_accounts_by_user() {
             .await
             .unwrap();
         let r = ka.read_response().await.unwrap();
-        assert_eq!((r.status(), r.body.len()), (200, 100), "{}", r.text());
+        assert_eq!((r.status, r.body.len()), (200, 100), "{}", r.text());
     }
     ka.send(get_with(http, "/headers", Some(&good)).as_bytes())
         .await
         .unwrap();
     let seen = ka.read_response().await.unwrap();
-    assert_eq!(seen.status(), 200);
+    assert_eq!(seen.status, 200);
     let seen_text = seen.text().to_ascii_lowercase();
     assert!(seen_text.contains("host:"), "{seen_text}");
     assert!(
@@ -336,12 +321,10 @@ async fn proxy_auth_demands_basic_credentials_and_accounts_by_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_auth_the_user_is_the_client_ip() {
-    let http = origin::http_origin().await;
-    let p = start_proxy(|c| c.admin = Some("127.0.0.1:0".parse().unwrap())).await;
+    let http = origin::http().await;
+    let p = proxy::start(|c| c.admin = Some("127.0.0.1:0".parse().unwrap())).await;
     let adm = p.admin_addr.unwrap();
-    let mut c = Client {
-        r: tokio::io::BufReader::new(admin::connect_from("127.0.0.3", p.addr).await),
-    };
+    let mut c = Client::from_stream(client::connect_from("127.0.0.3", p.addr).await);
     for _ in 0..2 {
         assert_eq!(c.get(http, "/small").await.unwrap().body.len(), 100);
     }
@@ -415,12 +398,12 @@ async fn timed_get(proxy: SocketAddr, origin: SocketAddr, auth: &str) -> (u16, D
     let started = std::time::Instant::now();
     let r = tokio::time::timeout(
         Duration::from_secs(15),
-        http_client::exchange(proxy, get_with(origin, "/small", Some(auth)).as_bytes()),
+        client::exchange(proxy, get_with(origin, "/small", Some(auth)).as_bytes()),
     )
     .await
     .expect("answered in 15 s")
     .unwrap();
-    (r.status(), started.elapsed())
+    (r.status, started.elapsed())
 }
 
 /// One authenticated request on `ka`; how long it took.
@@ -433,16 +416,16 @@ async fn keep_alive_get(ka: &mut Client, origin: SocketAddr, auth: &str) -> Dura
         .await
         .expect("authenticated request answered in 15 s")
         .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text());
+    assert_eq!(r.status, 200, "{}", r.text());
     started.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn password_floods_do_not_stall_authenticated_traffic() {
-    let http = origin::http_origin().await;
+    let http = origin::http().await;
     let password = "the right one";
     let f = auth_file(password, 12);
-    let p = admin::start(&["--auth", f.path().to_str().unwrap()]).await;
+    let p = proxy::spawn(&["--auth", f.path().to_str().unwrap()]).await;
     let proxy = p.addr;
     let good = basic("alice", password);
     let mut ka = Client::connect(proxy).await.unwrap();
@@ -496,9 +479,9 @@ async fn password_floods_do_not_stall_authenticated_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_user_names_take_as_long_as_known_ones() {
-    let http = origin::http_origin().await;
+    let http = origin::http().await;
     let f = auth_file("secret", 10);
-    let p = admin::start(&["--auth", f.path().to_str().unwrap()]).await;
+    let p = proxy::spawn(&["--auth", f.path().to_str().unwrap()]).await;
     let mut known = Vec::new();
     let mut unknown = Vec::new();
     for i in 0..5 {
@@ -524,7 +507,7 @@ async fn unknown_user_names_take_as_long_as_known_ones() {
 // Issue 11, finding 2: locked by default ---------------------------------
 
 /// The token printed in `sluice admin UI: http://.../?token=...`.
-fn printed_token(p: &support::process::SluiceProcess) -> String {
+fn printed_token(p: &SluiceProcess) -> String {
     p.admin_token
         .clone()
         .unwrap_or_else(|| panic!("no token in the printed address: {}", p.out_text()))
@@ -534,7 +517,7 @@ fn printed_token(p: &support::process::SluiceProcess) -> String {
 async fn without_a_token_flag_the_admin_is_locked_by_a_generated_token() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_string();
-    let p = admin::start(&["--data-dir", &data]).await;
+    let p = proxy::spawn(&["--data-dir", &data]).await;
     let adm = p.admin.unwrap();
 
     // Any local user, no token: nothing to read, no rules to write.
@@ -593,12 +576,12 @@ async fn without_a_token_flag_the_admin_is_locked_by_a_generated_token() {
             &data,
         ],
     ] {
-        let run = admin::run_cli_with_token(&args, None, Duration::from_secs(15)).await;
+        let run = proxy::run_cli_with_token(&args, None, Duration::from_secs(15)).await;
         assert_eq!(run.code, Some(0), "{args:?}: {}{}", run.stdout, run.stderr);
     }
     // Without any token found, the error says what to do.
     let empty = tempfile::tempdir().unwrap();
-    let run = admin::run_cli_with_token(
+    let run = proxy::run_cli_with_token(
         &[
             "doctor",
             "--admin",
@@ -621,7 +604,7 @@ async fn without_a_token_flag_the_admin_is_locked_by_a_generated_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_none_is_an_explicit_logged_opt_out_on_loopback_only() {
-    let p = admin::start(&["--admin-token", "none"]).await;
+    let p = proxy::spawn(&["--admin-token", "none"]).await;
     let adm = p.admin.unwrap();
     let r = admin::request_as(adm, "GET", "/api/rules", None)
         .await
@@ -633,7 +616,7 @@ async fn admin_token_none_is_an_explicit_logged_opt_out_on_loopback_only() {
         p.log_text()
     );
     assert!(p.admin_token.is_none(), "{}", p.out_text());
-    let run = admin::run_cli(
+    let run = proxy::run_cli(
         &[
             "--listen",
             "127.0.0.1:0",
@@ -651,21 +634,15 @@ async fn admin_token_none_is_an_explicit_logged_opt_out_on_loopback_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_cookie_is_a_random_id_never_the_token_and_ends_server_side() {
-    let p = admin::start(&["--admin-token", TOKEN]).await;
+    let p = proxy::spawn(&["--admin-token", TOKEN]).await;
     let adm = p.admin.unwrap();
     let open = |token: &'static str| async move {
-        let mut s = TcpStream::connect(adm).await.unwrap();
-        s.write_all(
-            format!(
-                "POST /api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-                 Authorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut r = tokio::io::BufReader::new(s);
-        read_response(&mut r, false).await.unwrap()
+        let req = admin::req("POST", "/api/session")
+            .bearer(Some(token))
+            .body("");
+        admin::call(adm, req, Duration::from_secs(10))
+            .await
+            .unwrap()
     };
     let first = open(TOKEN).await;
     assert_eq!(first.status, 200, "{}", first.text());
@@ -688,18 +665,13 @@ async fn the_session_cookie_is_a_random_id_never_the_token_and_ends_server_side(
     assert_ne!(pair, pair2, "each session its own id");
 
     let with_cookie = |pair: String, method: &'static str, path: &'static str| async move {
-        let mut s = TcpStream::connect(adm).await.unwrap();
-        s.write_all(
-            format!(
-                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-                 Cookie: {pair}\r\nx-sluice-ui: 1\r\nContent-Length: 0\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut r = tokio::io::BufReader::new(s);
-        read_response(&mut r, false).await.unwrap()
+        let req = admin::req(method, path)
+            .header("Cookie", pair)
+            .header("x-sluice-ui", 1)
+            .body("");
+        admin::call(adm, req, Duration::from_secs(10))
+            .await
+            .unwrap()
     };
     assert_eq!(
         with_cookie(pair.clone(), "GET", "/api/rules").await.status,
@@ -729,7 +701,7 @@ async fn help_never_shows_the_admin_token_from_the_environment() {
         &["records", "--help"],
         &["har", "--help"],
     ] {
-        let run = admin::run_cli_with_token(args, Some(secret), Duration::from_secs(10)).await;
+        let run = proxy::run_cli_with_token(args, Some(secret), Duration::from_secs(10)).await;
         assert_eq!(run.code, Some(0), "{args:?}: {}", run.stderr);
         assert!(run.stdout.contains("--admin-token"), "{}", run.stdout);
         assert!(

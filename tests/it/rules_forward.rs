@@ -2,8 +2,6 @@
 //! with a rule file in front of it, real requests, and assertions on what
 //! the client got, what the origin saw and what the record says.
 
-mod support;
-
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -11,16 +9,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::Response;
-use hyper_util::rt::TokioIo;
 use sluice::config::{DataDir, Recording};
 use sluice::Proxy;
-use support::admin::get_json;
-use support::{raw_exchange, RawResponse};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use crate::support::admin::{self, get_json};
+use crate::support::client::{self, Client, Response};
+use crate::support::{origin, proxy};
 
 /// A proxy whose rule file holds `rules`; the tempdir holds the file (and
 /// any body files) and must outlive the proxy.
@@ -31,7 +27,7 @@ async fn proxy_with(rules: &str, files: &[(&str, &[u8])]) -> (Proxy, tempfile::T
     }
     let path = dir.path().join("rules.txt");
     std::fs::write(&path, rules).unwrap();
-    let proxy = support::start_proxy(|c| {
+    let proxy = proxy::start(|c| {
         c.rules_file = Some(path);
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
@@ -43,14 +39,14 @@ async fn proxy_with(rules: &str, files: &[(&str, &[u8])]) -> (Proxy, tempfile::T
     (proxy, dir)
 }
 
-async fn get(proxy: &Proxy, url: &str, extra: &str) -> RawResponse {
+async fn get(proxy: &Proxy, url: &str, extra: &str) -> Response {
     let host = url
         .trim_start_matches("http://")
         .split('/')
         .next()
         .unwrap()
         .to_string();
-    raw_exchange(
+    client::exchange(
         proxy.addr,
         format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").as_bytes(),
     )
@@ -58,13 +54,13 @@ async fn get(proxy: &Proxy, url: &str, extra: &str) -> RawResponse {
     .unwrap()
 }
 
-async fn send(proxy: &Proxy, raw: String) -> RawResponse {
-    raw_exchange(proxy.addr, raw.as_bytes()).await.unwrap()
+async fn send(proxy: &Proxy, raw: String) -> Response {
+    client::exchange(proxy.addr, raw.as_bytes()).await.unwrap()
 }
 
 #[tokio::test]
 async fn upstream_mapping_keeps_the_host_header() {
-    let origin = support::origin::http_origin().await;
+    let origin = origin::http().await;
     let (proxy, _dir) = proxy_with(&format!("api.test {origin}\n"), &[]).await;
     let r = get(&proxy, "http://api.test/headers", "").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -75,7 +71,7 @@ async fn upstream_mapping_keeps_the_host_header() {
 
 #[tokio::test]
 async fn url_rewrite_changes_the_path_and_query() {
-    let origin = support::origin::http_origin().await;
+    let origin = origin::http().await;
     let (proxy, _dir) = proxy_with(&format!("api.test {origin} url:///headers?v=2\n"), &[]).await;
     let r = get(&proxy, "http://api.test/old/path", "").await;
     assert_eq!(r.status, 200);
@@ -100,7 +96,7 @@ async fn redirects_answer_without_the_upstream() {
 
 #[tokio::test]
 async fn request_header_edits_reach_the_origin() {
-    let origin = support::origin::http_origin().await;
+    let origin = origin::http().await;
     let rules = format!(
         "api.test {origin} reqHeaders://x-set=1 reqHeaders://+x-add=2 reqHeaders://-x-drop\n"
     );
@@ -125,7 +121,7 @@ async fn request_header_edits_reach_the_origin() {
 
 #[tokio::test]
 async fn response_headers_and_status() {
-    let origin = support::origin::http_origin().await;
+    let origin = origin::http().await;
     let rules =
         format!("api.test {origin} resHeaders://x-res=yes resHeaders://-via status://418\n");
     let (proxy, _dir) = proxy_with(&rules, &[]).await;
@@ -157,7 +153,7 @@ async fn mocks_text_json_and_body_file() {
 
 #[tokio::test]
 async fn body_replace() {
-    let origin = support::origin::http_origin().await;
+    let origin = origin::http().await;
     let (proxy, _dir) = proxy_with(&format!("api.test {origin} body://replaced\n"), &[]).await;
     let r = get(&proxy, "http://api.test/small", "").await;
     assert_eq!(r.status, 200);
@@ -167,34 +163,19 @@ async fn body_replace() {
 
 /// An origin that answers every request with a gzip body.
 async fn gzip_origin(text: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(|_req| async {
-                    let mut e =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                    e.write_all(text.as_bytes()).unwrap();
-                    let body = e.finish().unwrap();
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .header("content-encoding", "gzip")
-                            .header("content-type", "text/plain")
-                            .body(Full::new(Bytes::from(body)))
-                            .unwrap(),
-                    )
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    origin::serve(move |_req| async move {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        let body = e.finish().unwrap();
+        Ok::<_, Infallible>(
+            hyper::Response::builder()
+                .header("content-encoding", "gzip")
+                .header("content-type", "text/plain")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap(),
+        )
+    })
+    .await
 }
 
 #[tokio::test]
@@ -210,7 +191,7 @@ async fn body_sub_decodes_a_gzip_body() {
 
 #[tokio::test]
 async fn request_and_response_delays() {
-    let origin = support::origin::http_origin().await;
+    let origin = origin::http().await;
     let rules = format!("d1.test {origin} delay://300ms\nd2.test {origin} resDelay://300ms\n");
     let (proxy, _dir) = proxy_with(&rules, &[]).await;
     for host in ["d1.test", "d2.test"] {
@@ -227,7 +208,7 @@ async fn request_and_response_delays() {
 
 #[tokio::test]
 async fn throttles_hold_the_rate() {
-    let origin = support::origin::http_origin().await;
+    let origin = origin::http().await;
     let rules =
         format!("down.test {origin} throttle://200KB/s\nup.test {origin} reqThrottle://200KB/s\n");
     let (proxy, _dir) = proxy_with(&rules, &[]).await;
@@ -248,7 +229,7 @@ async fn throttles_hold_the_rate() {
     )
     .into_bytes();
     raw.extend_from_slice(&body);
-    let r = raw_exchange(proxy.addr, &raw).await.unwrap();
+    let r = client::exchange(proxy.addr, &raw).await.unwrap();
     assert_eq!(r.body.len(), 100_000);
     assert!(
         t.elapsed() >= Duration::from_millis(400),
@@ -281,7 +262,7 @@ async fn block_status_and_close() {
 
 #[tokio::test]
 async fn cors_headers_and_preflight() {
-    let origin = support::origin::http_origin().await;
+    let origin = origin::http().await;
     let (proxy, _dir) = proxy_with(&format!("api.test {origin} cors://*\n"), &[]).await;
     let r = get(
         &proxy,
@@ -312,7 +293,7 @@ async fn cors_headers_and_preflight() {
 
 #[tokio::test]
 async fn first_rule_wins_per_kind() {
-    let origin = support::origin::http_origin().await;
+    let origin = origin::http().await;
     let rules = format!(
         "p.test status://201\np.test status://202 resHeaders://x-second=1\np.test {origin}\n"
     );
@@ -376,30 +357,22 @@ async fn records_list_the_rules_and_what_they_changed() {
 
 /// Sends `GET url` on a kept-alive connection and returns the answer and
 /// the connection (still open), so the inventory row can be read.
-async fn get_keepalive(
-    proxy: &Proxy,
-    host: &str,
-    path: &str,
-) -> (RawResponse, tokio::io::BufReader<TcpStream>, SocketAddr) {
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let local = s.local_addr().unwrap();
-    s.write_all(format!("GET http://{host}{path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+async fn get_keepalive(proxy: &Proxy, host: &str, path: &str) -> (Response, Client, SocketAddr) {
+    let mut c = Client::connect(proxy.addr).await.unwrap();
+    let local = c.local_addr();
+    c.send(format!("GET http://{host}{path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut r = tokio::io::BufReader::new(s);
-    let resp = tokio::time::timeout(
-        Duration::from_secs(20),
-        support::read_response(&mut r, false),
-    )
-    .await
-    .expect("answer in time")
-    .unwrap();
-    (resp, r, local)
+    let resp = tokio::time::timeout(Duration::from_secs(20), c.read_response())
+        .await
+        .expect("answer in time")
+        .unwrap();
+    (resp, c, local)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_rules_count_what_the_client_gets_and_note_the_cap() {
-    let origin = support::origin::http_origin().await;
+    let origin = origin::http().await;
     let rules = format!(
         "small.test {origin} body://replaced\n\
          big.test {origin} bodySub:///never-there/x/\n"
@@ -410,7 +383,7 @@ async fn body_rules_count_what_the_client_gets_and_note_the_cap() {
     // 100,000 bytes read from the origin, 8 sent: the connection counts 8.
     let (r, _conn, local) = get_keepalive(&proxy, "small.test", "/bytes/100000").await;
     assert_eq!(r.text(), "replaced");
-    let row = support::admin::wait_row(admin, local, "http", |r| r["bytes_down"] == 8).await;
+    let row = admin::wait_row(admin, local, "http", |r| r["bytes_down"] == 8).await;
     assert_eq!(row["bytes_down"], 8, "{row}");
 
     // Past the 16 MiB rewrite cap the body passes untouched, counted once,
@@ -418,7 +391,7 @@ async fn body_rules_count_what_the_client_gets_and_note_the_cap() {
     let big = (16u64 << 20) + 100_000;
     let (r, _conn, local) = get_keepalive(&proxy, "big.test", &format!("/bytes/{big}")).await;
     assert_eq!(r.body.len() as u64, big);
-    let row = support::admin::wait_row(admin, local, "http", |r| r["bytes_down"] == big).await;
+    let row = admin::wait_row(admin, local, "http", |r| r["bytes_down"] == big).await;
     assert_eq!(row["bytes_down"], big, "{row}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -441,7 +414,7 @@ async fn body_rules_count_what_the_client_gets_and_note_the_cap() {
 async fn rules_that_fail_at_run_time_answer_clearly() {
     // A mapping to a port nothing listens on, and a URL rewrite that
     // yields no valid URI: both answer with the rule named, never hang.
-    let dead = support::admin::dead_addr();
+    let dead = origin::refusing();
     let rules = format!(
         "dead.test {dead}\n\
          /^http://bad\\.test/(.*)/ url://http://x.test:$1/\n"

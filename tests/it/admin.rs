@@ -2,7 +2,6 @@
 //! that match the bytes actually sent, filters), closing a connection by
 //! id, health, Prometheus metrics that move with real traffic, the history
 //! ring, and the self-SSRF guard in front of sluice's own listeners.
-mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -11,19 +10,20 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sluice::config::RelaySpec;
 use sluice::registry::Kind;
-use support::admin::{self, s, u};
-use support::http_client::Client;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+use crate::support::admin::{self, s, u};
+use crate::support::client::{self, Client, Request};
+use crate::support::{eventually, origin, pattern, proxy};
 
 const IDLE: Duration = Duration::from_secs(30);
 const CLIENT_IDLE: Duration = Duration::from_secs(20);
 
 /// An in-process proxy with its admin server on an ephemeral port.
 async fn proxy_with_admin(tweak: impl FnOnce(&mut sluice::Config)) -> (sluice::Proxy, SocketAddr) {
-    let p = start_proxy(|c| {
+    let p = proxy::start(|c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         tweak(c);
     })
@@ -57,8 +57,8 @@ fn deadline_of(row: &Value) -> (&str, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_rows_match_a_live_tunnel_keepalive_connection_and_relay() {
-    let http = origin::http_origin().await;
-    let echo = origin::echo_origin().await;
+    let http = origin::http().await;
+    let echo = origin::echo().await;
     let (proxy, adm) = proxy_with_admin(|c| {
         c.idle_timeout = IDLE;
         c.client_idle_timeout = CLIENT_IDLE;
@@ -70,7 +70,7 @@ async fn inventory_rows_match_a_live_tunnel_keepalive_connection_and_relay() {
     .await;
 
     // A CONNECT tunnel carrying 1000 bytes each way.
-    let mut tunnel = connect_tunnel(proxy.addr, echo).await.unwrap();
+    let mut tunnel = client::connect_tunnel(proxy.addr, echo).await.unwrap();
     let mut data = vec![0u8; 1000];
     pattern(7, 0, &mut data);
     echo_exactly(&mut tunnel, &data).await;
@@ -78,7 +78,7 @@ async fn inventory_rows_match_a_live_tunnel_keepalive_connection_and_relay() {
     let mut ka = Client::connect(proxy.addr).await.unwrap();
     for _ in 0..3 {
         let r = ka.get(http, "/small").await.unwrap();
-        assert_eq!((r.status(), r.body.len()), (200, 100));
+        assert_eq!((r.status, r.body.len()), (200, 100));
     }
     // A port relay carrying 777 bytes each way.
     let mut relay = TcpStream::connect(proxy.relay_addrs[0]).await.unwrap();
@@ -183,14 +183,14 @@ async fn inventory_rows_match_a_live_tunnel_keepalive_connection_and_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_filters_by_kind_client_age_and_idle() {
-    let http = origin::http_origin().await;
-    let echo = origin::echo_origin().await;
+    let http = origin::http().await;
+    let echo = origin::echo().await;
     let (proxy, adm) = proxy_with_admin(|c| c.idle_timeout = IDLE).await;
 
     // Old and idle after one byte; old and busy (a byte every 100 ms).
-    let mut quiet = connect_tunnel(proxy.addr, echo).await.unwrap();
+    let mut quiet = client::connect_tunnel(proxy.addr, echo).await.unwrap();
     echo_exactly(&mut quiet, b"x").await;
-    let mut busy = connect_tunnel(proxy.addr, echo).await.unwrap();
+    let mut busy = client::connect_tunnel(proxy.addr, echo).await.unwrap();
     let busy_addr = busy.local_addr().unwrap();
     let (stop_tx, mut stop_rx) = mpsc::channel::<()>(1);
     let chatter = tokio::spawn(async move {
@@ -204,15 +204,13 @@ async fn inventory_filters_by_kind_client_age_and_idle() {
         busy
     });
     // A forward connection from another loopback address.
-    let other = admin::connect_from("127.0.0.2", proxy.addr).await;
+    let other = client::connect_from("127.0.0.2", proxy.addr).await;
     let other_addr = other.local_addr().unwrap();
-    let mut other = Client {
-        r: BufReader::new(other),
-    };
-    assert_eq!(other.get(http, "/small").await.unwrap().status(), 200);
+    let mut other = Client::from_stream(other);
+    assert_eq!(other.get(http, "/small").await.unwrap().status, 200);
 
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    let mut young = connect_tunnel(proxy.addr, echo).await.unwrap();
+    let mut young = client::connect_tunnel(proxy.addr, echo).await.unwrap();
     echo_exactly(&mut young, b"y").await;
 
     let quiet_id = u(
@@ -300,7 +298,7 @@ async fn inventory_filters_by_kind_client_age_and_idle() {
 async fn delete_closes_both_legs_of_a_tunnel_and_counts_admin_kill() {
     // Echoes and reports how its side of the tunnel ended.
     let (tx, mut origin_end) = mpsc::unbounded_channel::<String>();
-    let target = origin::raw_origin(move |mut s| {
+    let target = origin::raw(move |mut s| {
         let tx = tx.clone();
         async move {
             let mut buf = [0u8; 1024];
@@ -319,10 +317,10 @@ async fn delete_closes_both_legs_of_a_tunnel_and_counts_admin_kill() {
         }
     })
     .await;
-    let http = origin::http_origin().await;
+    let http = origin::http().await;
     let (proxy, adm) = proxy_with_admin(|_| {}).await;
 
-    let mut tunnel = connect_tunnel(proxy.addr, target).await.unwrap();
+    let mut tunnel = client::connect_tunnel(proxy.addr, target).await.unwrap();
     echo_exactly(&mut tunnel, b"hello").await;
     let row = admin::wait_row(adm, tunnel.local_addr().unwrap(), "tunnel", |_| true).await;
     let id = u(&row, "id");
@@ -366,7 +364,7 @@ async fn delete_closes_both_legs_of_a_tunnel_and_counts_admin_kill() {
 
     // A keep-alive forward connection is closed the same way.
     let mut ka = Client::connect(proxy.addr).await.unwrap();
-    assert_eq!(ka.get(http, "/small").await.unwrap().status(), 200);
+    assert_eq!(ka.get(http, "/small").await.unwrap().status, 200);
     let row = admin::wait_row(adm, ka.r.get_ref().local_addr().unwrap(), "http", |_| true).await;
     let r = admin::request(
         adm,
@@ -435,8 +433,8 @@ async fn health_answers_ok_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_names_and_values_move_with_real_traffic() {
-    let http = origin::http_origin().await;
-    let echo = origin::echo_origin().await;
+    let http = origin::http().await;
+    let echo = origin::echo().await;
     let (proxy, adm) = proxy_with_admin(|c| c.idle_timeout = Duration::from_secs(1)).await;
 
     let m0 = admin::metrics(adm).await;
@@ -570,7 +568,7 @@ async fn metrics_names_and_values_move_with_real_traffic() {
         "sluice_connections_closed_total",
         &[("reason", "idle_timeout")],
     );
-    let mut t = connect_tunnel(proxy.addr, echo).await.unwrap();
+    let mut t = client::connect_tunnel(proxy.addr, echo).await.unwrap();
     echo_exactly(&mut t, b"abc").await;
     let m2 = admin::metrics(adm).await;
     assert_eq!(
@@ -611,14 +609,14 @@ async fn metrics_names_and_values_move_with_real_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_has_process_samples_and_request_rate_under_load() {
-    let http = origin::http_origin().await;
+    let http = origin::http().await;
     let (proxy, adm) = proxy_with_admin(|_| {}).await;
     // A paced load loop, bounded by time: 2.5 s, one request every ~2 ms.
     let started = Instant::now();
     let mut c = Client::connect(proxy.addr).await.unwrap();
     let mut done = 0u64;
     while started.elapsed() < Duration::from_millis(2500) {
-        assert_eq!(c.get(http, "/small").await.unwrap().status(), 200);
+        assert_eq!(c.get(http, "/small").await.unwrap().status, 200);
         done += 1;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -691,19 +689,19 @@ async fn requests_to_sluices_own_listeners_are_refused_with_508() {
     ];
     let admin_before = proxy.registry.accepted(Kind::Admin);
     for t in &targets {
-        let r = raw_exchange(
+        let r = client::exchange(
             proxy.addr,
             format!("GET http://{t}/api/health HTTP/1.1\r\nHost: {t}\r\n\r\n").as_bytes(),
         )
         .await
         .unwrap();
         assert_eq!(r.status, 508, "GET via {t}: {}", r.text());
-        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-        s.write_all(format!("CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut r = BufReader::new(s);
-        let resp = read_response(&mut r, false).await.unwrap();
+        let resp = client::exchange(
+            proxy.addr,
+            format!("CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         assert_eq!(resp.status, 508, "CONNECT {t}: {}", resp.text());
     }
     assert_eq!(
@@ -749,12 +747,10 @@ async fn live_feed_readers_are_capped_with_a_clear_503() {
     let cap = sluice::admin::limits::LIVE_READERS_PER_CLIENT;
     let open = || async move {
         let mut s = TcpStream::connect(adm).await.unwrap();
-        let auth = admin::auth_line(adm);
-        s.write_all(
-            format!("GET /api/records/live HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
+        let feed = Request::get("/api/records/live").header("Host", "127.0.0.1");
+        s.write_all(&admin::with_token(adm, feed).to_bytes())
+            .await
+            .unwrap();
         let mut r = BufReader::new(s);
         let mut line = String::new();
         tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line))
@@ -791,10 +787,10 @@ async fn live_feed_readers_are_capped_with_a_clear_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_is_cut_and_heavy_work_is_bounded() {
-    let origin = origin::http_origin().await;
+    let origin = origin::http().await;
     let (p, adm) = proxy_with_admin(|c| c.record.body_limit = 32 * 1024 * 1024).await;
     let size = 24 * 1024 * 1024;
-    let r = support::http_client::get_once(p.addr, origin, &format!("/bytes/{size}"))
+    let r = client::get_once(p.addr, origin, &format!("/bytes/{size}"))
         .await
         .unwrap();
     assert_eq!(r.body.len(), size);
@@ -815,15 +811,11 @@ async fn a_reader_that_stops_reading_is_cut_and_heavy_work_is_bounded() {
     let mut stalled = Vec::new();
     for _ in 0..permits {
         let mut s = TcpStream::connect(adm).await.unwrap();
-        let auth = admin::auth_line(adm);
-        s.write_all(
-            format!(
-                "GET /api/records/{id}/body/response HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
+        let body =
+            Request::get(format!("/api/records/{id}/body/response")).header("Host", "127.0.0.1");
+        s.write_all(&admin::with_token(adm, body).to_bytes())
+            .await
+            .unwrap();
         stalled.push(s);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

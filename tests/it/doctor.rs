@@ -3,18 +3,18 @@
 //! and `sluice doctor` on a healthy instance with live traffic, on one
 //! that deliberately leaked a socket (test hook), and on nothing at all;
 //! the leak watchdog's max-age warning; `sluice top`.
-mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::admin::{self, s, u};
-use support::http_client::Client;
-use support::process::SluiceProcess;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::admin::{self, s, u};
+use crate::support::client::{self, Client};
+use crate::support::origin;
+use crate::support::proxy::{self, SluiceProcess};
 
 async fn echo_exactly(s: &mut TcpStream, data: &[u8]) {
     s.write_all(data).await.unwrap();
@@ -38,17 +38,17 @@ fn state_count(report: &Value, state: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_instance_with_live_traffic_has_no_orphans_and_doctor_exits_0() {
-    let http = origin::http_origin().await;
-    let echo = origin::echo_origin().await;
-    let p = admin::start(&[]).await;
+    let http = origin::http().await;
+    let echo = origin::echo().await;
+    let p = proxy::spawn(&[]).await;
     let adm = admin_of(&p);
 
     // Live traffic: a tunnel (2 sockets in sluice) and a keep-alive
     // forward connection (client leg + pooled upstream leg).
-    let mut tunnel = connect_tunnel(p.addr, echo).await.unwrap();
+    let mut tunnel = client::connect_tunnel(p.addr, echo).await.unwrap();
     echo_exactly(&mut tunnel, b"live").await;
     let mut ka = Client::connect(p.addr).await.unwrap();
-    assert_eq!(ka.get(http, "/small").await.unwrap().status(), 200);
+    assert_eq!(ka.get(http, "/small").await.unwrap().status, 200);
     let opened = 4;
 
     let r = admin::get_json(adm, "/api/sockets").await;
@@ -90,7 +90,7 @@ async fn healthy_instance_with_live_traffic_has_no_orphans_and_doctor_exits_0() 
         tunnel
     });
     let adm_s = adm.to_string();
-    let run = admin::run_cli(&["doctor", "--admin", &adm_s], Duration::from_secs(15)).await;
+    let run = proxy::run_cli(&["doctor", "--admin", &adm_s], Duration::from_secs(15)).await;
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("healthy"), "{}", run.stdout);
     assert!(
@@ -99,7 +99,7 @@ async fn healthy_instance_with_live_traffic_has_no_orphans_and_doctor_exits_0() 
         run.stdout
     );
     assert!(!run.stdout.contains("LEAK"), "{}", run.stdout);
-    let run = admin::run_cli(
+    let run = proxy::run_cli(
         &["doctor", "--json", "--admin", &adm_s],
         Duration::from_secs(15),
     )
@@ -109,14 +109,14 @@ async fn healthy_instance_with_live_traffic_has_no_orphans_and_doctor_exits_0() 
     assert_eq!(u(&v, "orphan_count"), 0);
     let _ = stop_tx.send(()).await;
     let _tunnel = chatter.await.unwrap();
-    assert_eq!(ka.get(http, "/small").await.unwrap().status(), 200);
+    assert_eq!(ka.get(http, "/small").await.unwrap().status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_instance_stays_clean_while_connections_churn() {
-    let http = origin::http_origin().await;
-    let echo = origin::echo_origin().await;
-    let p = admin::start(&[]).await;
+    let http = origin::http().await;
+    let echo = origin::echo().await;
+    let p = proxy::spawn(&[]).await;
     let adm = admin_of(&p);
     let proxy = p.addr;
     // Churn: tunnels and forward requests opened and closed back to back,
@@ -129,11 +129,11 @@ async fn healthy_instance_stays_clean_while_connections_churn() {
             let mut n = 0u32;
             while !*stop.borrow() && n < 5000 {
                 if i % 2 == 0 {
-                    let mut t = connect_tunnel(proxy, echo).await.unwrap();
+                    let mut t = client::connect_tunnel(proxy, echo).await.unwrap();
                     echo_exactly(&mut t, b"c").await;
                 } else {
-                    let r = http_client::get_once(proxy, http, "/small").await.unwrap();
-                    assert_eq!(r.status(), 200);
+                    let r = client::get_once(proxy, http, "/small").await.unwrap();
+                    assert_eq!(r.status, 200);
                 }
                 n += 1;
             }
@@ -148,7 +148,7 @@ async fn healthy_instance_stays_clean_while_connections_churn() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let adm_s = adm.to_string();
-    let run = admin::run_cli(&["doctor", "--admin", &adm_s], Duration::from_secs(15)).await;
+    let run = proxy::run_cli(&["doctor", "--admin", &adm_s], Duration::from_secs(15)).await;
     let _ = stop_tx.send(true);
     let mut loops = 0;
     for c in churners {
@@ -174,7 +174,7 @@ async fn healthy_instance_stays_clean_while_connections_churn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaked_socket_is_an_orphan_and_doctor_exits_1() {
-    let p = admin::start(&["--test-hooks"]).await;
+    let p = proxy::spawn(&["--test-hooks"]).await;
     let adm = admin_of(&p);
     let before = admin::get_json(adm, "/api/sockets").await;
     assert_eq!(u(&before, "orphan_count"), 0, "{before}");
@@ -199,7 +199,7 @@ async fn a_leaked_socket_is_an_orphan_and_doctor_exits_1() {
     assert_eq!(orphans.len(), 1, "{report}");
 
     let adm_s = adm.to_string();
-    let run = admin::run_cli(&["doctor", "--admin", &adm_s], Duration::from_secs(15)).await;
+    let run = proxy::run_cli(&["doctor", "--admin", &adm_s], Duration::from_secs(15)).await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("LEAK SUSPECTED"), "{}", run.stdout);
     assert!(
@@ -226,15 +226,15 @@ async fn a_leaked_socket_is_an_orphan_and_doctor_exits_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_and_top_exit_2_when_nothing_listens() {
-    let dead = admin::dead_addr().to_string();
-    let run = admin::run_cli(&["doctor", "--admin", &dead], Duration::from_secs(15)).await;
+    let dead = origin::refusing().to_string();
+    let run = proxy::run_cli(&["doctor", "--admin", &dead], Duration::from_secs(15)).await;
     assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains(&dead),
         "names the address: {}",
         run.stderr
     );
-    let run = admin::run_cli(
+    let run = proxy::run_cli(
         &["top", "--iterations", "2", "--admin", &dead],
         Duration::from_secs(15),
     )
@@ -246,10 +246,10 @@ async fn doctor_and_top_exit_2_when_nothing_listens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchdog_warns_about_connections_older_than_max_age() {
-    let echo = origin::echo_origin().await;
-    let p = admin::start(&["--max-connection-age", "1s"]).await;
+    let echo = origin::echo().await;
+    let p = proxy::spawn(&["--max-connection-age", "1s"]).await;
     let adm = admin_of(&p);
-    let mut tunnel = connect_tunnel(p.addr, echo).await.unwrap();
+    let mut tunnel = client::connect_tunnel(p.addr, echo).await.unwrap();
     echo_exactly(&mut tunnel, b"old").await;
     let row = admin::wait_row(adm, tunnel.local_addr().unwrap(), "tunnel", |_| true).await;
     let id = u(&row, "id");
@@ -302,9 +302,9 @@ async fn watchdog_warns_about_connections_older_than_max_age() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn top_prints_one_line_per_iteration() {
-    let p = admin::start(&[]).await;
+    let p = proxy::spawn(&[]).await;
     let adm_s = admin_of(&p).to_string();
-    let run = admin::run_cli(
+    let run = proxy::run_cli(
         &["top", "--iterations", "2", "--admin", &adm_s],
         Duration::from_secs(15),
     )

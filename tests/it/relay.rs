@@ -1,31 +1,22 @@
 //! Port relays (`--relay LISTEN=UPSTREAM`) over real sockets: bytes pass
 //! both ways, a dead upstream is reported to the client at once, the idle
 //! deadline applies, and every relay leaves the registry when it ends.
-mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sluice::config::RelaySpec;
 use sluice::registry::Kind;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Runs a test body under a hard deadline, so a regression that leaves a
-/// socket hanging fails the test instead of stalling the suite.
-async fn bounded(limit: Duration, body: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(limit, body).await.is_err() {
-        panic!("test still running after {limit:?}");
-    }
-}
+use crate::support::{bounded, eventually, origin, pattern, proxy};
 
 async fn relay_proxy(upstream: &str, tweak: impl FnOnce(&mut sluice::Config)) -> sluice::Proxy {
     let spec = RelaySpec {
         listen: "127.0.0.1:0".parse().unwrap(),
         upstream: upstream.to_string(),
     };
-    start_proxy(move |c| {
+    proxy::start(move |c| {
         c.relays = vec![spec];
         tweak(c);
     })
@@ -52,7 +43,7 @@ async fn wait_closed(s: &mut TcpStream, within: Duration) -> (bool, bool, Durati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_echoes_bytes_and_releases_its_entry() {
     bounded(Duration::from_secs(60), async move {
-        let echo = origin::echo_origin().await;
+        let echo = origin::echo().await;
         // A name, so the relay resolves it at connect time.
         let proxy = relay_proxy(&format!("localhost:{}", echo.port()), |_| {}).await;
         let relay = proxy.relay_addrs[0];
@@ -94,10 +85,7 @@ async fn relay_echoes_bytes_and_releases_its_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_to_refused_upstream_closes_client_at_once() {
     bounded(Duration::from_secs(60), async move {
-        let closed: SocketAddr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        let closed = origin::refusing();
         let proxy = relay_proxy(&closed.to_string(), |_| {}).await;
         // The reset can beat the client's own connect completion: then connect
         // itself reports it.
@@ -125,7 +113,7 @@ async fn relay_to_refused_upstream_closes_client_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_relay_is_closed() {
     bounded(Duration::from_secs(60), async move {
-        let echo = origin::echo_origin().await;
+        let echo = origin::echo().await;
         let proxy = relay_proxy(&echo.to_string(), |c| {
             c.idle_timeout = Duration::from_millis(300)
         })
@@ -153,7 +141,7 @@ async fn idle_relay_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_passes_upstream_reset_to_client() {
     bounded(Duration::from_secs(60), async move {
-        let origin = origin::raw_origin(|mut s| async move {
+        let origin = origin::raw(|mut s| async move {
             let mut b = [0u8; 1];
             if s.read_exact(&mut b).await.is_ok() {
                 socket2::SockRef::from(&s)

@@ -5,7 +5,6 @@
 //! side the peer just goes silent. Only TCP keepalive (idle tunnel) or
 //! TCP_USER_TIMEOUT (data in flight) can notice; the idle timeout is set
 //! far away so it cannot be what saves the day.
-mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
@@ -14,19 +13,12 @@ use std::time::{Duration, Instant};
 
 use sluice::config::Keepalive;
 use sluice::registry::Kind;
-use support::netns::{tcp_table, Netns};
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Child;
 use tokio::sync::Mutex;
 
-/// Runs a test body under a hard deadline, so a regression that leaves a
-/// socket hanging fails the test instead of stalling the suite.
-async fn bounded(limit: Duration, body: impl std::future::Future<Output = ()>) {
-    if tokio::time::timeout(limit, body).await.is_err() {
-        panic!("test still running after {limit:?}");
-    }
-}
+use crate::support::netns::{tcp_table, Netns, TcpRow};
+use crate::support::{bounded, eventually, origin, pattern, proxy};
 
 /// The client, run inside the namespace. `echo`: one exchange through the
 /// tunnel, then sleep. `stream`: read forever, so that sluice always has
@@ -72,7 +64,7 @@ else:
 /// timeout), which is why sluice defaults it to idle + interval x count.
 async fn proxy_for(ns: &Netns) -> sluice::Proxy {
     let listen = SocketAddr::new(IpAddr::V4(ns.host_ip), 0);
-    start_proxy(move |c| {
+    proxy::start(move |c| {
         c.listen = listen;
         c.keepalive = Keepalive {
             idle: Duration::from_secs(1),
@@ -129,7 +121,7 @@ async fn all_acked(ns: &Netns) -> bool {
     .await
 }
 
-fn sockets_towards(ns: &Netns) -> Vec<support::netns::TcpRow> {
+fn sockets_towards(ns: &Netns) -> Vec<TcpRow> {
     let ip = IpAddr::V4(ns.ns_ip);
     tcp_table()
         .into_iter()
@@ -141,7 +133,7 @@ fn sockets_towards(ns: &Netns) -> Vec<support::netns::TcpRow> {
 async fn idle_client_vanishing_without_fin_is_found_by_keepalive() {
     bounded(Duration::from_secs(60), async move {
         let ns = Netns::create();
-        let echo = origin::echo_origin().await;
+        let echo = origin::echo().await;
         let proxy = proxy_for(&ns).await;
         let client = start_client(&ns, proxy.addr, echo, "echo").await;
         assert!(
@@ -193,7 +185,7 @@ async fn streaming_to_a_vanished_client_is_ended_by_user_timeout() {
         // Streams until its writes fail, then reports how they failed.
         let origin_end: Arc<Mutex<Option<(std::io::ErrorKind, Instant)>>> = Arc::default();
         let end2 = origin_end.clone();
-        let origin = origin::raw_origin(move |mut s| {
+        let origin = origin::raw(move |mut s| {
             let end = end2.clone();
             async move {
                 let mut buf = vec![0u8; 64 * 1024];
@@ -259,7 +251,7 @@ async fn silent_idle_client_is_found_by_unanswered_keepalive_probes() {
         // the link stays up and the probes go out, reach the namespace and are
         // dropped there: a peer that went silent somewhere beyond the wire.
         let ns = Netns::create();
-        let echo = origin::echo_origin().await;
+        let echo = origin::echo().await;
         let proxy = proxy_for(&ns).await;
         let mut client = start_client(&ns, proxy.addr, echo, "echo").await;
         assert!(

@@ -6,7 +6,6 @@
 //! the tunnel, the port relay. `sluice har` and `sluice records` run as real processes
 //! against the same instance, and a 2,000-record export streams without
 //! the instance's memory growing with it.
-mod support;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,11 +17,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
-use support::admin::{self, run_cli};
-use support::http_client::{self, BodyReader, Client};
-use support::process::SluiceProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+use crate::support::admin;
+use crate::support::client::{self, BodyReader, Client};
+use crate::support::origin;
+use crate::support::proxy::{self, run_cli, SluiceProcess};
 
 const GZIP_TEXT: &str = "hello from a gzip body; ";
 const POST_JSON: &str = r#"{"name":"sluice","tags":["a","b"],"n":1}"#;
@@ -79,8 +80,8 @@ fn valid_har(body: &[u8]) -> Value {
 }
 
 /// An origin with the routes the export is checked against.
-async fn origin() -> SocketAddr {
-    support::origin::serve_http(route).await
+async fn har_origin() -> SocketAddr {
+    origin::serve(route).await
 }
 
 async fn route(
@@ -128,7 +129,7 @@ async fn route(
 async fn sluice(extra: &[&str]) -> (SluiceProcess, SocketAddr) {
     let mut args = vec!["--data-dir", ":memory:"];
     args.extend_from_slice(extra);
-    let p = admin::start(&args).await;
+    let p = proxy::spawn(&args).await;
     let a = p.admin.expect("admin server runs");
     (p, a)
 }
@@ -201,13 +202,13 @@ fn check_timings(e: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_is_valid_har_with_what_crossed() {
-    let origin = origin().await;
-    let echo = support::origin::echo_origin().await;
+    let origin = har_origin().await;
+    let echo = origin::echo().await;
     let relay = format!("127.0.0.1:0={echo}");
     let (p, admin_addr) = sluice(&["--relay", &relay]).await;
     let proxy = p.addr;
 
-    let r = http_client::exchange(
+    let r = client::exchange(
         proxy,
         format!(
             "GET http://{origin}/cookies?a=1&b=x+y&c=%E2%9C%93 HTTP/1.1\r\nHost: {origin}\r\n\
@@ -217,8 +218,8 @@ async fn export_is_valid_har_with_what_crossed() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = http_client::exchange(
+    assert_eq!(r.status, 200);
+    let r = client::exchange(
         proxy,
         format!(
             "POST http://{origin}/post HTTP/1.1\r\nHost: {origin}\r\nContent-Type: application/json\r\n\
@@ -229,22 +230,20 @@ async fn export_is_valid_har_with_what_crossed() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status, 200);
     for (path, status) in [
         ("/gzip", 200),
         ("/binary", 200),
         ("/missing", 404),
         ("/redirect", 302),
     ] {
-        let r = http_client::get_once(proxy, origin, path).await.unwrap();
-        assert_eq!(r.status(), status, "{path}");
+        let r = client::get_once(proxy, origin, path).await.unwrap();
+        assert_eq!(r.status, status, "{path}");
     }
-    let dead = admin::dead_addr();
-    let r = http_client::get_once(proxy, dead, "/refused")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 502);
-    let mut tunnel = support::connect_tunnel(proxy, echo).await.unwrap();
+    let dead = origin::refusing();
+    let r = client::get_once(proxy, dead, "/refused").await.unwrap();
+    assert_eq!(r.status, 502);
+    let mut tunnel = client::connect_tunnel(proxy, echo).await.unwrap();
     tunnel.write_all(b"ping").await.unwrap();
     let mut back = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(3), tunnel.read_exact(&mut back))
@@ -495,7 +494,7 @@ async fn export_is_valid_har_with_what_crossed() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stderr.contains("status"), "{}", run.stderr);
     assert!(run.stdout.is_empty());
-    let nowhere = admin::dead_addr().to_string();
+    let nowhere = origin::refusing().to_string();
     for cmd in ["har", "records"] {
         let run = run_cli(&[cmd, "--admin", &nowhere], Duration::from_secs(10)).await;
         assert_eq!(run.code, Some(2), "{cmd}: {run:?}");
@@ -544,7 +543,7 @@ async fn recording_off_is_503_and_tokens_are_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_export_streams() {
     const N: usize = 2000;
-    let origin = origin().await;
+    let origin = har_origin().await;
     let (p, admin_addr) = sluice(&[]).await;
     let mut c = Client::connect(p.addr).await.unwrap();
     // Pipelined in batches: one keep-alive connection, few round trips.
@@ -553,7 +552,7 @@ async fn big_export_streams() {
         c.send(request.repeat(100).as_bytes()).await.unwrap();
         for _ in 0..100 {
             let r = c.read_response().await.unwrap();
-            assert_eq!(r.status(), 200);
+            assert_eq!(r.status, 200);
             assert_eq!(r.body.len(), BIG_BODY);
         }
     }
@@ -570,16 +569,11 @@ async fn big_export_streams() {
 
     let before_kib = p.rss_kib();
     let mut s = TcpStream::connect(admin_addr).await.unwrap();
-    let auth = admin::auth_line(admin_addr);
-    s.write_all(
-        format!("GET /api/har HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let export = admin::with_token(admin_addr, admin::req("GET", "/api/har"));
+    s.write_all(&export.to_bytes()).await.unwrap();
     let mut r = BufReader::new(s);
     let read = async {
-        let head = http_client::read_head(&mut r).await.unwrap();
+        let head = client::read_head(&mut r).await.unwrap();
         assert_eq!(head.status, 200);
         assert_eq!(head.header("transfer-encoding"), Some("chunked"));
         let mut body = BodyReader::for_head(&head);

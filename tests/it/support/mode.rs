@@ -1,0 +1,88 @@
+//! The ways a client can reach sluice. Today there is one: HTTP/1.1 to the
+//! forward proxy ([`Mode::H1`]). A test written with [`per_mode!`] takes
+//! its origin, its proxy and its client from the mode it is given and
+//! runs once per mode, each run a test of its own (`NAME::h1`), so a mode
+//! added here (HTTP/2, intercepted TLS) is its variant, its arms in the
+//! methods below and one line in the macro, and every such test runs in
+//! it without being touched.
+
+use std::io;
+use std::net::SocketAddr;
+
+use sluice::{Config, Proxy};
+
+use super::client::{self, Client, Response};
+use super::{origin, proxy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// HTTP/1.1 in absolute form to the forward proxy.
+    H1,
+}
+
+impl Mode {
+    /// The standard HTTP origin ([`origin::http`]) as this mode reaches it.
+    pub async fn http_origin(self) -> SocketAddr {
+        match self {
+            Mode::H1 => origin::http().await,
+        }
+    }
+
+    /// An in-process proxy set up for this mode, then `tweak`ed.
+    pub async fn proxy(self, tweak: impl FnOnce(&mut Config)) -> Proxy {
+        proxy::start(|c| {
+            match self {
+                Mode::H1 => {}
+            }
+            tweak(c)
+        })
+        .await
+    }
+
+    /// A keep-alive client connection to the proxy at `proxy`.
+    pub async fn connect(self, proxy: SocketAddr) -> io::Result<Client> {
+        match self {
+            Mode::H1 => Client::connect(proxy).await,
+        }
+    }
+
+    /// One `GET path` of `origin` through the proxy, on a connection of
+    /// its own that closes after it.
+    pub async fn get_once(
+        self,
+        proxy: SocketAddr,
+        origin: SocketAddr,
+        path: &str,
+    ) -> io::Result<Response> {
+        match self {
+            Mode::H1 => client::get_once(proxy, origin, path).await,
+        }
+    }
+}
+
+/// Defines a test that runs once per [`Mode`]: `mod NAME` holding the
+/// body as `async fn run(mode: Mode)` and one test per mode calling it,
+/// each with the attributes given (`#[tokio::test(...)]`).
+///
+/// ```ignore
+/// per_mode! {
+///     #[tokio::test]
+///     async fn keep_alive_reuses_connections(mode) {
+///         let proxy = mode.proxy(|_| {}).await;
+///         ...
+///     }
+/// }
+/// ```
+macro_rules! per_mode {
+    ($(#[$attr:meta])* async fn $name:ident($mode:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($mode: $crate::support::mode::Mode) $body
+
+            $(#[$attr])* async fn h1() { run($crate::support::mode::Mode::H1).await }
+        }
+    };
+}
+pub(crate) use per_mode;
