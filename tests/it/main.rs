@@ -21,5 +21,6 @@ mod rules_reload;
 mod rules_syntax;
 mod smoke;
 mod tunnel;
+mod tunnel_layers;
 mod ui_api;
 mod ui_browser;

@@ -3,8 +3,6 @@
 //! by sluice's HTTP path (recorded, linked to the tunnel, sent over the
 //! tunnel's own upstream connection); a server that speaks first gets
 //! its bytes to the client at once; anything else stays a byte relay.
-mod support;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -17,13 +15,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use sluice::config::{DataDir, Recording};
 use sluice::registry::Kind;
-use support::admin::get_json;
-use support::*;
+use crate::support::admin::get_json;
+use crate::support::client::read_response;
+use crate::support::{eventually, origin, proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 async fn recording_proxy() -> sluice::Proxy {
-    start_proxy(|c| {
+    proxy::start(|c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
             data_dir: DataDir::Memory,
@@ -107,7 +106,7 @@ async fn plain_http_inside_a_tunnel_is_served_recorded_and_sent_over_the_tunnel(
             .await
             .expect("write");
         let mut r = BufReader::new(&mut s);
-        let resp = read_response(&mut r, false).await.expect("answer");
+        let resp = read_response(&mut r).await.expect("answer");
         assert_eq!(resp.status, 200, "{}", resp.text());
         // Through sluice's HTTP path: it adds Via; the origin saw origin form.
         assert!(resp.header("via").is_some_and(|v| v.contains("sluice")));
@@ -260,13 +259,13 @@ async fn curl_http2_prior_knowledge_through_a_tunnel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_speaks_first_reaches_a_silent_client_at_once() {
     // SSH, SMTP and MySQL servers greet first: the client waits for them.
-    let origin = origin::raw_origin(|mut s| async move {
+    let origin = origin::raw(|mut s| async move {
         let _ = s.write_all(b"SSH-2.0-sluice_test\r\n").await;
         let (mut r, mut w) = s.split();
         let _ = tokio::io::copy(&mut r, &mut w).await;
     })
     .await;
-    let proxy = start_proxy(|_| {}).await;
+    let proxy = proxy::start(|_| {}).await;
     let mut s = tunnel(proxy.addr, origin).await;
     let mut banner = [0u8; 21];
     tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut banner))
@@ -287,8 +286,8 @@ async fn a_server_that_speaks_first_reaches_a_silent_client_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_http_client_bytes_are_relayed_untouched() {
-    let echo = origin::echo_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let echo = origin::echo().await;
+    let proxy = proxy::start(|_| {}).await;
     let mut s = tunnel(proxy.addr, echo).await;
     // Upper-case letters, then not a space: not a request line.
     let payload = b"HELLO\r\nthis is not HTTP\x00\x01\x02";
@@ -304,8 +303,8 @@ async fn non_http_client_bytes_are_relayed_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_partial_request_line_is_relayed_after_a_short_wait() {
-    let echo = origin::echo_origin().await;
-    let proxy = start_proxy(|_| {}).await;
+    let echo = origin::echo().await;
+    let proxy = proxy::start(|_| {}).await;
     let mut s = tunnel(proxy.addr, echo).await;
     // "GE" could begin a request line; with nothing more it is relayed.
     s.write_all(b"GE").await.expect("write");
@@ -319,12 +318,12 @@ async fn a_stalled_partial_request_line_is_relayed_after_a_short_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_tunnel_closes_at_the_idle_timeout() {
-    let silent = origin::raw_origin(|s| async move {
+    let silent = origin::raw(|s| async move {
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(s);
     })
     .await;
-    let proxy = start_proxy(|c| c.idle_timeout = Duration::from_millis(500)).await;
+    let proxy = proxy::start(|c| c.idle_timeout = Duration::from_millis(500)).await;
     let mut s = tunnel(proxy.addr, silent).await;
     let started = std::time::Instant::now();
     let mut b = [0u8; 1];
