@@ -15,9 +15,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::api::error;
 use super::records::filtered_store;
-use super::AdminState;
+use super::reply::error;
+use super::state::AdminState;
 use crate::record::har::export;
 
 pub async fn har(State(st): State<Arc<AdminState>>, RawQuery(q): RawQuery) -> Response {

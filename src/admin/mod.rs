@@ -8,56 +8,47 @@
 //! oldest idle connection ([`limits`]); every request must carry the token
 //! (generated at start unless given, or `--admin-token none` on loopback),
 //! compared in constant time.
+//!
+//! Modules, bottom up: `reply` (error replies), `state` (what handlers
+//! read), [`token`], [`session`], [`limits`] and `stream` are leaves; `ui`
+//! serves the embedded web UI and its login page; `auth` checks each
+//! request (answering a browser with that login page); the handlers by
+//! concern are `inventory` (connections, sockets, users), `status`
+//! (health, history, metrics), `records`, `har`, `rules` and `debug`
+//! (test hooks); `router` maps paths to them behind `auth`; this file
+//! serves connections. No module imports one above it
+//! (`scripts/import_graph.sh src/admin` checks).
 
-mod api;
+mod auth;
 pub mod client;
+mod debug;
 mod har;
+mod inventory;
 pub mod limits;
 mod records;
+mod reply;
+mod router;
 mod rules;
 pub mod session;
+mod state;
+mod status;
 mod stream;
 pub mod token;
 mod ui;
 
+pub use state::AdminState;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::Config;
-use crate::metrics::history::History;
-use crate::metrics::Metrics;
 use crate::net::{self, accept_loop, Admission, Limiter};
-use crate::registry::{CloseReason, Kind, Registry, Side};
-use crate::users::Users;
-use crate::Shutdown;
-
-/// What the admin handlers read.
-pub struct AdminState {
-    pub config: Arc<Config>,
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub history: Arc<History>,
-    pub users: Arc<Users>,
-    pub recorder: Arc<crate::record::Recorder>,
-    pub rules: Arc<crate::rules::live::LiveRules>,
-    pub started: Instant,
-    pub shutdown: Shutdown,
-    /// The proxy listener (target of the test-only leak hook).
-    pub proxy_addr: SocketAddr,
-    /// The token every request needs (`None`: `--admin-token none`).
-    pub token: Option<String>,
-    pub sessions: session::Sessions,
-    /// The admin connections by client, for the budget.
-    pub conns: Arc<limits::ConnTable>,
-    pub live_readers: Arc<limits::LiveReaders>,
-    pub heavy: limits::Heavy,
-}
+use crate::registry::{CloseReason, Kind, Side};
 
 /// A ceiling under the per-client budget: past it the accept loop refuses
 /// at once (descriptors are finite). The budget in [`limits`] is what
@@ -68,7 +59,7 @@ const ADMIN_MAX_CONNECTIONS: usize = limits::TOTAL_CONNECTIONS + 64;
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 pub async fn serve_admin(listener: TcpListener, state: Arc<AdminState>) {
-    let router = api::router(state.clone());
+    let router = router::router(state.clone());
     let stop = state.shutdown.stop_accepting.clone();
     let reg = state.registry.clone();
     let mut server = http1::Builder::new();

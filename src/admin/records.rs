@@ -23,10 +23,10 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
-use super::api::error;
 use super::limits::ClientIp;
+use super::reply::error;
+use super::state::AdminState;
 use super::stream;
-use super::AdminState;
 use crate::record::decode;
 use crate::record::model::BodyDir;
 use crate::record::query::{self, BodyMeta, Filter, Phases, Summary};

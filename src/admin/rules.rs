@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::api::error;
-use super::AdminState;
+use super::reply::error;
+use super::state::AdminState;
 use crate::rules::live::{PutError, Snapshot};
 use crate::rules::{Answer, Applied, RuleId};
 
@@ -208,11 +208,11 @@ const VALIDATE_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// Whether a `POST` could have come from a cross-origin page without a
 /// CORS preflight: a "simple" request carries no custom header and no
 /// `Authorization`, and its content type (if any) is one of the three a
-/// form can send. The UI sends [`super::api::UI_HEADER`]; scripts send a
+/// form can send. The UI sends [`super::auth::UI_HEADER`]; scripts send a
 /// bearer token or their own content type.
 fn could_be_cross_site(headers: &axum::http::HeaderMap) -> bool {
     use axum::http::header;
-    if headers.contains_key(super::api::UI_HEADER) || headers.contains_key(header::AUTHORIZATION) {
+    if headers.contains_key(super::auth::UI_HEADER) || headers.contains_key(header::AUTHORIZATION) {
         return false;
     }
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
@@ -250,7 +250,7 @@ pub async fn validate_rules(
                 "send the rule text with a `{}: 1` header or a content type such as \
                  `application/json` or `text/x-sluice-rules` (a plain form post could \
                  come from another web site)",
-                super::api::UI_HEADER
+                super::auth::UI_HEADER
             ),
         );
     }

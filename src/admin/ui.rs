@@ -13,7 +13,7 @@ use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::api::error;
+use super::reply::error;
 
 /// One embedded file.
 struct Asset {

@@ -12,7 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{FileRoot, LoadError, RuleError, RuleSet};
+use super::files::FileRoot;
+use super::id::RuleError;
+use super::load::{self, LoadError};
+use super::matcher::RuleSet;
 
 /// How often the rule file's mtime and size are compared.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -72,7 +75,7 @@ impl LiveRules {
     pub fn empty_in(files: FileRoot) -> LiveRules {
         LiveRules {
             current: RwLock::new(Arc::new(Snapshot {
-                set: super::parse("").unwrap_or_else(|_| unreachable_empty()),
+                set: load::parse("").unwrap_or_else(|_| unreachable_empty()),
                 text: String::new(),
                 loaded_at: SystemTime::now(),
                 generation: 0,
@@ -192,7 +195,7 @@ impl LiveRules {
         // Compiled on a blocking thread, like `reload`; file actions open
         // non-blocking, so this cannot hang with the write lock held.
         let job = tokio::task::spawn_blocking(move || {
-            let set = super::parse_in(&text, &files);
+            let set = load::parse_in(&text, &files);
             (set, text)
         });
         let (set, text) = match job.await {
@@ -327,7 +330,7 @@ fn read_text(path: &Path) -> Result<String, LoadError> {
 }
 
 fn compile_text(text: &str, path: &Path, files: &FileRoot) -> Result<RuleSet, LoadError> {
-    super::parse_in(text, files).map_err(|errors| LoadError::Invalid {
+    load::parse_in(text, files).map_err(|errors| LoadError::Invalid {
         path: path.to_owned(),
         errors,
     })

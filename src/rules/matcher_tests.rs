@@ -1,8 +1,12 @@
 //! Unit tests of matching and plans (`matcher.rs`, `plan.rs`), including
 //! a comparison of the indexed matcher with a naive linear scan.
 
+use std::time::Duration;
+
+use http::StatusCode;
+
 use super::*;
-use crate::rules::{parse, Answer, Applied, UrlRewrite};
+use crate::rules::{parse, Answer, Applied, Block, UrlRewrite};
 
 fn set(text: &str) -> RuleSet {
     parse(text).unwrap_or_else(|e| panic!("{e:?}"))

@@ -119,342 +119,49 @@
 //! Every record lists the ids of the rules that matched it and what each
 //! changed ([`Plan::describe`]); `sluice rules check FILE` validates a
 //! file offline, printing `FILE:LINE:COL: message` per error.
+//!
+//! # Modules, bottom up
+//!
+//! `id` (rule ids, positioned errors) and the action types (`template`,
+//! `budget`, `actions`, `body`, `cors`, `files`) are leaves;
+//! `lexer` and `syntax` parse a file into specs; `rule` compiles one
+//! spec into a `Rule`; `plan` folds matching rules into a [`Plan`];
+//! `matcher` indexes rules into a [`RuleSet`]; `load` reads and
+//! compiles files; [`live`] holds the running set, `cli` the offline
+//! commands. Each imports only modules below it, by their own path: this
+//! file defines nothing and only re-exports, so no module reaches back
+//! through it (`scripts/import_graph.sh src/rules` checks).
 
 mod actions;
 mod body;
 mod budget;
+mod cli;
 mod cors;
 mod files;
+mod id;
 mod lexer;
 pub mod live;
+mod load;
 mod matcher;
 mod plan;
+mod rule;
 mod syntax;
 mod template;
-
-use std::fmt;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 pub use actions::{
     apply_header_edits, rewrite_uri, ActionKind, Block, HeaderEdit, Rate, Redirect, RedirectSpec,
     Upstream, UrlRewrite, UrlTarget, MAX_BODY, MAX_DELAY,
 };
 pub use body::{default_content_type, substitute, BodySub, Mock, ResponseBody, SubstError};
+pub use cli::{cli_check, cli_test};
 pub use cors::{apply_cors, cors_preflight_headers, is_preflight, Cors};
 pub use files::FileRoot;
-pub use matcher::{RequestInfo, RuleSet, Scheme};
+pub use id::{RuleError, RuleId};
+pub use load::{load_file, load_file_in, parse, parse_in, LoadError, Rules, MAX_RULE_FILE};
+pub use matcher::RuleSet;
 pub use plan::{Answer, Applied, Chosen, Plan};
+pub use rule::{RequestInfo, Scheme};
 pub use syntax::{
     parse as parse_specs, ActionSpec, Cidr, HostPattern, ParsedAction, Pattern, RuleSpec,
 };
 pub use template::Template;
-
-/// Largest rule file sluice reads.
-pub const MAX_RULE_FILE: u64 = 64 << 20;
-
-/// A rule's id: `L<line>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RuleId(pub u32);
-
-impl RuleId {
-    /// The rule's line in its file.
-    pub fn line(self) -> usize {
-        self.0 as usize
-    }
-}
-
-impl fmt::Display for RuleId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "L{}", self.0)
-    }
-}
-
-impl serde::Serialize for RuleId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// One error in a rule file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleError {
-    /// 1-based.
-    pub line: usize,
-    /// 1-based, in characters.
-    pub column: usize,
-    pub message: String,
-}
-
-impl RuleError {
-    pub(crate) fn new(line: usize, column: usize, message: impl Into<String>) -> RuleError {
-        RuleError {
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for RuleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "line {}, column {}: {}",
-            self.line, self.column, self.message
-        )
-    }
-}
-
-impl std::error::Error for RuleError {}
-
-/// Parses and compiles rule text with no folder for `bodyFile://` (a
-/// file action is an error). All errors, in line order, or the set.
-pub fn parse(text: &str) -> Result<RuleSet, Vec<RuleError>> {
-    compile(text, &FileRoot::none())
-}
-
-/// [`parse`], with `bodyFile://` paths read below `files`' folder.
-pub fn parse_in(text: &str, files: &FileRoot) -> Result<RuleSet, Vec<RuleError>> {
-    compile(text, files)
-}
-
-fn compile(text: &str, files: &FileRoot) -> Result<RuleSet, Vec<RuleError>> {
-    let (specs, mut errors) = syntax::parse_partial(text);
-    // Compile even after syntax errors, so that errors only compiling
-    // finds (an unreadable bodyFile) are reported in the same pass.
-    match RuleSet::compile_in(specs, files) {
-        Ok(set) if errors.is_empty() => Ok(set),
-        Ok(_) => Err(errors),
-        Err(mut more) => {
-            errors.append(&mut more);
-            errors.sort_by_key(|e| (e.line, e.column));
-            Err(errors)
-        }
-    }
-}
-
-/// Why a rule file did not load.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read rule file {}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// One `FILE:LINE:COL: message` line per error.
-    #[error("{}", format_errors(.path, .errors))]
-    Invalid {
-        path: PathBuf,
-        errors: Vec<RuleError>,
-    },
-}
-
-fn format_errors(path: &Path, errors: &[RuleError]) -> String {
-    let mut out = String::new();
-    for (i, e) in errors.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(&format!(
-            "{}:{}:{}: {}",
-            path.display(),
-            e.line,
-            e.column,
-            e.message
-        ));
-    }
-    out
-}
-
-/// Reads, parses and compiles a rule file (at most [`MAX_RULE_FILE`]
-/// bytes of UTF-8); `bodyFile://` paths are read below the file's folder.
-pub fn load_file(path: &Path) -> Result<RuleSet, LoadError> {
-    load_file_in(path, &FileRoot::for_rules(None, Some(path)))
-}
-
-/// [`load_file`], with `bodyFile://` paths read below `files`' folder.
-pub fn load_file_in(path: &Path, files: &FileRoot) -> Result<RuleSet, LoadError> {
-    let read_err = |source| LoadError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_RULE_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > MAX_RULE_FILE {
-        return Err(read_err(std::io::Error::other("larger than 64 MiB")));
-    }
-    let text = String::from_utf8(bytes).map_err(|e| {
-        read_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "not UTF-8 (first bad byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ),
-        ))
-    })?;
-    compile(&text, files).map_err(|errors| LoadError::Invalid {
-        path: path.to_owned(),
-        errors,
-    })
-}
-
-/// A loaded rule file, as the proxy holds it (behind an `Arc`, swapped
-/// whole on reload).
-#[derive(Debug, Clone)]
-pub struct Rules {
-    pub set: RuleSet,
-    /// Where the rules came from (the file's path).
-    pub source: String,
-    pub loaded_at: SystemTime,
-}
-
-impl Rules {
-    pub fn load(path: &Path) -> Result<Rules, LoadError> {
-        Ok(Rules {
-            set: load_file(path)?,
-            source: path.display().to_string(),
-            loaded_at: SystemTime::now(),
-        })
-    }
-}
-
-/// `sluice rules check FILE`: prints `FILE: N rules OK` (stdout, exit 0),
-/// or each error as `FILE:LINE:COL: message` (stderr, exit 1).
-pub fn cli_check(path: &Path) -> i32 {
-    match load_file(path) {
-        Ok(set) => {
-            let n = set.len();
-            println!(
-                "{}: {n} rule{} OK",
-                path.display(),
-                if n == 1 { "" } else { "s" }
-            );
-            0
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            1
-        }
-    }
-}
-
-/// `sluice rules test FILE URL`: which rules of `path` a request would
-/// meet, and what each would do, in the same words records use. Exit 0
-/// when a rule matched, 1 when none did, 2 when the file or the URL is
-/// bad.
-pub fn cli_test(path: &Path, method: &str, url: &str, client: std::net::IpAddr) -> i32 {
-    let set = match load_file(path) {
-        Ok(set) => set,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
-        }
-    };
-    let plan = match set.plan_url(method, url, client) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("sluice: url: {e}");
-            return 2;
-        }
-    };
-    let method = method.to_ascii_uppercase();
-    if plan.is_empty() {
-        println!("{method} {url}: no rule matches");
-        return 1;
-    }
-    let n = plan.matched.len();
-    println!(
-        "{method} {url}: {n} rule{} match",
-        if n == 1 { "" } else { "s" }
-    );
-    let applied = plan.describe();
-    for id in &plan.matched {
-        let mut any = false;
-        for a in applied.iter().filter(|a| a.rule == *id) {
-            println!("  {id}  {:<12} {}", a.kind, a.action);
-            any = true;
-        }
-        if !any {
-            println!(
-                "  {id}  (matched; earlier rules decided its actions, or they do not apply here)"
-            );
-        }
-    }
-    0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors_display_line_and_column() {
-        let e = RuleError::new(3, 17, "bad");
-        assert_eq!(e.to_string(), "line 3, column 17: bad");
-        assert_eq!(RuleId(12).to_string(), "L12");
-        assert_eq!(
-            serde_json::to_string(&RuleId(12)).expect("serializes"),
-            "\"L12\""
-        );
-    }
-
-    #[test]
-    fn parse_reports_every_error_in_line_order() {
-        let text = "a.com status://999\n\nb.com\n# fine\nc.com 1.2.3.4:80 delay://x\n";
-        let errors = parse(text).unwrap_err();
-        let at: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.column)).collect();
-        assert_eq!(at, vec![(1, 16), (3, 1), (5, 26)]);
-    }
-
-    #[test]
-    fn load_file_reads_body_files_next_to_the_rules() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("fx")).expect("mkdir");
-        std::fs::write(dir.path().join("fx/a.json"), br#"{"ok":true}"#).expect("write");
-        let rules = dir.path().join("rules.txt");
-        std::fs::write(&rules, "api.test mock://200 bodyFile://fx/a.json\n").expect("write");
-        let set = load_file(&rules).expect("loads");
-        let ip = "127.0.0.1".parse().expect("ip");
-        let plan = set.plan_url("GET", "http://api.test/", ip).expect("url");
-        match plan.answer(false) {
-            Some(Answer::Mock(m)) => {
-                assert_eq!(&m.action.body[..], br#"{"ok":true}"#);
-                assert_eq!(m.action.content_type, "application/json");
-                assert_eq!(m.rule, RuleId(1));
-            }
-            other => panic!("expected a mock, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn load_errors_name_the_file_line_and_column() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let rules = dir.path().join("rules.txt");
-        std::fs::write(
-            &rules,
-            "# x\napi.test mock://200 bodyFile://missing.json\nb.test nope://1\n",
-        )
-        .expect("write");
-        let e = load_file(&rules).unwrap_err().to_string();
-        let lines: Vec<&str> = e.lines().collect();
-        assert_eq!(lines.len(), 2, "{e}");
-        let shown = rules.display().to_string();
-        assert!(
-            lines[0].starts_with(&format!("{shown}:2:21: bodyFile ")),
-            "{e}"
-        );
-        assert!(
-            lines[1].starts_with(&format!("{shown}:3:8: unknown action")),
-            "{e}"
-        );
-        let e = load_file(&dir.path().join("absent")).unwrap_err();
-        assert!(matches!(e, LoadError::Read { .. }), "{e}");
-        std::fs::write(&rules, b"\xff\xfe").expect("write");
-        assert!(load_file(&rules).unwrap_err().to_string().contains("UTF-8"));
-    }
-}

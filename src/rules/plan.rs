@@ -16,9 +16,9 @@ use serde::Serialize;
 use super::actions::{ActionKind, Block, HeaderEdit, Rate, Redirect, Upstream, UrlRewrite};
 use super::body::{BodySub, Mock, ResponseBody};
 use super::cors::Cors;
-use super::matcher::Rule;
+use super::id::RuleId;
+use super::rule::Rule;
 use super::syntax::Pattern;
-use super::RuleId;
 
 /// An action and the rule it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

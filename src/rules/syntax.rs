@@ -28,9 +28,9 @@ use super::actions::{
 use super::body::BodySub;
 use super::budget::{self, RegexBudget};
 use super::cors::Cors;
+use super::id::{RuleError, RuleId};
 use super::lexer::{tokenize, Token};
 use super::template::{Groups, Template, TemplateError};
-use super::{RuleError, RuleId};
 
 /// One parsed rule.
 #[derive(Debug, Clone)]

@@ -1,0 +1,40 @@
+//! What the admin handlers read: [`AdminState`], one per admin server,
+//! shared by every connection and request.
+//!
+//! Invariant: a leaf of the admin tree (handlers depend on it, it on no
+//! handler); it holds handles to state other rooms own, plus the admin's
+//! own sessions and connection budgets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{limits, session};
+use crate::config::Config;
+use crate::metrics::history::History;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::users::Users;
+use crate::Shutdown;
+
+/// What the admin handlers read.
+pub struct AdminState {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub history: Arc<History>,
+    pub users: Arc<Users>,
+    pub recorder: Arc<crate::record::Recorder>,
+    pub rules: Arc<crate::rules::live::LiveRules>,
+    pub started: Instant,
+    pub shutdown: Shutdown,
+    /// The proxy listener (target of the test-only leak hook).
+    pub proxy_addr: SocketAddr,
+    /// The token every request needs (`None`: `--admin-token none`).
+    pub token: Option<String>,
+    pub sessions: session::Sessions,
+    /// The admin connections by client, for the budget.
+    pub conns: Arc<limits::ConnTable>,
+    pub live_readers: Arc<limits::LiveReaders>,
+    pub heavy: limits::Heavy,
+}
