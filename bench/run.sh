@@ -8,6 +8,9 @@
 #   bench/run.sh --only AE  run only the listed sections (A..E, R, U; F needs --soak)
 #   bench/run.sh --rev HEAD build a committed revision (git archive) instead of
 #                           the working tree, e.g. while others edit src/
+#   bench/run.sh --bin PATH use a sluice binary built already (no build; no
+#                           section R, which needs the rules generator);
+#                           bench/compare.sh alternates two of them
 #
 # Load generators and origins run on core 0, the proxy under test on core 1.
 # Every sluice records into its own fresh --data-dir under the temp work
@@ -20,6 +23,7 @@ QUICK=0
 SOAK=0
 ONLY=ABCDERU
 REV=""
+BIN=""
 args=("$@")
 i=0
 while [ $i -lt ${#args[@]} ]; do
@@ -28,6 +32,7 @@ while [ $i -lt ${#args[@]} ]; do
     --soak) SOAK=1 ;;
     --only) i=$((i + 1)); ONLY="${args[$i]:-}" ;;
     --rev) i=$((i + 1)); REV="${args[$i]:-}" ;;
+    --bin) i=$((i + 1)); BIN="${args[$i]:-}" ;;
     -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument ${args[$i]} (try --help)" >&2; exit 2 ;;
   esac
@@ -171,7 +176,13 @@ WORK="$(mktemp -d /tmp/sluice-bench.XXXXXX)"
 chmod 755 "$WORK"
 
 # ------------------------------------------------------------ 2. build
-if [ -z "$REV" ]; then
+if [ -n "$BIN" ]; then
+  [ -x "$BIN" ] || die "--bin $BIN: not an executable"
+  log "using the prebuilt $BIN"
+  SLUICE_BUILT="$BIN"
+  RULES_GEN=""
+  ONLY="${ONLY//R/}"
+elif [ -z "$REV" ]; then
   log "building sluice from the working tree (release)"
   (cd "$ROOT" && timeout 1800 cargo build --release --bin sluice --example rules_bench >&2) || die "cargo build --release failed"
   SLUICE_BUILT="${CARGO_TARGET_DIR:-$ROOT/target}/release/sluice"
@@ -197,7 +208,9 @@ log "building loadgen"
   die "cargo build of bench/loadgen failed"
 LOADGEN="$HERE/loadgen/target/release/loadgen"
 
-if [ -n "$REV" ]; then
+if [ -n "$BIN" ]; then
+  GIT_REV="prebuilt $BIN ($(sha256sum "$BIN" | cut -c1-12))"
+elif [ -n "$REV" ]; then
   GIT_REV="$(git -C "$ROOT" rev-parse --short "$REV_ID") (--rev $REV)"
 else
   GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"

@@ -10,6 +10,7 @@
 mod activity;
 mod answer;
 mod body;
+mod context;
 mod departure;
 mod framing;
 pub(crate) mod headers;
@@ -26,129 +27,17 @@ mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::net::{self, accept_loop, Admission, Limiter};
-use crate::record::Recorder;
-use crate::registry::{CloseReason, ConnEntry, Kind, Registry, Side};
+use crate::registry::{CloseReason, Kind, Side};
 use crate::transport::detect::{first_bytes, FirstBytes};
 use crate::transport::ClientStream;
-use crate::users::auth::Authenticator;
-use crate::users::Users;
 use crate::Shutdown;
-use activity::Activity;
+pub use context::{ConnCtx, HttpContext, Shared};
 use origin::Origin;
 use serve::{serve_stream, HttpVersion};
-
-/// Shared by every connection of one proxy listener.
-pub struct HttpContext {
-    pub config: Arc<Config>,
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub users: Arc<Users>,
-    /// Set with `--auth`: clients must authenticate.
-    pub auth: Option<Arc<Authenticator>>,
-    client: upstream::UpstreamClient,
-    server: http1::Builder,
-    server_h2: http2::Builder<TokioExecutor>,
-    /// Listener addresses of this instance, refused as targets (loop guard).
-    pub own_addrs: Vec<SocketAddr>,
-    pub recorder: Arc<Recorder>,
-    pub rules: Arc<crate::rules::live::LiveRules>,
-}
-
-/// What the proxy listener shares with the rest of the instance.
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
-    pub users: Arc<Users>,
-    pub auth: Option<Arc<Authenticator>>,
-    pub own_addrs: Vec<SocketAddr>,
-    pub recorder: Arc<Recorder>,
-    pub rules: Arc<crate::rules::live::LiveRules>,
-}
-
-impl HttpContext {
-    pub fn new(shared: Shared) -> Self {
-        let Shared {
-            config,
-            registry,
-            metrics,
-            users,
-            auth,
-            own_addrs,
-            recorder,
-            rules,
-        } = shared;
-        let mut server = http1::Builder::new();
-        server
-            .timer(TokioTimer::new())
-            // The watchdog below owns header and idle deadlines, so that a
-            // keep-alive idle period and a slow head are told apart.
-            .header_read_timeout(None)
-            .keep_alive(true)
-            // A client that half-closes after its request still gets the
-            // whole response; keepalive and deadlines catch real departures.
-            .half_close(true)
-            .max_headers(config.max_headers)
-            .max_header_size(config.max_header_size)
-            .max_buf_size((config.max_header_size + 8192).max(8192 * 2));
-        let mut server_h2 = http2::Builder::new(TokioExecutor::new());
-        server_h2
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(100)
-            .max_header_list_size(config.max_header_size as u32)
-            // PING finds a peer gone quiet under HTTP/2's own flow control
-            // (TCP keepalive finds it at the socket).
-            .keep_alive_interval(config.keepalive.idle)
-            .keep_alive_timeout(config.keepalive.interval);
-        HttpContext {
-            client: upstream::client(&config, &registry, &metrics, &own_addrs),
-            config,
-            registry,
-            metrics,
-            users,
-            auth,
-            server,
-            server_h2,
-            own_addrs,
-            recorder,
-            rules,
-        }
-    }
-}
-
-/// What a request handler knows about its client connection.
-#[derive(Clone)]
-pub struct ConnCtx {
-    pub entry: Arc<ConnEntry>,
-    activity: Arc<Activity>,
-    pub peer: SocketAddr,
-    /// The client socket, for noticing a departure while a request waits.
-    /// Valid while the connection is served, which outlives every handler.
-    client_fd: std::os::fd::RawFd,
-    /// Where the stream came from: the listener, or inside which tunnel.
-    origin: Arc<Origin>,
-    /// A tunnel opened on this connection is drained with it.
-    shutdown: Shutdown,
-}
-
-fn proxy_is_self(ctx: &HttpContext, host: &str, port: u16) -> bool {
-    let host = host.trim_matches(|c| c == '[' || c == ']');
-    ctx.own_addrs.iter().any(|a| {
-        a.port() == port
-            && match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => ip == a.ip() || ip.is_loopback() || ip.is_unspecified(),
-                Err(_) => host.eq_ignore_ascii_case("localhost"),
-            }
-    })
-}
 
 /// Accepts proxy clients until shutdown.
 pub async fn serve_http(

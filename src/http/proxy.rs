@@ -20,11 +20,11 @@ use hyper::body::Incoming;
 use super::activity::InflightGuard;
 use super::answer::{Failure, ProxyBody};
 use super::body::{BodyError, BoxError, Direction, MeteredBody};
+use super::context::{ConnCtx, HttpContext};
 use super::headers::{add_via, normalize_transfer_encoding, strip_hop_by_hop, UnsupportedCoding};
 use super::observe::{ExchangeObserver, Observers};
 use super::tamper;
 use super::throttle::ThrottledBody;
-use super::{ConnCtx, HttpContext};
 use crate::net::ConnectError;
 use crate::record::capture::UpstreamInfo;
 use crate::registry::{CloseReason, ConnState, Side};
@@ -424,7 +424,7 @@ fn target(
                 up.action.host.clone()
             };
             let mapped = format!("{host}:{port}");
-            if super::proxy_is_self(ctx, &host, port) {
+            if super::context::proxy_is_self(ctx, &host, port) {
                 return Err(Failure::new(
                     StatusCode::LOOP_DETECTED,
                     Side::Client,
@@ -690,7 +690,7 @@ fn target_of(uri: &http::Uri, ctx: &HttpContext) -> Result<http::uri::Authority,
         return Err(Failure::bad_request("request URL has no host"));
     };
     let port = authority.port_u16().unwrap_or(80);
-    if super::proxy_is_self(ctx, authority.host(), port) {
+    if super::context::proxy_is_self(ctx, authority.host(), port) {
         return Err(Failure::new(
             StatusCode::LOOP_DETECTED,
             Side::Client,

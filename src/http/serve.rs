@@ -23,9 +23,10 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::activity::{Activity, Phase};
+use super::context::{ConnCtx, HttpContext};
 use super::io::{ClientIo, ClientMeter};
 use super::origin::Origin;
-use super::{proxy, ConnCtx, HttpContext};
+use super::proxy;
 use crate::registry::{CloseReason, ConnGuard, ConnState, NextDeadline, PhaseView, Side};
 use crate::transport::{ClientStream, Metered};
 use crate::Shutdown;

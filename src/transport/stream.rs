@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::Prefixed;
+use super::prefixed::Prefixed;
 
 /// A client connection: TCP (with any bytes already read kept in front),
 /// or a TLS server session over another client stream (HTTPS

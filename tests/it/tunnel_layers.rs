@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::admin::get_json;
+use crate::support::client::read_response;
+use crate::support::{eventually, origin, proxy};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -15,9 +18,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use sluice::config::{DataDir, Recording};
 use sluice::registry::Kind;
-use crate::support::admin::get_json;
-use crate::support::client::read_response;
-use crate::support::{eventually, origin, proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::super::answer::Failure;
-use super::super::HttpContext;
+use super::super::context::HttpContext;
 use super::{refusal_bytes, ConnectRequest, Refused};
 use crate::registry::{CloseReason, ConnGuard, Side};
 use crate::relay::write_all;

@@ -27,9 +27,9 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::net::TcpStream;
 
 use super::answer::Failure;
+use super::context::HttpContext;
 use super::origin::{Inside, Origin, Pinned};
 use super::serve::{serve_stream, HttpVersion};
-use super::HttpContext;
 use crate::net::connect_upstream_timed;
 use crate::record::capture::UpstreamInfo;
 use crate::record::FailedConnect;
@@ -149,7 +149,7 @@ async fn try_open(
             "CONNECT target `{target}` is not host:port"
         )))
     })?;
-    if super::proxy_is_self(ctx, host, port) {
+    if super::context::proxy_is_self(ctx, host, port) {
         return Err(answer(loop_failure(format!(
             "CONNECT {target} is addressed to sluice itself"
         ))));
@@ -166,7 +166,7 @@ async fn try_open(
     };
     let limits = route.limits(&ctx.config);
     let Route { host, port, .. } = route;
-    if super::proxy_is_self(ctx, &host, port) {
+    if super::context::proxy_is_self(ctx, &host, port) {
         return Err(answer(loop_failure(format!(
             "CONNECT {target}: the rules send it to sluice itself ({host}:{port})"
         ))));

@@ -5,7 +5,7 @@
 use http::StatusCode;
 
 use super::super::answer::Failure;
-use super::super::HttpContext;
+use super::super::context::HttpContext;
 use crate::registry::{ConnEntry, Side};
 use crate::relay::RelayLimits;
 use crate::rules::{Block, Chosen, Plan, Rate};

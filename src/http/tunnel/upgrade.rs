@@ -10,8 +10,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::super::answer::{empty, ProxyBody};
+use super::super::context::{ConnCtx, HttpContext};
 use super::super::io::ClientIo;
-use super::super::{ConnCtx, HttpContext};
 use super::{not_here, ConnectRequest, Refused};
 use crate::registry::{CloseReason, ConnState, Side};
 
