@@ -337,7 +337,7 @@ async fn proxy_auth_demands_basic_credentials_and_accounts_by_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_auth_the_user_is_the_client_ip() {
     let http = origin::http_origin().await;
-    let p = start_proxy(|c| c.admin = Some("127.0.0.1:0".parse().unwrap())).await;
+    let p = start_proxy(|c| c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap())).await;
     let adm = p.admin_addr.unwrap();
     let mut c = Client {
         r: tokio::io::BufReader::new(admin::connect_from("127.0.0.3", p.addr).await),

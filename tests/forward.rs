@@ -366,7 +366,7 @@ async fn origin_form_request_gets_400_naming_absolute_form() {
 #[tokio::test]
 async fn oversized_head_gets_431() {
     let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.max_header_size = 4096).await;
+    let proxy = start_proxy(|c| c.client.max_header_size = 4096).await;
     let big = "a".repeat(8 * 1024);
     let req =
         format!("GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\nX-Big: {big}\r\n\r\n");
@@ -389,7 +389,7 @@ async fn oversized_head_gets_431() {
 #[tokio::test]
 async fn too_many_headers_get_431() {
     let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.max_headers = 10).await;
+    let proxy = start_proxy(|c| c.client.max_headers = 10).await;
     let mut req = format!("GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\n");
     for i in 0..20 {
         req.push_str(&format!("X-H{i}: v\r\n"));
@@ -528,7 +528,7 @@ async fn refused_connection_gets_502() {
 #[tokio::test]
 async fn connect_timeout_gets_504() {
     let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.connect_timeout = Duration::from_millis(500)).await;
+    let proxy = start_proxy(|c| c.connector.connect_timeout = Duration::from_millis(500)).await;
 
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
@@ -568,7 +568,7 @@ async fn connect_timeout_gets_504() {
 #[tokio::test]
 async fn silent_origin_gets_504_after_response_timeout() {
     let origin = origin::http_origin().await;
-    let proxy = start_proxy(|c| c.response_timeout = Duration::from_millis(500)).await;
+    let proxy = start_proxy(|c| c.connector.response_timeout = Duration::from_millis(500)).await;
     let start = Instant::now();
     let resp = timeout(
         Duration::from_secs(5),
@@ -693,9 +693,9 @@ async fn request_to_proxy_itself_gets_508() {
 async fn malformed_inputs_leave_the_proxy_serving() {
     let origin = origin::http_origin().await;
     let proxy = start_proxy(|c| {
-        c.max_header_size = 4096;
-        c.max_headers = 10;
-        c.response_timeout = Duration::from_millis(500);
+        c.client.max_header_size = 4096;
+        c.client.max_headers = 10;
+        c.connector.response_timeout = Duration::from_millis(500);
     })
     .await;
     let many: String = (0..20).map(|i| format!("X-H{i}: v\r\n")).collect();
@@ -943,8 +943,8 @@ async fn a_client_that_leaves_while_waiting_is_released_at_once() {
     })
     .await;
     let proxy = start_proxy(|c| {
-        c.response_timeout = Duration::from_secs(60);
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.connector.response_timeout = Duration::from_secs(60);
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let mut c = TcpStream::connect(proxy.addr).await.unwrap();

@@ -16,7 +16,7 @@ use support::http_client::{exchange, get_once, Client};
 
 async fn proxy_with(tweak: impl FnOnce(&mut Recording)) -> Proxy {
     support::start_proxy(|c| {
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
             data_dir: DataDir::Memory,
             ..Recording::default()

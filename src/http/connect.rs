@@ -40,7 +40,7 @@ impl Route {
         RelayLimits {
             up_rate: self.up_rate,
             down_rate: self.down_rate,
-            ..RelayLimits::new(config)
+            ..RelayLimits::new(&config.relay_limits)
         }
     }
 }
@@ -213,7 +213,7 @@ async fn open_tunnel(
     conn.entry.set_state(ConnState::WaitingUpstream);
     let connect_started = std::time::Instant::now();
     let connected = tokio::select! {
-        r = connect_upstream_except(&host, port, cfg.connect_timeout, &cfg.keepalive, &ctx.own_addrs) => r,
+        r = connect_upstream_except(&host, port, &cfg.connector, &ctx.own_addrs) => r,
         _ = conn.entry.kill.cancelled() => {
             return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down"));
         }
@@ -237,7 +237,7 @@ async fn open_tunnel(
     guard.entry().set_rules(std::mem::take(rules));
     ctx.users.on_open(user);
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let upgrade_deadline = cfg.header_timeout;
+    let upgrade_deadline = cfg.client.header_timeout;
     tokio::spawn(async move {
         let entry = guard.entry().clone();
         let upstream: TcpStream = upstream;

@@ -102,11 +102,11 @@ async fn read_head(stream: &TcpStream, ctx: &HttpContext, deadline: Instant) -> 
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Head::Gone(CloseReason::from_io(Side::Client, &e)),
         }
-        let mut headers = vec![httparse::EMPTY_HEADER; cfg.max_headers];
+        let mut headers = vec![httparse::EMPTY_HEADER; cfg.client.max_headers];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
-                if len > cfg.max_header_size {
+                if len > cfg.client.max_header_size {
                     return Head::Fail(too_large());
                 }
                 let target = req.path.unwrap_or("").to_string();
@@ -122,7 +122,7 @@ async fn read_head(stream: &TcpStream, ctx: &HttpContext, deadline: Instant) -> 
                 };
             }
             Ok(httparse::Status::Partial) => {
-                if buf.len() > cfg.max_header_size {
+                if buf.len() > cfg.client.max_header_size {
                     return Head::Fail(too_large());
                 }
             }
@@ -148,7 +148,7 @@ fn too_large() -> Failure {
 /// Writes a whole answer (status line, headers, body) and gives up after the
 /// header timeout: a client that does not read is not waited for.
 async fn answer(stream: &TcpStream, ctx: &HttpContext, bytes: &[u8]) {
-    let _ = tokio::time::timeout(ctx.config.header_timeout, write_all(stream, bytes)).await;
+    let _ = tokio::time::timeout(ctx.config.client.header_timeout, write_all(stream, bytes)).await;
 }
 
 /// Serves a connection whose first request is CONNECT. `http_guard` owns
@@ -162,7 +162,7 @@ pub async fn serve(
     let cfg = &ctx.config;
     let entry = http_guard.entry().clone();
     let head_started = std::time::Instant::now();
-    let deadline = Instant::now() + cfg.header_timeout;
+    let deadline = Instant::now() + cfg.client.header_timeout;
     let head = tokio::select! {
         h = read_head(&stream, &ctx, deadline) => h,
         _ = entry.kill.cancelled() => return,
@@ -278,7 +278,7 @@ pub async fn serve(
     entry.set_state(ConnState::WaitingUpstream);
     let started = std::time::Instant::now();
     let connected = tokio::select! {
-        r = connect_upstream_except(&host, port, cfg.connect_timeout, &cfg.keepalive, &ctx.own_addrs) => r,
+        r = connect_upstream_except(&host, port, &cfg.connector, &ctx.own_addrs) => r,
         _ = entry.kill.cancelled() => return,
     };
     let (upstream, addr) = match connected {

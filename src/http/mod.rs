@@ -94,9 +94,9 @@ impl HttpContext {
             // A client that half-closes after its request still gets the
             // whole response; keepalive and deadlines catch real departures.
             .half_close(true)
-            .max_headers(config.max_headers)
-            .max_header_size(config.max_header_size)
-            .max_buf_size((config.max_header_size + 8192).max(8192 * 2));
+            .max_headers(config.client.max_headers)
+            .max_header_size(config.client.max_header_size)
+            .max_buf_size((config.client.max_header_size + 8192).max(8192 * 2));
         HttpContext {
             client: upstream::client(&config, &registry, &metrics, &own_addrs),
             config,
@@ -183,14 +183,14 @@ async fn serve_conn(
     let stream = stream;
     let entry = guard.entry().clone();
     entry.attach_socket(&stream);
-    if let Err(e) = net::tune(&stream, &ctx.config.keepalive) {
+    if let Err(e) = net::tune(&stream, &ctx.config.connector.keepalive) {
         guard.set_reason(CloseReason::from_io(Side::Client, &e));
         return;
     }
     let activity = Activity::new();
     // A connection that opens with CONNECT (most tunnels) is served without
     // hyper; anything else, or a head not yet fully peekable, goes to hyper.
-    let deadline = Instant::now() + ctx.config.header_timeout;
+    let deadline = Instant::now() + ctx.config.client.header_timeout;
     let first = tokio::select! {
         r = connect_fast::peek_first(&stream, deadline) => r,
         _ = entry.kill.cancelled() => return,
@@ -214,7 +214,10 @@ async fn serve_conn(
     // starts) while the watchdog below sleeps.
     {
         let activity = activity.clone();
-        let (head_limit, idle_limit) = (ctx.config.header_timeout, ctx.config.client_idle_timeout);
+        let (head_limit, idle_limit) = (
+            ctx.config.client.header_timeout,
+            ctx.config.client.client_idle_timeout,
+        );
         entry.set_phase_fn(Box::new(move || {
             let (state, at, reason) = match activity.phase() {
                 Phase::Busy => return None,
@@ -251,13 +254,16 @@ async fn serve_conn(
     tokio::pin!(conn);
 
     let cfg = &ctx.config;
-    let recheck = cfg.header_timeout.min(cfg.client_idle_timeout);
+    let recheck = cfg
+        .client
+        .header_timeout
+        .min(cfg.client.client_idle_timeout);
     let mut draining = false;
     loop {
         let next = match activity.phase() {
             Phase::Busy => Instant::now() + recheck,
-            Phase::Head(since) => since + cfg.header_timeout,
-            Phase::Idle(since) => since + cfg.client_idle_timeout,
+            Phase::Head(since) => since + cfg.client.header_timeout,
+            Phase::Idle(since) => since + cfg.client.client_idle_timeout,
         };
         tokio::select! {
             r = conn.as_mut() => {
@@ -274,11 +280,11 @@ async fn serve_conn(
             _ = tokio::time::sleep_until(next.min(Instant::now() + recheck)) => {
                 let now = Instant::now();
                 match activity.phase() {
-                    Phase::Head(since) if now >= since + cfg.header_timeout => {
+                    Phase::Head(since) if now >= since + cfg.client.header_timeout => {
                         guard.set_reason(CloseReason::HeaderTimeout);
                         break;
                     }
-                    Phase::Idle(since) if now >= since + cfg.client_idle_timeout => {
+                    Phase::Idle(since) if now >= since + cfg.client.client_idle_timeout => {
                         guard.set_reason(CloseReason::IdleTimeout);
                         break;
                     }

@@ -413,7 +413,7 @@ async fn forward(
         conn.entry.clone(),
         Direction::Up,
         Side::Client,
-        cfg.body_idle_timeout,
+        cfg.client.body_idle_timeout,
         None,
     )
     .with_tap(exchange.clone());
@@ -428,7 +428,7 @@ async fn forward(
     }
     conn.entry.set_state(ConnState::WaitingUpstream);
     let sent = tokio::select! {
-        r = tokio::time::timeout(cfg.response_timeout, ctx.client.request(upstream_req)) => r,
+        r = tokio::time::timeout(cfg.connector.response_timeout, ctx.client.request(upstream_req)) => r,
         _ = conn.entry.kill.cancelled() => {
             return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down").into());
         }
@@ -460,7 +460,7 @@ async fn forward(
                 "response-timeout",
                 format!(
                     "upstream {upstream_label} sent no response head within {}",
-                    humantime::format_duration(cfg.response_timeout)
+                    humantime::format_duration(cfg.connector.response_timeout)
                 ),
             )
             .into())
@@ -492,7 +492,7 @@ async fn forward(
             conn.entry.clone(),
             Direction::Down,
             Side::Upstream,
-            cfg.body_idle_timeout,
+            cfg.client.body_idle_timeout,
             None,
         )
         .uncounted();
@@ -683,7 +683,7 @@ fn downstream_body<B>(
         conn.entry.clone(),
         Direction::Down,
         Side::Upstream,
-        cfg.body_idle_timeout,
+        cfg.client.body_idle_timeout,
         Some(inflight),
     )
     .with_tap(exchange)
