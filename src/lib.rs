@@ -94,45 +94,42 @@ impl Proxy {
         let users = Arc::new(users::Users::default());
         let metrics = metrics::Metrics::new(registry.clone(), users.clone());
         let history = metrics::history::History::new();
-        let files =
-            rules::FileRoot::for_rules(config.mock_dir.as_deref(), config.rules_file.as_deref());
-        let live_rules = Arc::new(match &config.rules_file {
-            Some(path) => {
-                rules::live::LiveRules::from_file_in(path, files).map_err(StartError::Rules)?
-            }
-            None => rules::live::LiveRules::empty_in(files),
-        });
+        let live_rules = Arc::new(
+            rules::live::LiveRules::from_config(&config.rules).map_err(StartError::Rules)?,
+        );
         // The data dir is locked before anything in it is touched (the
         // store, the token file): a second instance stops here.
-        let generate = config.admin.is_some() && config.admin_token == AdminToken::Generate;
+        let generate =
+            config.admin.admin_addr.is_some() && config.admin.admin_token == AdminToken::Generate;
         let data_lock = match &config.record.data_dir {
             config::DataDir::Path(dir) if config.record.enabled || generate => {
                 Some(record::store::DataDirLock::acquire(dir).map_err(StartError::Record)?)
             }
             _ => None,
         };
-        let (admin_token, admin_token_file) = match (&config.admin, &config.admin_token) {
-            (None, _) => (None, None),
-            (Some(_), AdminToken::Given(t)) => (Some(t.clone()), None),
-            (Some(a), AdminToken::Off) => {
-                tracing::warn!(
-                    admin = %a,
-                    "admin server has NO token (--admin-token none): any local user can \
-                     read the records and rewrite the rules"
-                );
-                (None, None)
-            }
-            (Some(_), AdminToken::Generate) => {
-                let t = admin::token::generate().map_err(StartError::Token)?;
-                let file = match &data_lock {
-                    Some(lock) => {
-                        Some(admin::token::write(&lock.dir, &t).map_err(StartError::Token)?)
-                    }
-                    None => None,
-                };
-                (Some(t), file)
-            }
-        };
+        let (admin_token, admin_token_file) =
+            match (&config.admin.admin_addr, &config.admin.admin_token) {
+                (None, _) => (None, None),
+                (Some(_), AdminToken::Given(t)) => (Some(t.clone()), None),
+                (Some(a), AdminToken::Off) => {
+                    tracing::warn!(
+                        admin = %a,
+                        "admin server has NO token (--admin-token none): any local user can \
+                         read the records and rewrite the rules"
+                    );
+                    (None, None)
+                }
+                (Some(_), AdminToken::Generate) => {
+                    let t = admin::token::generate().map_err(StartError::Token)?;
+                    let file = match &data_lock {
+                        Some(lock) => {
+                            Some(admin::token::write(&lock.dir, &t).map_err(StartError::Token)?)
+                        }
+                        None => None,
+                    };
+                    (Some(t), file)
+                }
+            };
         let recorder = record::Recorder::start(&config.record).map_err(StartError::Record)?;
         metrics.attach_recorder(recorder.clone());
         metrics.attach_rules(live_rules.clone());
@@ -144,14 +141,14 @@ impl Proxy {
                 recorder.on_close(e, r);
             }));
         }
-        let auth = match &config.auth_file {
+        let auth = match &config.users.auth_file {
             Some(path) => Some(Arc::new(
                 users::auth::Authenticator::load(path).map_err(StartError::Auth)?,
             )),
             None => None,
         };
         let shutdown = Shutdown::default();
-        let limiter = net::Limiter::new(config.max_connections);
+        let limiter = net::Limiter::new(config.client.max_connections);
         let mut listeners = JoinSet::new();
 
         let http_listener = net::bind(config.listen).map_err(StartError::Bind)?;
@@ -165,7 +162,7 @@ impl Proxy {
             relay_addrs.push(l.local_addr().map_err(StartError::Bind)?);
             relay_listeners.push((l, spec.clone()));
         }
-        let admin_listener = match config.admin {
+        let admin_listener = match config.admin.admin_addr {
             Some(a) => {
                 let l = net::bind(a).map_err(StartError::Bind)?;
                 registry.attach_listener(&l);
@@ -185,7 +182,7 @@ impl Proxy {
             &own,
             &relay_addrs,
             admin_addr,
-            config.connect_timeout,
+            config.connector.connect_timeout,
         )
         .await
         .map_err(StartError::RelayLoop)?;
@@ -208,7 +205,8 @@ impl Proxy {
             shutdown.clone(),
         ));
         let relay_shared = Arc::new(relay::RelayShared {
-            config: config.clone(),
+            connector: config.connector,
+            limits: config.relay_limits,
             registry: registry.clone(),
             users: users.clone(),
             own: own_listeners,
@@ -224,7 +222,9 @@ impl Proxy {
         }
         if let Some(l) = admin_listener {
             let state = Arc::new(admin::AdminState {
-                config: config.clone(),
+                config: config.admin.clone(),
+                keepalive: config.connector.keepalive,
+                body_idle_timeout: config.client.body_idle_timeout,
                 registry: registry.clone(),
                 metrics: metrics.clone(),
                 history: history.clone(),
@@ -244,7 +244,7 @@ impl Proxy {
         }
         // The sampler is not a listener: it stops with the hard stop.
         let watchdog = metrics::history::WatchdogConfig {
-            max_connection_age: config.max_connection_age,
+            max_connection_age: config.process.max_connection_age,
             ..Default::default()
         };
         let sampler_stop = CancellationToken::new();
@@ -367,10 +367,10 @@ pub fn init_logging(level: &str) {
 /// Runs one instance until SIGTERM or SIGINT, then drains (SIGHUP
 /// reloads the rule file). Returns the exit code.
 pub fn run(config: Config) -> i32 {
-    init_logging(&config.log_level);
+    init_logging(&config.process.log_level);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
-    if let Some(n) = config.workers {
+    if let Some(n) = config.process.workers {
         rt.worker_threads(n);
     }
     let rt = match rt.build() {
@@ -381,7 +381,7 @@ pub fn run(config: Config) -> i32 {
         }
     };
     rt.block_on(async move {
-        let drain = config.drain_timeout;
+        let drain = config.process.drain_timeout;
         // Handlers go in before the listeners: a supervisor may send SIGTERM
         // as soon as it sees "listening", and that must start a drain, not
         // the default action (immediate death, in-flight work cut).

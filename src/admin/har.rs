@@ -39,7 +39,7 @@ pub async fn har(State(st): State<Arc<AdminState>>, RawQuery(q): RawQuery) -> Re
     // A reader that takes no piece for this long has stalled. Nothing is
     // sent before the first page was read: a store that cannot be read is
     // a plain 500.
-    let idle = st.config.body_idle_timeout;
+    let idle = st.body_idle_timeout;
     let produced = super::stream::from_blocking_first(idle, permit, move |sink| {
         export(&store, &filter, sink).map_err(|e| format!("HAR export failed: {e}"))
     })

@@ -105,7 +105,7 @@ async fn serve_conn(
 ) {
     let guard = state.registry.register(Kind::Admin, Some(peer));
     guard.entry().attach_socket(&stream);
-    if let Err(e) = net::tune(&stream, &state.config.keepalive) {
+    if let Err(e) = net::tune(&stream, &state.keepalive) {
         guard.set_reason(CloseReason::from_io(Side::Client, &e));
         return;
     }

@@ -518,7 +518,7 @@ pub async fn body(
     let len = plan.len;
     let encoded = plan.encoded.take();
     let enc = plan.meta.encoding.clone().unwrap_or_default();
-    let body = stream::from_blocking(st.config.body_idle_timeout, permit, move |sink| {
+    let body = stream::from_blocking(st.body_idle_timeout, permit, move |sink| {
         match encoded {
             // Decoded: the second pass, stopped at the planned length.
             Some(encoded) => {

@@ -7,10 +7,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{limits, session};
-use crate::config::Config;
+use crate::config::{AdminConfig, Keepalive};
 use crate::metrics::history::History;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -19,7 +19,13 @@ use crate::Shutdown;
 
 /// What the admin handlers read.
 pub struct AdminState {
-    pub config: Arc<Config>,
+    /// The admin server's own section: address, lock, test hooks.
+    pub config: AdminConfig,
+    /// Socket options of admin connections, as of every socket.
+    pub keepalive: Keepalive,
+    /// Deadline of a streamed answer (records, HAR) whose reader stalls,
+    /// the proxy's body idle timeout.
+    pub body_idle_timeout: Duration,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub history: Arc<History>,

@@ -69,18 +69,18 @@ impl HttpContext {
             // A client that half-closes after its request still gets the
             // whole response; keepalive and deadlines catch real departures.
             .half_close(true)
-            .max_headers(config.max_headers)
-            .max_header_size(config.max_header_size)
-            .max_buf_size((config.max_header_size + 8192).max(8192 * 2));
+            .max_headers(config.client.max_headers)
+            .max_header_size(config.client.max_header_size)
+            .max_buf_size((config.client.max_header_size + 8192).max(8192 * 2));
         let mut server_h2 = http2::Builder::new(TokioExecutor::new());
         server_h2
             .timer(TokioTimer::new())
             .max_concurrent_streams(100)
-            .max_header_list_size(config.max_header_size as u32)
+            .max_header_list_size(config.client.max_header_size as u32)
             // PING finds a peer gone quiet under HTTP/2's own flow control
             // (TCP keepalive finds it at the socket).
-            .keep_alive_interval(config.keepalive.idle)
-            .keep_alive_timeout(config.keepalive.interval);
+            .keep_alive_interval(config.connector.keepalive.idle)
+            .keep_alive_timeout(config.connector.keepalive.interval);
         HttpContext {
             client: super::upstream::client(&config, &registry, &metrics, &own_addrs),
             config,

@@ -88,7 +88,7 @@ async fn serve_conn(
     let stream = stream;
     let entry = guard.entry().clone();
     entry.attach_socket(&stream);
-    if let Err(e) = net::tune(&stream, &ctx.config.keepalive) {
+    if let Err(e) = net::tune(&stream, &ctx.config.connector.keepalive) {
         guard.set_reason(CloseReason::from_io(Side::Client, &e));
         return;
     }
@@ -96,7 +96,7 @@ async fn serve_conn(
     // with CONNECT (most tunnels) has its head read without hyper; an
     // HTTP/2 client with prior knowledge is told HTTP/1.1 is required;
     // anything else is HTTP/1.x for hyper.
-    let deadline = Instant::now() + ctx.config.header_timeout;
+    let deadline = Instant::now() + ctx.config.client.header_timeout;
     let first = tokio::select! {
         r = first_bytes(&stream, deadline) => r,
         _ = entry.kill.cancelled() => return,

@@ -104,9 +104,9 @@ impl Pinned {
         if h2 {
             let (send, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .keep_alive_interval(config.keepalive.idle)
-                .keep_alive_timeout(config.keepalive.interval)
-                .max_header_list_size(config.max_header_size as u32)
+                .keep_alive_interval(config.connector.keepalive.idle)
+                .keep_alive_timeout(config.connector.keepalive.interval)
+                .max_header_list_size(config.client.max_header_size as u32)
                 .handshake(io)
                 .await?;
             let driver = Box::pin(async move {
@@ -115,7 +115,7 @@ impl Pinned {
             Ok((Pinned::H2(send), driver))
         } else {
             let (send, conn) = http1::Builder::new()
-                .max_headers(config.max_headers)
+                .max_headers(config.client.max_headers)
                 .handshake(io)
                 .await?;
             let driver = Box::pin(async move {

@@ -478,7 +478,7 @@ async fn upstream_request(
         conn.entry.clone(),
         Direction::Up,
         Side::Client,
-        cfg.body_idle_timeout,
+        cfg.client.body_idle_timeout,
         None,
     )
     .with_tap(obs.tap());
@@ -510,7 +510,7 @@ async fn upstream_request(
     };
     let label = &target.label;
     let sent = tokio::select! {
-        r = tokio::time::timeout(cfg.response_timeout, send) => r,
+        r = tokio::time::timeout(cfg.connector.response_timeout, send) => r,
         _ = conn.entry.kill.cancelled() => {
             return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, Side::Sluice, "shutdown", "sluice is shutting down").into());
         }
@@ -544,7 +544,7 @@ async fn upstream_request(
             "response-timeout",
             format!(
                 "upstream {label} sent no response head within {}",
-                humantime::format_duration(cfg.response_timeout)
+                humantime::format_duration(cfg.connector.response_timeout)
             ),
         )
         .into()),
@@ -587,7 +587,7 @@ async fn response_rules(
             conn.entry.clone(),
             Direction::Down,
             Side::Upstream,
-            cfg.body_idle_timeout,
+            cfg.client.body_idle_timeout,
             None,
         )
         .uncounted();
@@ -788,7 +788,7 @@ fn downstream<B>(
         conn.entry.clone(),
         Direction::Down,
         Side::Upstream,
-        cfg.body_idle_timeout,
+        cfg.client.body_idle_timeout,
         Some(inflight),
     )
     .with_tap(tap)

@@ -127,7 +127,10 @@ pub async fn serve_stream<F>(
 /// starts) while the watchdog sleeps.
 fn show_phase(entry: &crate::registry::ConnEntry, activity: &Arc<Activity>, ctx: &HttpContext) {
     let activity = activity.clone();
-    let (head_limit, idle_limit) = (ctx.config.header_timeout, ctx.config.client_idle_timeout);
+    let (head_limit, idle_limit) = (
+        ctx.config.client.header_timeout,
+        ctx.config.client.client_idle_timeout,
+    );
     entry.set_phase_fn(Box::new(move || {
         let (state, at, reason) = match activity.phase() {
             Phase::Busy => return None,
@@ -165,13 +168,16 @@ async fn watch<C, F>(
     tokio::pin!(conn);
     tokio::pin!(companion);
     let cfg = &ctx.config;
-    let recheck = cfg.header_timeout.min(cfg.client_idle_timeout);
+    let recheck = cfg
+        .client
+        .header_timeout
+        .min(cfg.client.client_idle_timeout);
     let (mut draining, mut companion_done) = (false, false);
     loop {
         let next = match activity.phase() {
             Phase::Busy => Instant::now() + recheck,
-            Phase::Head(since) => since + cfg.header_timeout,
-            Phase::Idle(since) => since + cfg.client_idle_timeout,
+            Phase::Head(since) => since + cfg.client.header_timeout,
+            Phase::Idle(since) => since + cfg.client.client_idle_timeout,
         };
         tokio::select! {
             r = conn.as_mut() => {
@@ -188,11 +194,11 @@ async fn watch<C, F>(
             _ = tokio::time::sleep_until(next.min(Instant::now() + recheck)) => {
                 let now = Instant::now();
                 match activity.phase() {
-                    Phase::Head(since) if now >= since + cfg.header_timeout => {
+                    Phase::Head(since) if now >= since + cfg.client.header_timeout => {
                         guard.set_reason(CloseReason::HeaderTimeout);
                         break;
                     }
-                    Phase::Idle(since) if now >= since + cfg.client_idle_timeout => {
+                    Phase::Idle(since) if now >= since + cfg.client.client_idle_timeout => {
                         guard.set_reason(CloseReason::IdleTimeout);
                         break;
                     }

@@ -41,8 +41,8 @@ pub fn client(
     own: &[std::net::SocketAddr],
 ) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        .pool_idle_timeout(config.connector.pool_idle_timeout)
+        .pool_max_idle_per_host(config.connector.pool_max_idle_per_host)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .retry_canceled_requests(true)
@@ -94,8 +94,7 @@ impl tower_service::Service<Uri> for Connector {
             let connect_started = tokio::time::Instant::now();
             let started = std::time::Instant::now();
             let (stream, addr, times) =
-                connect_upstream_timed(host, port, config.connect_timeout, &config.keepalive, &own)
-                    .await?;
+                connect_upstream_timed(host, port, &config.connector, &own).await?;
             metrics
                 .upstream_connect_seconds
                 .observe(started.elapsed().as_secs_f64());

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::tune;
-use crate::config::Keepalive;
+use crate::config::{ConnectorConfig, Keepalive};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectErrorKind {
@@ -101,15 +101,15 @@ fn is_local_ip(ip: std::net::IpAddr) -> bool {
     std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
-/// Resolves and connects to `host:port` within `timeout`, trying each
-/// address in turn, and tunes the socket before the first byte.
+/// Resolves and connects to `host:port` within the connector's connect
+/// timeout, trying each address in turn, and tunes the socket (its
+/// keepalive settings) before the first byte.
 pub async fn connect_upstream(
     host: &str,
     port: u16,
-    timeout: Duration,
-    ka: &Keepalive,
+    connector: &ConnectorConfig,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
-    connect_upstream_except(host, port, timeout, ka, &[]).await
+    connect_upstream_except(host, port, connector, &[]).await
 }
 
 /// [`connect_upstream`], refusing (before any connect) a target that
@@ -119,11 +119,10 @@ pub async fn connect_upstream(
 pub async fn connect_upstream_except(
     host: &str,
     port: u16,
-    timeout: Duration,
-    ka: &Keepalive,
+    connector: &ConnectorConfig,
     own: &[SocketAddr],
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
-    connect_upstream_timed(host, port, timeout, ka, own)
+    connect_upstream_timed(host, port, connector, own)
         .await
         .map(|(s, a, _)| (s, a))
 }
@@ -142,10 +141,10 @@ pub struct ConnectTimes {
 pub async fn connect_upstream_timed(
     host: &str,
     port: u16,
-    timeout: Duration,
-    ka: &Keepalive,
+    connector: &ConnectorConfig,
     own: &[SocketAddr],
 ) -> Result<(TcpStream, SocketAddr, ConnectTimes), ConnectError> {
+    let (timeout, ka) = (connector.connect_timeout, &connector.keepalive);
     let started = std::time::Instant::now();
     let target = if host.contains(':') {
         format!("[{host}]:{port}")

@@ -38,7 +38,7 @@ pub struct RelayLimits {
 
 impl RelayLimits {
     /// The configured deadlines and buffer size, unthrottled.
-    pub fn new(config: &crate::config::Config) -> RelayLimits {
+    pub fn new(config: &crate::config::RelayLimitsConfig) -> RelayLimits {
         RelayLimits {
             idle: config.idle_timeout,
             half_close: config.half_close_timeout,

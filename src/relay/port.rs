@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{relay, RelayLimits};
-use crate::config::{Config, RelaySpec};
+use crate::config::{ConnectorConfig, RelayLimitsConfig, RelaySpec};
 use crate::net::{
     self, accept_loop, connect_upstream_except, is_own_listener, split_host_port, Admission,
     Limiter,
@@ -18,7 +18,10 @@ use crate::Shutdown;
 
 /// What every relay connection of an instance shares.
 pub struct RelayShared {
-    pub config: Arc<Config>,
+    /// How the upstream is reached (and the client socket tuned).
+    pub connector: ConnectorConfig,
+    /// Deadlines and buffer of the copy.
+    pub limits: RelayLimitsConfig,
     pub registry: Arc<Registry>,
     pub users: Arc<Users>,
     /// sluice's own listeners: an upstream resolving to one is refused.
@@ -64,7 +67,8 @@ async fn relay_one(
     shared: Arc<RelayShared>,
 ) {
     let RelayShared {
-        config,
+        connector,
+        limits,
         registry,
         users,
         own,
@@ -77,7 +81,7 @@ async fn relay_one(
     let user = peer.ip().to_string();
     entry.set_user(user.clone());
     users.on_open(&user);
-    if let Err(e) = net::tune(&client, &config.keepalive) {
+    if let Err(e) = net::tune(&client, &connector.keepalive) {
         guard.set_reason(CloseReason::from_io(Side::Client, &e));
         return;
     }
@@ -89,7 +93,7 @@ async fn relay_one(
     };
     let connected = tokio::select! {
         // Checked at start too; names can change what they resolve to.
-        r = connect_upstream_except(host, port, config.connect_timeout, &config.keepalive, own) => r,
+        r = connect_upstream_except(host, port, connector, own) => r,
         _ = entry.kill.cancelled() => return,
     };
     let upstream = match connected {
@@ -108,8 +112,7 @@ async fn relay_one(
             return;
         }
     };
-    let limits = RelayLimits::new(config);
-    relay(&client, &upstream, limits, &entry).await;
+    relay(&client, &upstream, RelayLimits::new(limits), &entry).await;
     drop((client, upstream));
     drop(guard);
 }

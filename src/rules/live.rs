@@ -16,6 +16,7 @@ use super::files::FileRoot;
 use super::id::RuleError;
 use super::load::{self, LoadError};
 use super::matcher::RuleSet;
+use crate::config::RulesConfig;
 
 /// How often the rule file's mtime and size are compared.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -85,6 +86,17 @@ impl LiveRules {
             stats: ReloadStats::default(),
             seen: Mutex::new(None),
             writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The rules a configuration names: its rule file, if any (an error
+    /// here stops the start), with `bodyFile://` read below the mock
+    /// folder, else the rule file's folder.
+    pub fn from_config(config: &RulesConfig) -> Result<LiveRules, LoadError> {
+        let files = FileRoot::for_rules(config.mock_dir.as_deref(), config.rules_file.as_deref());
+        match &config.rules_file {
+            Some(path) => LiveRules::from_file_in(path, files),
+            None => Ok(LiveRules::empty_in(files)),
         }
     }
 

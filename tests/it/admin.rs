@@ -24,7 +24,7 @@ const CLIENT_IDLE: Duration = Duration::from_secs(20);
 /// An in-process proxy with its admin server on an ephemeral port.
 async fn proxy_with_admin(tweak: impl FnOnce(&mut sluice::Config)) -> (sluice::Proxy, SocketAddr) {
     let p = proxy::start(|c| {
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
         tweak(c);
     })
     .await;
@@ -60,8 +60,8 @@ async fn inventory_rows_match_a_live_tunnel_keepalive_connection_and_relay() {
     let http = origin::http().await;
     let echo = origin::echo().await;
     let (proxy, adm) = proxy_with_admin(|c| {
-        c.idle_timeout = IDLE;
-        c.client_idle_timeout = CLIENT_IDLE;
+        c.relay_limits.idle_timeout = IDLE;
+        c.client.client_idle_timeout = CLIENT_IDLE;
         c.relays = vec![RelaySpec {
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream: echo.to_string(),
@@ -185,7 +185,7 @@ async fn inventory_rows_match_a_live_tunnel_keepalive_connection_and_relay() {
 async fn inventory_filters_by_kind_client_age_and_idle() {
     let http = origin::http().await;
     let echo = origin::echo().await;
-    let (proxy, adm) = proxy_with_admin(|c| c.idle_timeout = IDLE).await;
+    let (proxy, adm) = proxy_with_admin(|c| c.relay_limits.idle_timeout = IDLE).await;
 
     // Old and idle after one byte; old and busy (a byte every 100 ms).
     let mut quiet = client::connect_tunnel(proxy.addr, echo).await.unwrap();
@@ -435,7 +435,8 @@ async fn health_answers_ok_json() {
 async fn metrics_names_and_values_move_with_real_traffic() {
     let http = origin::http().await;
     let echo = origin::echo().await;
-    let (proxy, adm) = proxy_with_admin(|c| c.idle_timeout = Duration::from_secs(1)).await;
+    let (proxy, adm) =
+        proxy_with_admin(|c| c.relay_limits.idle_timeout = Duration::from_secs(1)).await;
 
     let m0 = admin::metrics(adm).await;
     for (name, kind) in [

@@ -322,7 +322,7 @@ async fn proxy_auth_demands_basic_credentials_and_accounts_by_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_auth_the_user_is_the_client_ip() {
     let http = origin::http().await;
-    let p = proxy::start(|c| c.admin = Some("127.0.0.1:0".parse().unwrap())).await;
+    let p = proxy::start(|c| c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap())).await;
     let adm = p.admin_addr.unwrap();
     let mut c = Client::from_stream(client::connect_from("127.0.0.3", p.addr).await);
     for _ in 0..2 {

@@ -351,7 +351,7 @@ async fn origin_form_request_gets_400_naming_absolute_form() {
 #[tokio::test]
 async fn oversized_head_gets_431() {
     let origin = origin::http().await;
-    let proxy = proxy::start(|c| c.max_header_size = 4096).await;
+    let proxy = proxy::start(|c| c.client.max_header_size = 4096).await;
     let big = "a".repeat(8 * 1024);
     let req =
         format!("GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\nX-Big: {big}\r\n\r\n");
@@ -374,7 +374,7 @@ async fn oversized_head_gets_431() {
 #[tokio::test]
 async fn too_many_headers_get_431() {
     let origin = origin::http().await;
-    let proxy = proxy::start(|c| c.max_headers = 10).await;
+    let proxy = proxy::start(|c| c.client.max_headers = 10).await;
     let mut req = format!("GET http://{origin}/small HTTP/1.1\r\nHost: {origin}\r\n");
     for i in 0..20 {
         req.push_str(&format!("X-H{i}: v\r\n"));
@@ -515,7 +515,7 @@ per_mode! {
 #[tokio::test]
 async fn connect_timeout_gets_504() {
     let origin = origin::http().await;
-    let proxy = proxy::start(|c| c.connect_timeout = Duration::from_millis(500)).await;
+    let proxy = proxy::start(|c| c.connector.connect_timeout = Duration::from_millis(500)).await;
 
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
@@ -556,7 +556,7 @@ per_mode! {
     #[tokio::test]
     async fn silent_origin_gets_504_after_response_timeout(mode) {
         let origin = mode.http_origin().await;
-        let proxy = mode.proxy(|c| c.response_timeout = Duration::from_millis(500)).await;
+        let proxy = mode.proxy(|c| c.connector.response_timeout = Duration::from_millis(500)).await;
         let start = Instant::now();
         let resp = timeout(
             Duration::from_secs(5),
@@ -682,9 +682,9 @@ async fn request_to_proxy_itself_gets_508() {
 async fn malformed_inputs_leave_the_proxy_serving() {
     let origin = origin::http().await;
     let proxy = proxy::start(|c| {
-        c.max_header_size = 4096;
-        c.max_headers = 10;
-        c.response_timeout = Duration::from_millis(500);
+        c.client.max_header_size = 4096;
+        c.client.max_headers = 10;
+        c.connector.response_timeout = Duration::from_millis(500);
     })
     .await;
     let many: String = (0..20).map(|i| format!("X-H{i}: v\r\n")).collect();
@@ -932,8 +932,8 @@ async fn a_client_that_leaves_while_waiting_is_released_at_once() {
     })
     .await;
     let proxy = proxy::start(|c| {
-        c.response_timeout = Duration::from_secs(60);
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.connector.response_timeout = Duration::from_secs(60);
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let mut c = TcpStream::connect(proxy.addr).await.unwrap();

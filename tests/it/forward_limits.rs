@@ -53,7 +53,7 @@ async fn trickle(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_heads_are_closed_at_header_timeout() {
     let origin = origin::http().await;
-    let proxy = proxy::start(|c| c.header_timeout = Duration::from_millis(500)).await;
+    let proxy = proxy::start(|c| c.client.header_timeout = Duration::from_millis(500)).await;
 
     let trickled = trickle(
         proxy.addr,
@@ -99,8 +99,8 @@ async fn slow_request_heads_are_closed_at_header_timeout() {
 async fn slow_second_head_on_keep_alive_is_closed_at_header_timeout() {
     let origin = origin::http().await;
     let proxy = proxy::start(|c| {
-        c.header_timeout = Duration::from_millis(500);
-        c.client_idle_timeout = Duration::from_secs(10);
+        c.client.header_timeout = Duration::from_millis(500);
+        c.client.client_idle_timeout = Duration::from_secs(10);
     })
     .await;
     let mut c = Client::connect(proxy.addr).await.unwrap();
@@ -142,8 +142,8 @@ async fn slow_second_head_on_keep_alive_is_closed_at_header_timeout() {
 async fn idle_keep_alive_client_is_closed_at_client_idle_timeout() {
     let origin = origin::http().await;
     let proxy = proxy::start(|c| {
-        c.client_idle_timeout = Duration::from_millis(300);
-        c.header_timeout = Duration::from_secs(5);
+        c.client.client_idle_timeout = Duration::from_millis(300);
+        c.client.header_timeout = Duration::from_secs(5);
     })
     .await;
     let mut c = Client::connect(proxy.addr).await.unwrap();
@@ -175,8 +175,8 @@ async fn idle_keep_alive_client_is_closed_at_client_idle_timeout() {
 async fn header_timeout_does_not_apply_to_idle_keep_alive() {
     let origin = origin::http().await;
     let proxy = proxy::start(|c| {
-        c.client_idle_timeout = Duration::from_secs(5);
-        c.header_timeout = Duration::from_millis(300);
+        c.client.client_idle_timeout = Duration::from_secs(5);
+        c.client.header_timeout = Duration::from_millis(300);
     })
     .await;
     let mut c = Client::connect(proxy.addr).await.unwrap();
@@ -196,7 +196,7 @@ async fn header_timeout_does_not_apply_to_idle_keep_alive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_request_body_is_answered_or_closed_at_body_idle_timeout() {
     let origin = origin::http().await;
-    let proxy = proxy::start(|c| c.body_idle_timeout = Duration::from_millis(300)).await;
+    let proxy = proxy::start(|c| c.client.body_idle_timeout = Duration::from_millis(300)).await;
     let mut c = Client::connect(proxy.addr).await.unwrap();
     // /hang never answers, so only the body deadline can end this.
     c.send(
@@ -244,7 +244,7 @@ async fn stalled_request_body_is_answered_or_closed_at_body_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_limit_are_refused_at_once() {
     let origin = origin::http().await;
-    let proxy = proxy::start(|c| c.max_connections = 5).await;
+    let proxy = proxy::start(|c| c.client.max_connections = 5).await;
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(TcpStream::connect(proxy.addr).await.unwrap());
@@ -451,10 +451,10 @@ async fn fuzzed_request_heads_are_answered_or_closed_in_time() {
     let origin = origin::http().await;
     let echo = origin::echo().await;
     let proxy = proxy::start(|c| {
-        c.header_timeout = Duration::from_millis(400);
-        c.client_idle_timeout = Duration::from_millis(400);
-        c.idle_timeout = Duration::from_secs(1);
-        c.body_idle_timeout = Duration::from_secs(1);
+        c.client.header_timeout = Duration::from_millis(400);
+        c.client.client_idle_timeout = Duration::from_millis(400);
+        c.relay_limits.idle_timeout = Duration::from_secs(1);
+        c.client.body_idle_timeout = Duration::from_secs(1);
     })
     .await;
     let seeds: Vec<Vec<u8>> = vec![

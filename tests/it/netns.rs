@@ -66,14 +66,14 @@ async fn proxy_for(ns: &Netns) -> sluice::Proxy {
     let listen = SocketAddr::new(IpAddr::V4(ns.host_ip), 0);
     proxy::start(move |c| {
         c.listen = listen;
-        c.keepalive = Keepalive {
+        c.connector.keepalive = Keepalive {
             idle: Duration::from_secs(1),
             interval: Duration::from_secs(1),
             count: 2,
             user_timeout: Duration::from_secs(3),
         };
-        c.idle_timeout = Duration::from_secs(300);
-        c.half_close_timeout = Duration::from_secs(300);
+        c.relay_limits.idle_timeout = Duration::from_secs(300);
+        c.relay_limits.half_close_timeout = Duration::from_secs(300);
     })
     .await
 }

@@ -91,7 +91,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 
 async fn recording_proxy(tweak: impl FnOnce(&mut Recording)) -> Proxy {
     proxy::start(|c| {
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
             data_dir: DataDir::Memory,
             ..Recording::default()
@@ -409,7 +409,7 @@ async fn filters_and_cursor_paging() {
 async fn tunnels_relays_and_failed_connects_are_records() {
     let echo = origin::echo().await;
     let proxy = proxy::start(|c| {
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
         c.relays = vec![sluice::config::RelaySpec {
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream: echo.to_string(),
@@ -536,9 +536,9 @@ async fn proxy_credentials_are_never_recorded() {
     .unwrap();
     let origin = records_origin().await;
     let proxy = proxy::start(|c| {
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
-        c.auth_file = Some(users.clone());
-        c.rules_file = Some(rules.clone());
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.users.auth_file = Some(users.clone());
+        c.rules.rules_file = Some(rules.clone());
         c.record = Recording {
             data_dir: DataDir::Memory,
             ..Recording::default()

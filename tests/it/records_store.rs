@@ -16,7 +16,7 @@ use crate::support::{origin, proxy};
 
 async fn proxy_with(tweak: impl FnOnce(&mut Recording)) -> Proxy {
     proxy::start(|c| {
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
             data_dir: DataDir::Memory,
             ..Recording::default()

@@ -115,7 +115,7 @@ async fn idle_relay_is_closed() {
     bounded(Duration::from_secs(60), async move {
         let echo = origin::echo().await;
         let proxy = relay_proxy(&echo.to_string(), |c| {
-            c.idle_timeout = Duration::from_millis(300)
+            c.relay_limits.idle_timeout = Duration::from_millis(300)
         })
         .await;
         let mut s = TcpStream::connect(proxy.relay_addrs[0]).await.unwrap();

@@ -28,8 +28,8 @@ async fn proxy_with(rules: &str, files: &[(&str, &[u8])]) -> (Proxy, tempfile::T
     let path = dir.path().join("rules.txt");
     std::fs::write(&path, rules).unwrap();
     let proxy = proxy::start(|c| {
-        c.rules_file = Some(path);
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.rules.rules_file = Some(path);
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
             data_dir: DataDir::Memory,
             ..Recording::default()

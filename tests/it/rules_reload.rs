@@ -73,8 +73,8 @@ async fn editing_the_file_reloads_without_dropping_connections() {
     let origin = origin::http().await;
     let echo = origin::echo().await;
     let p = proxy::start(|c| {
-        c.rules_file = Some(path.clone());
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.rules.rules_file = Some(path.clone());
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let admin = p.admin_addr.unwrap();
@@ -122,8 +122,8 @@ async fn api_puts_validates_and_writes_the_file() {
     let path = dir.path().join("rules.txt");
     write(&path, "one.test block://403\n");
     let p = proxy::start(|c| {
-        c.rules_file = Some(path.clone());
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.rules.rules_file = Some(path.clone());
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let admin = p.admin_addr.unwrap();
@@ -195,7 +195,7 @@ async fn connect_rules_block_map_and_delay() {
         ),
     );
     let p = proxy::start(|c| {
-        c.rules_file = Some(path.clone());
+        c.rules.rules_file = Some(path.clone());
     })
     .await;
 
@@ -306,8 +306,8 @@ async fn connect_throttles_each_direction_and_records_name_the_rules() {
         ),
     );
     let p = proxy::start(|c| {
-        c.rules_file = Some(path.clone());
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.rules.rules_file = Some(path.clone());
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
         c.record = sluice::config::Recording {
             data_dir: sluice::config::DataDir::Memory,
             ..Default::default()

@@ -353,7 +353,8 @@ async fn idle_tunnel_is_closed_on_both_legs() {
             }
         })
         .await;
-        let proxy = proxy::start(|c| c.idle_timeout = Duration::from_millis(300)).await;
+        let proxy =
+            proxy::start(|c| c.relay_limits.idle_timeout = Duration::from_millis(300)).await;
         let mut s = client::connect_tunnel(proxy.addr, origin).await.unwrap();
         let (end, n, took) = wait_end(&mut s, Duration::from_secs(5)).await;
         assert_eq!((end, n), (End::Eof, 0), "client leg closed cleanly");
@@ -380,7 +381,8 @@ async fn idle_tunnel_is_closed_on_both_legs() {
 async fn busy_tunnel_outlives_idle_timeout() {
     bounded(Duration::from_secs(60), async move {
         let echo = origin::echo().await;
-        let proxy = proxy::start(|c| c.idle_timeout = Duration::from_millis(300)).await;
+        let proxy =
+            proxy::start(|c| c.relay_limits.idle_timeout = Duration::from_millis(300)).await;
         let mut s = client::connect_tunnel(proxy.addr, echo).await.unwrap();
         let start = Instant::now();
         let mut i = 0u32;
@@ -425,8 +427,8 @@ async fn half_closed_tunnel_obeys_idle_timeout() {
         })
         .await;
         let proxy = proxy::start(|c| {
-            c.idle_timeout = Duration::from_millis(400);
-            c.half_close_timeout = Duration::from_secs(60);
+            c.relay_limits.idle_timeout = Duration::from_millis(400);
+            c.relay_limits.half_close_timeout = Duration::from_secs(60);
         })
         .await;
         let mut s = client::connect_tunnel(proxy.addr, origin).await.unwrap();
@@ -462,8 +464,8 @@ async fn half_close_timeout_bounds_a_busy_half_closed_tunnel() {
         })
         .await;
         let proxy = proxy::start(|c| {
-            c.idle_timeout = Duration::from_secs(5);
-            c.half_close_timeout = Duration::from_millis(500);
+            c.relay_limits.idle_timeout = Duration::from_secs(5);
+            c.relay_limits.half_close_timeout = Duration::from_millis(500);
         })
         .await;
         let mut s = client::connect_tunnel(proxy.addr, origin).await.unwrap();
@@ -495,7 +497,8 @@ async fn silent_upstream_is_closed_at_idle() {
             drop(s);
         })
         .await;
-        let proxy = proxy::start(|c| c.idle_timeout = Duration::from_millis(500)).await;
+        let proxy =
+            proxy::start(|c| c.relay_limits.idle_timeout = Duration::from_millis(500)).await;
         let mut s = client::connect_tunnel(proxy.addr, origin)
             .await
             .expect("an accepting upstream gets 200");
@@ -563,7 +566,8 @@ async fn bulk_flow_is_counted_and_still_obeys_idle_timeout() {
             }
         })
         .await;
-        let proxy = proxy::start(|c| c.idle_timeout = Duration::from_millis(500)).await;
+        let proxy =
+            proxy::start(|c| c.relay_limits.idle_timeout = Duration::from_millis(500)).await;
         let mut s = client::connect_tunnel(proxy.addr, origin).await.unwrap();
         let mut got = vec![0u8; BULK];
         s.read_exact(&mut got).await.unwrap();

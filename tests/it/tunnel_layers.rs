@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 async fn recording_proxy() -> sluice::Proxy {
     proxy::start(|c| {
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
         c.record = Recording {
             data_dir: DataDir::Memory,
             ..Recording::default()
@@ -323,7 +323,7 @@ async fn a_silent_tunnel_closes_at_the_idle_timeout() {
         drop(s);
     })
     .await;
-    let proxy = proxy::start(|c| c.idle_timeout = Duration::from_millis(500)).await;
+    let proxy = proxy::start(|c| c.relay_limits.idle_timeout = Duration::from_millis(500)).await;
     let mut s = tunnel(proxy.addr, silent).await;
     let started = std::time::Instant::now();
     let mut b = [0u8; 1];

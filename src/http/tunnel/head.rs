@@ -55,11 +55,11 @@ async fn read_head(stream: &TcpStream, ctx: &HttpContext, deadline: Instant) -> 
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Head::Gone(CloseReason::from_io(Side::Client, &e)),
         }
-        let mut headers = vec![httparse::EMPTY_HEADER; cfg.max_headers];
+        let mut headers = vec![httparse::EMPTY_HEADER; cfg.client.max_headers];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
-                if len > cfg.max_header_size {
+                if len > cfg.client.max_header_size {
                     return Head::Fail(too_large());
                 }
                 let target = req.path.unwrap_or("").to_string();
@@ -75,7 +75,7 @@ async fn read_head(stream: &TcpStream, ctx: &HttpContext, deadline: Instant) -> 
                 };
             }
             Ok(httparse::Status::Partial) => {
-                if buf.len() > cfg.max_header_size {
+                if buf.len() > cfg.client.max_header_size {
                     return Head::Fail(too_large());
                 }
             }
@@ -101,7 +101,7 @@ fn too_large() -> Failure {
 /// Writes a whole answer (status line, headers, body) and gives up after the
 /// header timeout: a client that does not read is not waited for.
 async fn answer(stream: &TcpStream, ctx: &HttpContext, bytes: &[u8]) {
-    let _ = tokio::time::timeout(ctx.config.header_timeout, write_all(stream, bytes)).await;
+    let _ = tokio::time::timeout(ctx.config.client.header_timeout, write_all(stream, bytes)).await;
 }
 
 /// Serves a connection whose first request is CONNECT. `http_guard` owns
@@ -115,7 +115,7 @@ pub async fn serve(
 ) {
     let entry = http_guard.entry().clone();
     let started = std::time::Instant::now();
-    let deadline = Instant::now() + ctx.config.header_timeout;
+    let deadline = Instant::now() + ctx.config.client.header_timeout;
     let head = tokio::select! {
         h = read_head(&stream, &ctx, deadline) => h,
         _ = entry.kill.cancelled() => return,

@@ -175,7 +175,7 @@ async fn try_open(
     entry.set_state(ConnState::WaitingUpstream);
     let connect_started = tokio::time::Instant::now();
     let connected = tokio::select! {
-        r = connect_upstream_timed(&host, port, cfg.connect_timeout, &cfg.keepalive, &ctx.own_addrs) => r,
+        r = connect_upstream_timed(&host, port, &cfg.connector, &ctx.own_addrs) => r,
         _ = entry.kill.cancelled() => return Err(Refused::Killed),
     };
     let (upstream, addr, times) = connected.map_err(|e| answer(Failure::from_connect(&e)))?;
@@ -318,20 +318,21 @@ async fn serve_inside(
 ) {
     let cfg = &ctx.config;
     let handshake = Pinned::handshake(upstream, version == HttpVersion::H2, cfg);
-    let (pinned, driver) = match tokio::time::timeout(cfg.connect_timeout, handshake).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            guard.set_reason(CloseReason::Error(
-                Side::Upstream,
-                format!("HTTP handshake with {authority} failed: {e}"),
-            ));
-            return;
-        }
-        Err(_) => {
-            guard.set_reason(CloseReason::ConnectTimeout);
-            return;
-        }
-    };
+    let (pinned, driver) =
+        match tokio::time::timeout(cfg.connector.connect_timeout, handshake).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                guard.set_reason(CloseReason::Error(
+                    Side::Upstream,
+                    format!("HTTP handshake with {authority} failed: {e}"),
+                ));
+                return;
+            }
+            Err(_) => {
+                guard.set_reason(CloseReason::ConnectTimeout);
+                return;
+            }
+        };
     let origin = Arc::new(Origin::inside(Inside {
         authority,
         upstream: pinned,

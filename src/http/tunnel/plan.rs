@@ -33,7 +33,7 @@ impl Route {
         RelayLimits {
             up_rate: self.up_rate,
             down_rate: self.down_rate,
-            ..RelayLimits::new(config)
+            ..RelayLimits::new(&config.relay_limits)
         }
     }
 }

@@ -58,7 +58,7 @@ pub(in crate::http) async fn handle(
         Err(Refused::Killed) => return std::future::pending().await,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let upgrade_deadline = ctx.config.header_timeout;
+    let upgrade_deadline = ctx.config.client.header_timeout;
     let (ctx, peer, shutdown) = (ctx.clone(), conn.peer, conn.shutdown.clone());
     tokio::spawn(async move {
         let guard = &opened.guard;
