@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need when it is
 # missing, then runs every test.
-#   apt: iproute2 (ip, ss), python3, chromium (browser test of the web UI)
+#   apt: iproute2 (ip, ss), python3, curl (a real client through tunnels),
+#        chromium (browser test of the web UI)
 #   npm: tests/ui/node_modules (playwright-core, pinned in package-lock.json)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,6 +11,7 @@ need_apt=()
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
