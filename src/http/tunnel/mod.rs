@@ -262,9 +262,11 @@ async fn carry_inner(
             } else {
                 HttpVersion::H2
             };
-            serve_inside(
+            // Boxed: the HTTP server's state is large, and kept inline it
+            // would be part of every tunnel's future, idle relays included.
+            Box::pin(serve_inside(
                 client, upstream, version, authority, info, &guard, peer, &ctx, &shutdown,
-            )
+            ))
             .await
         }
         // Until HTTPS interception exists a ClientHello is relayed as is.
