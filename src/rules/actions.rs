@@ -1,8 +1,8 @@
 //! The actions a rule can take, as typed values parsed from their
 //! `op://value` text, and the pure helpers that apply them to a request:
 //! upstream mapping, URL rewrite, redirects, header edits, statuses,
-//! delays, rates in bytes per second, blocks. Bodies are in `body`,
-//! CORS in `cors`.
+//! delays, rates in bytes per second, blocks, and whether a CONNECT's
+//! TLS is intercepted. Bodies are in `body`, CORS in `cors`.
 //!
 //! Invariants: every value is validated when the rule file loads, so
 //! applying an action cannot fail for a reason the rule file could have
@@ -58,6 +58,9 @@ pub enum ActionKind {
     ReqThrottle,
     Block,
     Cors,
+    /// `intercept://` and `passthrough://`: whether a CONNECT's TLS is
+    /// decrypted. One kind, so one rule cannot say both.
+    Intercept,
 }
 
 impl ActionKind {
@@ -78,11 +81,13 @@ impl ActionKind {
             ActionKind::ReqThrottle => "reqThrottle",
             ActionKind::Block => "block",
             ActionKind::Cors => "cors",
+            ActionKind::Intercept => "intercept",
         }
     }
 
     /// Whether the kind applies to CONNECT tunnels (whose bytes sluice
-    /// does not parse): upstream mapping, block, delay and throttles.
+    /// does not parse): upstream mapping, block, delay, throttles and
+    /// interception.
     pub fn applies_to_connect(self) -> bool {
         matches!(
             self,
@@ -91,6 +96,7 @@ impl ActionKind {
                 | ActionKind::Delay
                 | ActionKind::Throttle
                 | ActionKind::ReqThrottle
+                | ActionKind::Intercept
         )
     }
 }
@@ -544,6 +550,62 @@ impl fmt::Display for Block {
             Block::Status(s) => write!(f, "{}", s.as_u16()),
             Block::Close => f.write_str("close"),
         }
+    }
+}
+
+/// `intercept://`, `intercept://insecure` or `passthrough://`: what
+/// sluice does with the TLS inside a CONNECT tunnel to the rule's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Intercept {
+    /// `intercept://`: decrypt with sluice's CA; verify the upstream.
+    On,
+    /// `intercept://insecure`: decrypt, and accept any upstream
+    /// certificate (self-signed lab servers, expired test hosts).
+    Insecure,
+    /// `passthrough://`: never decrypt; relay the TLS bytes unchanged.
+    Passthrough,
+}
+
+impl Intercept {
+    /// The value of `op://value`, `op` lower-case (`intercept` or
+    /// `passthrough`). Any value other than these is an error rather
+    /// than ignored: a typo such as `intercept://insecur` must not
+    /// quietly verify (or worse, not verify) the upstream.
+    pub(crate) fn parse(op: &str, value: &str) -> Result<Intercept, String> {
+        match op {
+            "passthrough" if value.is_empty() => Ok(Intercept::Passthrough),
+            "passthrough" => Err(format!("passthrough:// takes no value, not `{value}`")),
+            "intercept" if value.is_empty() => Ok(Intercept::On),
+            "intercept" if value.eq_ignore_ascii_case("insecure") => Ok(Intercept::Insecure),
+            "intercept" => Err(format!(
+                "intercept:// takes no value or `insecure`, not `{value}`"
+            )),
+            _ => Err(format!(
+                "`{op}://` is neither intercept:// nor passthrough://"
+            )),
+        }
+    }
+
+    /// Whether the tunnel's TLS is decrypted.
+    pub fn decrypts(self) -> bool {
+        !matches!(self, Intercept::Passthrough)
+    }
+
+    /// Whether sluice checks the upstream's certificate when it decrypts
+    /// (with `passthrough://` the client checks it, as without sluice).
+    pub fn verifies_upstream(self) -> bool {
+        !matches!(self, Intercept::Insecure)
+    }
+}
+
+/// The rule syntax, as records and explanations show it.
+impl fmt::Display for Intercept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Intercept::On => "intercept://",
+            Intercept::Insecure => "intercept://insecure",
+            Intercept::Passthrough => "passthrough://",
+        })
     }
 }
 

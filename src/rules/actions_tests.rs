@@ -150,3 +150,40 @@ fn url_targets_and_rewrites() {
     )
     .is_err());
 }
+
+#[test]
+fn intercept_values_and_their_syntax() {
+    assert_eq!(Intercept::parse("intercept", ""), Ok(Intercept::On));
+    assert_eq!(
+        Intercept::parse("intercept", "insecure"),
+        Ok(Intercept::Insecure)
+    );
+    assert_eq!(
+        Intercept::parse("intercept", "INSECURE"),
+        Ok(Intercept::Insecure)
+    );
+    assert_eq!(
+        Intercept::parse("passthrough", ""),
+        Ok(Intercept::Passthrough)
+    );
+    let e = Intercept::parse("intercept", "foo").unwrap_err();
+    assert!(
+        e.contains("intercept:// takes no value or `insecure`") && e.contains("`foo`"),
+        "{e}"
+    );
+    let e = Intercept::parse("passthrough", "x").unwrap_err();
+    assert!(e.contains("passthrough:// takes no value"), "{e}");
+    for bad in ["insecur", "insecure ", "on", "1"] {
+        assert!(Intercept::parse("intercept", bad).is_err(), "{bad}");
+    }
+    assert!(Intercept::parse("passthrough", "insecure").is_err());
+    assert!(Intercept::parse("upstream", "").is_err());
+    assert_eq!(Intercept::On.to_string(), "intercept://");
+    assert_eq!(Intercept::Insecure.to_string(), "intercept://insecure");
+    assert_eq!(Intercept::Passthrough.to_string(), "passthrough://");
+    assert!(Intercept::On.decrypts() && Intercept::On.verifies_upstream());
+    assert!(Intercept::Insecure.decrypts() && !Intercept::Insecure.verifies_upstream());
+    assert!(!Intercept::Passthrough.decrypts());
+    assert_eq!(ActionKind::Intercept.name(), "intercept");
+    assert!(ActionKind::Intercept.applies_to_connect());
+}

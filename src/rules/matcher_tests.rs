@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::*;
-use crate::rules::{parse, Answer, Applied, Block, UrlRewrite};
+use crate::rules::{parse, Answer, Applied, Block, Chosen, Intercept, UrlRewrite};
 
 fn set(text: &str) -> RuleSet {
     parse(text).unwrap_or_else(|e| panic!("{e:?}"))
@@ -197,6 +197,86 @@ fn connect_plans_hold_only_tunnel_kinds() {
     assert!(p.response.is_none() && p.redirect.is_none() && p.url.is_none());
     let kinds: Vec<&str> = p.describe().iter().map(|a| a.kind).collect();
     assert_eq!(kinds, vec!["upstream", "delay", "throttle", "reqThrottle"]);
+}
+
+#[test]
+fn intercept_first_matching_rule_wins_on_connect() {
+    let s = set(concat!(
+        "*.example.com passthrough://\n",
+        "api.example.com intercept://\n",
+        "example.com:8443 intercept://insecure delay://1s\n",
+        "example.com intercept://\n",
+        "* throttle://1mbps\n",
+    ));
+    let client = ip("10.0.0.1");
+    let decided = |host: &str, port: u16| {
+        s.plan_connect(host, port, client)
+            .intercept
+            .map(|c| (c.rule.0, c.action))
+    };
+    // The broad passthrough comes first, so it decides for api. too.
+    assert_eq!(
+        decided("api.example.com", 443),
+        Some((1, Intercept::Passthrough))
+    );
+    assert_eq!(
+        decided("API.Example.com.", 443),
+        Some((1, Intercept::Passthrough))
+    );
+    assert_eq!(decided("example.com", 8443), Some((3, Intercept::Insecure)));
+    assert_eq!(decided("example.com", 443), Some((4, Intercept::On)));
+    assert_eq!(decided("other.test", 443), None);
+    // The rule that decides interception still leaves the other kinds
+    // to later rules, and every matching rule is listed.
+    let p = s.plan_connect("api.example.com", 443, client);
+    assert_eq!(p.matched, vec![RuleId(1), RuleId(2), RuleId(5)]);
+    assert_eq!(p.throttle.map(|c| c.rule), Some(RuleId(5)));
+    // In the other order, the specific rule wins for its host only.
+    let s = set("api.example.com intercept://\n*.example.com passthrough://\n");
+    let p = s.plan_connect("api.example.com", 443, client);
+    assert_eq!(
+        p.intercept,
+        Some(Chosen {
+            rule: RuleId(1),
+            action: Intercept::On
+        })
+    );
+    let p = s.plan_connect("www.example.com", 443, client);
+    assert_eq!(p.intercept.map(|c| c.action), Some(Intercept::Passthrough));
+}
+
+#[test]
+fn intercept_is_explained_and_only_for_tunnels() {
+    let s = set("a.com intercept://insecure\n* delay://1s passthrough://\n");
+    let p = s.plan_url("CONNECT", "a.com:443", ip("::1")).expect("url");
+    assert!(!p.is_empty());
+    assert_eq!(
+        p.describe(),
+        vec![
+            Applied {
+                rule: RuleId(2),
+                kind: "delay",
+                action: "delay://1s".into()
+            },
+            Applied {
+                rule: RuleId(1),
+                kind: "intercept",
+                action: "intercept://insecure".into()
+            },
+        ]
+    );
+    // A plain request to the same host matches the rules, but has no TLS
+    // to decrypt: no intercept in its plan or its explanation.
+    let p = s.plan_url("GET", "http://a.com/", ip("::1")).expect("url");
+    assert_eq!(p.matched, vec![RuleId(1), RuleId(2)]);
+    assert!(p.intercept.is_none());
+    assert!(p.describe().iter().all(|a| a.kind != "intercept"));
+    // A rule that only decides interception makes a tunnel's plan non-empty.
+    let s = set("b.com passthrough://\n");
+    let p = s.plan_connect("b.com", 443, ip("::1"));
+    assert!(!p.is_empty());
+    assert_eq!(p.describe()[0].action, "passthrough://");
+    assert!(s.plan_connect("c.com", 443, ip("::1")).is_empty());
 }
 
 #[test]

@@ -79,6 +79,8 @@
 //! | `reqThrottle://RATE` | limit the request (upload) direction | `upload.test reqThrottle://100KB/s` |
 //! | `block://STATUS`, `block://close` | answer 4xx/5xx, or close the connection | `ads.test block://403` |
 //! | `cors://*`, `cors://ORIGIN` | add `Access-Control-Allow-*` to responses and answer preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) with 204; `*` echoes the request's `Origin` with credentials allowed | `api.test cors://http://localhost:5173` |
+//! | `intercept://`, `intercept://insecure` | decrypt the TLS of a CONNECT tunnel with sluice's CA; `insecure`: accept any upstream certificate | `api.example.com intercept://`, `10.0.0.5:8443 intercept://insecure` |
+//! | `passthrough://` | never decrypt the tunnel: relay its TLS unchanged | `*.bank.example passthrough://` |
 //!
 //! Values: DURATION as `500ms`, `2s`, `1m 30s` (at most 1h). RATE in bits
 //! (`64kbps`, `1mbps`, `2mbit/s`; k = 1000) or bytes (`100KB/s`, `1MB/s`
@@ -98,14 +100,16 @@
 //!
 //! Rules are tried in file order. For each kind of action (upstream, url,
 //! redirect, status, mock/body, bodySub, delay, resDelay, throttle,
-//! reqThrottle, block, cors) the **first matching rule that has that kind
-//! wins**; later rules still supply the other kinds. Header edits are
-//! decided **per header name**: for each name, the edits of the first
+//! reqThrottle, block, cors, intercept) the **first matching rule that has
+//! that kind wins**; later rules still supply the other kinds. Header edits
+//! are decided **per header name**: for each name, the edits of the first
 //! matching rule that edits that name apply (all of them, in order), so a
 //! broad `* resHeaders://x-env=lab` and a specific rule's
 //! `resHeaders://content-type=text/html` both apply. A rule holds at most
 //! one action of each kind (header edits excepted; `mock://` with one of
-//! `body://`/`bodyFile://`).
+//! `body://`/`bodyFile://`); `intercept://` and `passthrough://` are one
+//! kind, so `*.example.com passthrough://` before `api.example.com
+//! intercept://` passes `api.example.com` through.
 //!
 //! Applying a plan, in order: `delay`; then the first of `block`,
 //! `redirect`, a CORS preflight answer, `mock` answers without the
@@ -114,7 +118,9 @@
 //! `reqHeaders`, `reqThrottle` shape the forwarded request. On the
 //! response: `status`, `resHeaders`, CORS headers, `body` then `bodySub`,
 //! `resDelay`, `throttle`. CONNECT tunnels take only upstream, block,
-//! delay, throttle and reqThrottle.
+//! delay, throttle, reqThrottle and intercept/passthrough (which only
+//! CONNECT tunnels take: on a rule that cannot match one, a MATCH with a
+//! path or a `method:` list without CONNECT, they are an error).
 //!
 //! Every record lists the ids of the rules that matched it and what each
 //! changed ([`Plan::describe`]); `sluice rules check FILE` validates a
@@ -127,7 +133,8 @@
 //! `lexer` and `syntax` parse a file into specs; `rule` compiles one
 //! spec into a `Rule`; `plan` folds matching rules into a [`Plan`];
 //! `matcher` indexes rules into a [`RuleSet`]; `load` reads and
-//! compiles files; [`live`] holds the running set, `cli` the offline
+//! compiles files; `scope` compiles the `--intercept` setting into rules
+//! ([`InterceptScope`]); [`live`] holds the running set, `cli` the offline
 //! commands. Each imports only modules below it, by their own path: this
 //! file defines nothing and only re-exports, so no module reaches back
 //! through it (`scripts/import_graph.sh src/rules` checks).
@@ -145,12 +152,13 @@ mod load;
 mod matcher;
 mod plan;
 mod rule;
+mod scope;
 mod syntax;
 mod template;
 
 pub use actions::{
-    apply_header_edits, rewrite_uri, ActionKind, Block, HeaderEdit, Rate, Redirect, RedirectSpec,
-    Upstream, UrlRewrite, UrlTarget, MAX_BODY, MAX_DELAY,
+    apply_header_edits, rewrite_uri, ActionKind, Block, HeaderEdit, Intercept, Rate, Redirect,
+    RedirectSpec, Upstream, UrlRewrite, UrlTarget, MAX_BODY, MAX_DELAY,
 };
 pub use body::{default_content_type, substitute, BodySub, Mock, ResponseBody, SubstError};
 pub use cli::{cli_check, cli_test};
@@ -161,6 +169,7 @@ pub use load::{load_file, load_file_in, parse, parse_in, LoadError, Rules, MAX_R
 pub use matcher::RuleSet;
 pub use plan::{Answer, Applied, Chosen, Plan};
 pub use rule::{RequestInfo, Scheme};
+pub use scope::InterceptScope;
 pub use syntax::{
     parse as parse_specs, ActionSpec, Cidr, HostPattern, ParsedAction, Pattern, RuleSpec,
 };

@@ -5,15 +5,19 @@
 //! Invariants: for each action kind the plan holds the action of the
 //! first matching rule (file order) that has one; header edits are
 //! decided per header name the same way; a CONNECT plan holds only the
-//! kinds that apply to tunnels (upstream, block, delay, throttles), while
-//! `matched` lists every rule that matched either way.
+//! kinds that apply to tunnels (upstream, block, delay, throttles,
+//! intercept), and `intercept` is decided for CONNECT plans only (a plain
+//! request has no TLS to decrypt), while `matched` lists every rule that
+//! matched either way.
 
 use std::time::Duration;
 
 use http::StatusCode;
 use serde::Serialize;
 
-use super::actions::{ActionKind, Block, HeaderEdit, Rate, Redirect, Upstream, UrlRewrite};
+use super::actions::{
+    ActionKind, Block, HeaderEdit, Intercept, Rate, Redirect, Upstream, UrlRewrite,
+};
 use super::body::{BodySub, Mock, ResponseBody};
 use super::cors::Cors;
 use super::id::RuleId;
@@ -52,6 +56,9 @@ pub struct Plan<'a> {
     pub req_throttle: Option<Chosen<&'a Rate>>,
     pub block: Option<Chosen<Block>>,
     pub cors: Option<Chosen<&'a Cors>>,
+    /// Whether to decrypt the tunnel's TLS; CONNECT plans only. None: no
+    /// rule decided.
+    pub intercept: Option<Chosen<Intercept>>,
 }
 
 /// An answer sluice gives itself, without the upstream, in precedence order.
@@ -111,6 +118,7 @@ impl<'a> Plan<'a> {
         fill(&mut self.throttle, id, a.throttle.as_ref());
         fill(&mut self.req_throttle, id, a.req_throttle.as_ref());
         if connect {
+            fill(&mut self.intercept, id, a.intercept);
             return;
         }
         let wants_url = self.url.is_none() && a.url.is_some();
@@ -144,7 +152,8 @@ impl<'a> Plan<'a> {
         fill(&mut self.cors, id, a.cors.as_ref());
     }
 
-    /// True when no rule matched.
+    /// True when no rule matched (a rule that only decides interception
+    /// matched too: its tunnel is recorded with it).
     pub fn is_empty(&self) -> bool {
         self.matched.is_empty()
     }
@@ -281,6 +290,9 @@ impl<'a> Plan<'a> {
         }
         if let Some(c) = &self.cors {
             push(c.rule, ActionKind::Cors, format!("cors://{}", c.action));
+        }
+        if let Some(c) = &self.intercept {
+            push(c.rule, ActionKind::Intercept, c.action.to_string());
         }
         out
     }

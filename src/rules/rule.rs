@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 
-use super::actions::{Block, HeaderEdit, Rate, RedirectSpec, Upstream, UrlTarget};
+use super::actions::{Block, HeaderEdit, Intercept, Rate, RedirectSpec, Upstream, UrlTarget};
 use super::body::{default_content_type, BodySub, Mock, ResponseBody};
 use super::cors::Cors;
 use super::files::FileRoot;
@@ -60,6 +60,7 @@ pub(crate) struct Actions {
     pub req_throttle: Option<Rate>,
     pub block: Option<Block>,
     pub cors: Option<Cors>,
+    pub intercept: Option<Intercept>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +125,7 @@ pub(crate) fn compile(spec: RuleSpec, files: &FileRoot) -> Result<Rule, Vec<Rule
             ParsedAction::ReqThrottle(r) => a.req_throttle = Some(r),
             ParsedAction::Block(b) => a.block = Some(b),
             ParsedAction::Cors(c) => a.cors = Some(c),
+            ParsedAction::Intercept(i) => a.intercept = Some(i),
         }
     }
     a.response = match (mock, body) {

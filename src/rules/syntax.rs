@@ -4,8 +4,9 @@
 //!
 //! Owns the grammar: which token is a MATCH, a condition or an action,
 //! and the per-rule checks (at most one action of each kind per rule,
-//! except header edits; capture references that exist). Value syntax
-//! lives with the value types in `actions`; tokens come from `lexer`.
+//! except header edits; capture references that exist; interception only
+//! on rules that can match a CONNECT). Value syntax lives with the value
+//! types in `actions`; tokens come from `lexer`.
 //!
 //! Invariants: every error of the text is reported, each with its 1-based
 //! line and character column, and a text with any error yields no specs;
@@ -23,7 +24,8 @@ use http::StatusCode;
 
 use super::actions::{
     check_url_chars, parse_delay, parse_status, regex_message, split_host_port, valid_host,
-    ActionKind, Block, HeaderEdit, Rate, RedirectSpec, Upstream, UrlTarget, ValueError, MAX_BODY,
+    ActionKind, Block, HeaderEdit, Intercept, Rate, RedirectSpec, Upstream, UrlTarget, ValueError,
+    MAX_BODY,
 };
 use super::body::BodySub;
 use super::budget::{self, RegexBudget};
@@ -151,6 +153,8 @@ pub enum ParsedAction {
     ReqThrottle(Rate),
     Block(Block),
     Cors(Cors),
+    /// `intercept://[insecure]` or `passthrough://`.
+    Intercept(Intercept),
 }
 
 impl ParsedAction {
@@ -172,6 +176,7 @@ impl ParsedAction {
             ParsedAction::ReqThrottle(_) => ActionKind::ReqThrottle,
             ParsedAction::Block(_) => ActionKind::Block,
             ParsedAction::Cors(_) => ActionKind::Cors,
+            ParsedAction::Intercept(_) => ActionKind::Intercept,
         }
     }
 
@@ -181,13 +186,16 @@ impl ParsedAction {
             ParsedAction::ReqHeader(_) | ParsedAction::ResHeader(_) => None,
             ParsedAction::Mock(_) => Some("mock"),
             ParsedAction::Body(_) | ParsedAction::BodyFile(_) => Some("body/bodyFile"),
+            ParsedAction::Intercept(_) => Some("intercept/passthrough"),
             other => Some(other.kind().name()),
         }
     }
 }
 
 /// The action names, as written before `://` (compared case-insensitively).
-pub const ACTION_NAMES: [&str; 18] = [
+/// The last, `host`, is an alias of `upstream` that error messages leave
+/// out of their list of known actions.
+pub const ACTION_NAMES: [&str; 20] = [
     "upstream",
     "url",
     "redirect",
@@ -205,6 +213,8 @@ pub const ACTION_NAMES: [&str; 18] = [
     "reqThrottle",
     "block",
     "cors",
+    "intercept",
+    "passthrough",
     "host",
 ];
 
@@ -300,6 +310,10 @@ fn parse_rule(line: usize, text: &str, tokens: &[Token]) -> Result<RuleSpec, Vec
         }
     }
     check_once_per_rule(line, &actions, &mut errors);
+    if let Some(pattern) = &pattern {
+        let methods = methods.as_ref().map_or(&[][..], |m| &m.0[..]);
+        check_intercept_meets_connect(line, pattern, methods, &actions, &mut errors);
+    }
     if actions.is_empty() && errors.is_empty() {
         errors.push(RuleError::new(
             line,
@@ -387,6 +401,13 @@ fn check_once_per_rule(line: usize, actions: &[ActionSpec], errors: &mut Vec<Rul
             continue;
         };
         match seen.iter().find(|(k, _)| *k == key) {
+            Some((_, first)) if matches!(a.action, ParsedAction::Intercept(_)) => {
+                errors.push(RuleError::new(
+                    line,
+                    a.col,
+                    format!("this rule already decides interception at column {first}: a rule has one of intercept://, intercept://insecure or passthrough://"),
+                ))
+            }
             Some((_, first)) => errors.push(RuleError::new(
                 line,
                 a.col,
@@ -411,6 +432,37 @@ fn check_once_per_rule(line: usize, actions: &[ActionSpec], errors: &mut Vec<Rul
             ));
         }
     }
+}
+
+/// `intercept://` and `passthrough://` decide for CONNECT tunnels only:
+/// on a rule that can never match a CONNECT (a MATCH with a path, a
+/// `method:` list without CONNECT) they would be silently dead, so they
+/// are an error instead.
+fn check_intercept_meets_connect(
+    line: usize,
+    pattern: &Pattern,
+    methods: &[String],
+    actions: &[ActionSpec],
+    errors: &mut Vec<RuleError>,
+) {
+    let Some((col, intercept)) = actions.iter().find_map(|a| match a.action {
+        ParsedAction::Intercept(i) => Some((a.col, i)),
+        _ => None,
+    }) else {
+        return;
+    };
+    let why = if matches!(pattern, Pattern::Host { path: Some(_), .. }) {
+        "a MATCH with a /path never matches a CONNECT: write the host alone"
+    } else if !methods.is_empty() && !methods.iter().any(|m| m == "CONNECT") {
+        "this rule's method: list leaves out CONNECT"
+    } else {
+        return;
+    };
+    errors.push(RuleError::new(
+        line,
+        col,
+        format!("`{intercept}` applies to CONNECT tunnels, and {why}"),
+    ));
 }
 
 fn parse_pattern(text: &str) -> Result<Pattern, ValueError> {
@@ -516,7 +568,7 @@ fn parse_action(tok: &Token, groups: &Groups) -> Result<ActionSpec, (usize, Stri
             tok.col,
             format!(
                 "unknown action `{op}://` (known: {})",
-                ACTION_NAMES[..17].join(", ")
+                ACTION_NAMES[..ACTION_NAMES.len() - 1].join(", ")
             ),
         )),
         Err(e) => Err((value_col + e.offset, format!("{op}://: {}", e.message))),
@@ -572,6 +624,7 @@ fn parse_op(op: &str, value: &str, groups: &Groups) -> Result<Option<ParsedActio
         "reqthrottle" => ParsedAction::ReqThrottle(Rate::parse(value)?),
         "block" => ParsedAction::Block(Block::parse(value)?),
         "cors" => ParsedAction::Cors(Cors::parse(value)?),
+        "intercept" | "passthrough" => ParsedAction::Intercept(Intercept::parse(op, value)?),
         _ => return Ok(None),
     }))
 }

@@ -182,6 +182,68 @@ fn action_errors_point_into_the_value() {
 }
 
 #[test]
+fn intercept_and_passthrough_parse_to_one_kind() {
+    let action = |line: &str| one(line).actions.remove(0).action;
+    for (line, want) in [
+        ("api.example.com intercept://", Intercept::On),
+        ("api.example.com INTERCEPT://", Intercept::On),
+        ("10.0.0.5:8443 intercept://insecure", Intercept::Insecure),
+        ("a.com Intercept://Insecure", Intercept::Insecure),
+        ("*.bank.example passthrough://", Intercept::Passthrough),
+        ("a.com PassThrough://", Intercept::Passthrough),
+        ("/^a\\.com:443$/ intercept://", Intercept::On),
+        ("a.com method:CONNECT intercept://", Intercept::On),
+    ] {
+        match action(line) {
+            ParsedAction::Intercept(i) => assert_eq!(i, want, "{line}"),
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+    let s = one("a.com intercept:// delay://1s");
+    assert_eq!(s.actions[0].action.kind(), ActionKind::Intercept);
+    assert_eq!(s.actions[1].action.kind(), ActionKind::Delay);
+    assert!(ACTION_NAMES.contains(&"intercept") && ACTION_NAMES.contains(&"passthrough"));
+}
+
+#[test]
+fn intercept_errors() {
+    for (line, col, needle) in [
+        (
+            "a.com intercept://foo",
+            19,
+            "intercept:// takes no value or `insecure`",
+        ),
+        ("a.com passthrough://x", 21, "passthrough:// takes no value"),
+        (
+            "a.com intercept:// passthrough://",
+            20,
+            "already decides interception at column 7",
+        ),
+        (
+            "a.com passthrough:// intercept://insecure",
+            22,
+            "already decides interception",
+        ),
+        (
+            "a.com intercept:// intercept://",
+            20,
+            "already decides interception",
+        ),
+        ("a.com/api intercept://", 11, "never matches a CONNECT"),
+        ("a.com method:GET passthrough://", 18, "leaves out CONNECT"),
+        ("a.com intercept:80", 7, "did you mean `intercept://"),
+    ] {
+        let e = error(line);
+        assert_eq!(e.column, col, "{line}: {e}");
+        assert!(e.message.contains(needle), "{line}: {e}");
+    }
+    // The list of known actions names the new ones.
+    let e = error("a.com nope://1");
+    assert!(e.message.contains("intercept, passthrough"), "{e}");
+    assert!(!e.message.contains("host"), "{e}");
+}
+
+#[test]
 fn comments_blank_lines_and_all_errors() {
     let text = "\u{feff}# header\n\n  a.com 1.2.3.4:80 # note\nb.com\n\tc.com status://7\n\"d e\" status://404\n";
     let errors = parse(text).expect_err("two bad lines");
@@ -229,6 +291,8 @@ example.com/api/ method:POST,get client:10.0.0.0/8 delay://500ms resDelay://1s
 * reqHeaders://+x-b="a b # c" reqHeaders://-cookie cors://* throttle://64kbps reqThrottle://1MiB/s
 mock.test mock://201 body://"{\"id\": 1}\n\u00e9" block://close
 sub.test bodySub:///foo\/bar/baz$$/i status://500 block://503 upstream://[::1]:9
+tls.test:8443 intercept://insecure
+*.bank.test passthrough://
 "#;
 
 fn run_everything(text: &str) {
