@@ -22,7 +22,9 @@ pub mod record;
 pub mod registry;
 pub mod relay;
 pub mod rules;
+pub mod secret_file;
 pub mod sockets;
+pub mod tls;
 pub mod transport;
 pub mod users;
 
@@ -60,6 +62,9 @@ pub enum StartError {
     RelayLoop(String),
     #[error("{0}")]
     Token(admin::token::TokenError),
+    /// The CA, the upstream roots or `--intercept`.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A running sluice instance.
@@ -86,6 +91,55 @@ pub struct Proxy {
     _data_lock: Option<record::store::DataDirLock>,
 }
 
+/// The interception machinery: leaves from `ca`, upstream roots, the
+/// fallback table; the warnings a user must see at start.
+fn start_tls(
+    config: &Config,
+    ca: Arc<tls::Ca>,
+    admin_addr: Option<SocketAddr>,
+) -> Result<tls::Interception, StartError> {
+    let t = &config.tls;
+    let summary = ca.summary().clone();
+    tracing::info!(
+        ca = %ca.cert_path().map_or_else(|| "in memory".to_string(), |p| p.display().to_string()),
+        sha256 = %summary.sha256,
+        created = summary.created,
+        intercept = %t.intercept,
+        "CA ready (clients trust it to be intercepted)"
+    );
+    let leaves = tls::Leaves::new(ca, t.leaf_cache).map_err(|e| StartError::Tls(e.to_string()))?;
+    let upstream = tls::upstream::UpstreamTls::new(&t.upstream_ca)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    if upstream.roots == 0 {
+        tracing::warn!(
+            "no trusted roots for upstream certificates (no system trust store found, no \
+             --upstream-ca): every intercepted upstream will fail verification"
+        );
+    }
+    if t.insecure_upstream {
+        tracing::warn!(
+            "--insecure-upstream: upstream certificates of intercepted tunnels are NOT verified"
+        );
+    }
+    if std::env::var_os("SSLKEYLOGFILE").is_some() {
+        tracing::warn!(
+            "SSLKEYLOGFILE is set: TLS session keys of intercepted tunnels are written to it"
+        );
+    }
+    let ca_url = match admin_addr {
+        Some(a) => format!("http://{a}/ca"),
+        None => format!("http://{}/ (through the proxy)", tls::TRUST_HOST),
+    };
+    Ok(tls::Interception::new(
+        leaves,
+        upstream,
+        tls::fallback::Fallback::new(t.fallback),
+        t.handshake_timeout,
+        t.insecure_upstream,
+        ca_url,
+    ))
+}
+
 impl Proxy {
     /// Binds every listener and starts serving. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Proxy, StartError> {
@@ -101,8 +155,10 @@ impl Proxy {
         // store, the token file): a second instance stops here.
         let generate =
             config.admin.admin_addr.is_some() && config.admin.admin_token == AdminToken::Generate;
+        // The CA lives in the data dir too (unless a team CA is named).
+        let own_ca = config.tls.ca_cert.is_none();
         let data_lock = match &config.record.data_dir {
-            config::DataDir::Path(dir) if config.record.enabled || generate => {
+            config::DataDir::Path(dir) if config.record.enabled || generate || own_ca => {
                 Some(record::store::DataDirLock::acquire(dir).map_err(StartError::Record)?)
             }
             _ => None,
@@ -130,6 +186,8 @@ impl Proxy {
                     (Some(t), file)
                 }
             };
+        let ca_source = tls::ca_source(&config).map_err(StartError::Tls)?;
+        let ca = Arc::new(tls::Ca::load(&ca_source).map_err(|e| StartError::Tls(e.to_string()))?);
         let recorder = record::Recorder::start(&config.record).map_err(StartError::Record)?;
         metrics.attach_recorder(recorder.clone());
         metrics.attach_rules(live_rules.clone());
@@ -188,6 +246,9 @@ impl Proxy {
         .map_err(StartError::RelayLoop)?;
         let own_listeners: Arc<[SocketAddr]> = own.clone().into();
 
+        let interception = Arc::new(start_tls(&config, ca, admin_addr)?);
+        let intercept =
+            rules::InterceptScope::parse(&config.tls.intercept).map_err(StartError::Tls)?;
         let ctx = Arc::new(http::HttpContext::new(http::Shared {
             config: config.clone(),
             registry: registry.clone(),
@@ -197,6 +258,8 @@ impl Proxy {
             own_addrs: own,
             recorder: recorder.clone(),
             rules: live_rules.clone(),
+            tls: interception.clone(),
+            intercept,
         }));
         listeners.spawn(http::serve_http(
             http_listener,

@@ -53,6 +53,9 @@ struct ConnRow<'a> {
     bytes_down: u64,
     requests: u64,
     next_deadline: Option<DeadlineRow>,
+    /// A tunnel's TLS state: intercepted, passed through (and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<serde_json::Value>,
 }
 
 fn row(e: &ConnEntry) -> ConnRow<'_> {
@@ -73,6 +76,7 @@ fn row(e: &ConnEntry) -> ConnRow<'_> {
             reason: d.reason,
             in_ms: d.at.saturating_duration_since(now).as_millis() as u64,
         }),
+        tls: e.tls().and_then(|t| serde_json::from_str(&t).ok()),
     }
 }
 

@@ -8,8 +8,6 @@
 //! token or the new one, never half of one), and never followed through a
 //! symbolic link. The token never reaches a log line.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::ADMIN_TOKEN_FILE;
@@ -46,33 +44,12 @@ pub fn file_in(dir: &Path) -> PathBuf {
 /// holds the data folder's lock, so no other instance writes it meanwhile.
 pub fn write(dir: &Path, token: &str) -> Result<PathBuf, TokenError> {
     let path = file_in(dir);
-    let tmp = dir.join(format!(".{ADMIN_TOKEN_FILE}.{}", std::process::id()));
-    let err = |source| TokenError::Write {
-        path: path.clone(),
-        source,
-    };
-    // A leftover from a crashed start of this pid would make O_EXCL fail.
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)
-        .map_err(err)?;
-    let written = f
-        .write_all(token.as_bytes())
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all());
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    // rename(2) replaces a link at `path` itself, never what it points at.
-    std::fs::rename(&tmp, &path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e)
-    })?;
+    crate::secret_file::write_private(&path, format!("{token}\n").as_bytes()).map_err(
+        |source| TokenError::Write {
+            path: path.clone(),
+            source,
+        },
+    )?;
     Ok(path)
 }
 

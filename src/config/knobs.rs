@@ -139,4 +139,32 @@ knobs! {
         [shown "the rule file's folder; rules put through the API need it to use bodyFile"]
         "The folder `bodyFile://` reads from (no `..`, no symlinks)"
         => |r| r.map(|r| r.folder()).transpose();
+    intercept: String = string "off|all|PATTERN,..." [default "off"]
+        "Decrypt CONNECT tunnels whose host matches (rule MATCH patterns, comma-separated), \
+         `all`, or `off`; the rules' intercept:// and passthrough:// decide first"
+        => |r| Ok(r.text.trim().to_string());
+    ca_cert: Option<PathBuf> = path "FILE" [shown "DATA_DIR/ca.pem, made on first start"]
+        "CA certificate that signs intercepted hosts' certificates (with --ca-key)"
+        => |r| Ok(r.map(|r| r.path));
+    ca_key: Option<PathBuf> = path "FILE" [shown "DATA_DIR/ca-key.pem (mode 0600)"]
+        "The CA's private key (PEM, mode 0600) (with --ca-cert)"
+        => |r| Ok(r.map(|r| r.path));
+    tls_handshake_timeout: Duration = value "DURATION" [default "10s"]
+        "Time allowed for each TLS handshake of an intercepted tunnel (client and upstream)"
+        => |r| r.duration();
+    tls_fallback: Option<Duration> = value "DURATION" [default "10m"]
+        "A client that refuses sluice's certificate for a host has that host passed \
+         through, not intercepted, for this long; `0` turns it off"
+        => |r| r.duration_or_zero();
+    upstream_ca: Vec<PathBuf> = list "FILE" []
+        "Extra trusted roots (PEM) for upstream certificates, beside the system's (repeatable)"
+        => |r| Ok(r.iter().map(|r| PathBuf::from(&r.text)).collect());
+    insecure_upstream: bool = value "on|off" [default "off"]
+        "Do not verify upstream certificates of intercepted tunnels (logged; marked in \
+         every record)"
+        { num_args = 0..=1, default_missing_value = "on" }
+        => |r| r.switch();
+    leaf_cache: usize = value "N" [default "1000"]
+        "Leaf certificates kept in memory (least recently used go first)"
+        => |r| r.count(1, 1_000_000).map(|n| n as usize);
 }

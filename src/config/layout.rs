@@ -12,7 +12,7 @@ use super::knobs::{FileConfig, Knobs, RunArgs};
 use super::parse::{invalid, ConfigError};
 use super::sections::{
     AdminConfig, AdminToken, ClientLimits, Config, ConnectorConfig, Keepalive, ProcessConfig,
-    Recording, RelayLimitsConfig, RulesConfig, UsersConfig, ADMIN_TOKEN_OFF,
+    Recording, RelayLimitsConfig, RulesConfig, TlsConfig, UsersConfig, ADMIN_TOKEN_OFF,
 };
 use super::table::Profile;
 
@@ -106,6 +106,16 @@ impl Config {
                 workers: k.workers,
                 drain_timeout: k.drain_timeout,
                 max_connection_age: k.max_connection_age,
+            },
+            tls: TlsConfig {
+                intercept: k.intercept,
+                ca_cert: k.ca_cert,
+                ca_key: k.ca_key,
+                handshake_timeout: k.tls_handshake_timeout,
+                fallback: k.tls_fallback,
+                upstream_ca: k.upstream_ca,
+                insecure_upstream: k.insecure_upstream,
+                leaf_cache: k.leaf_cache,
             },
         };
         c.check_addresses()?;

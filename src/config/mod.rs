@@ -33,8 +33,8 @@ pub use knobs::{defaults, RunArgs, KEYS};
 pub use parse::{parse_bytes, parse_duration, ConfigError};
 pub use sections::{
     default_data_dir, AdminConfig, AdminToken, ClientLimits, Config, ConnectorConfig, DataDir,
-    Keepalive, ProcessConfig, Recording, RelayLimitsConfig, RelaySpec, RulesConfig, UsersConfig,
-    ADMIN_TOKEN_FILE, ADMIN_TOKEN_OFF,
+    Keepalive, ProcessConfig, Recording, RelayLimitsConfig, RelaySpec, RulesConfig, TlsConfig,
+    UsersConfig, ADMIN_TOKEN_FILE, ADMIN_TOKEN_OFF,
 };
 
 /// The admin address the binary uses when none is given.

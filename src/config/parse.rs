@@ -64,6 +64,14 @@ impl Raw {
         parse_duration(self.key, &self.text)
     }
 
+    /// A duration, or `0`/`off` for none.
+    pub fn duration_or_zero(&self) -> Result<Option<Duration>, ConfigError> {
+        match self.text.trim() {
+            "0" | "off" => Ok(None),
+            _ => self.duration().map(Some),
+        }
+    }
+
     pub fn count(&self, min: u64, max: u64) -> Result<u64, ConfigError> {
         parse_count(self.key, &self.text, min, max)
     }

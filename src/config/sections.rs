@@ -46,6 +46,7 @@ pub struct Config {
     pub record: Recording,
     pub rules: RulesConfig,
     pub process: ProcessConfig,
+    pub tls: TlsConfig,
 }
 
 /// What a client connection may take: its deadlines and its size limits.
@@ -175,6 +176,27 @@ pub struct RulesConfig {
     /// The only folder `bodyFile://` reads from (`--mock-dir`); without
     /// it, the rule file's folder.
     pub mock_dir: Option<PathBuf>,
+}
+
+/// HTTPS interception: what is decrypted, with which CA, how upstream
+/// certificates are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `off`, `all` or rule MATCH patterns (the rules decide first).
+    pub intercept: String,
+    /// A team CA (`--ca-cert` with `--ca-key`); neither: the data
+    /// folder's own (one without the other is refused at start).
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    pub handshake_timeout: Duration,
+    /// How long a client and host pair that refused sluice's certificate
+    /// is passed through; `None`: never (`--tls-fallback 0`).
+    pub fallback: Option<Duration>,
+    /// Roots trusted for upstream certificates beside the system's.
+    pub upstream_ca: Vec<PathBuf>,
+    pub insecure_upstream: bool,
+    /// Leaf certificates kept in memory.
+    pub leaf_cache: usize,
 }
 
 /// The process as a whole: logging, threads, shutdown, leak watchdog.

@@ -352,6 +352,70 @@ fn every_setting(dir: &std::path::Path) -> Vec<Case> {
             &format!("Some({:?})", mocks_a),
             &format!("Some({:?})", mocks_b),
         ),
+        case(
+            "intercept",
+            &d("*.example.com"),
+            "all",
+            |c| c.tls.intercept.clone(),
+            "*.example.com",
+            "all",
+        ),
+        case(
+            "ca_cert",
+            &d("/etc/team-ca.pem"),
+            "/etc/other-ca.pem",
+            |c| format!("{:?}", c.tls.ca_cert),
+            "Some(\"/etc/team-ca.pem\")",
+            "Some(\"/etc/other-ca.pem\")",
+        ),
+        case(
+            "ca_key",
+            &d("/etc/team-ca-key.pem"),
+            "/etc/other-ca-key.pem",
+            |c| format!("{:?}", c.tls.ca_key),
+            "Some(\"/etc/team-ca-key.pem\")",
+            "Some(\"/etc/other-ca-key.pem\")",
+        ),
+        case(
+            "tls_handshake_timeout",
+            &d("3s"),
+            "4s",
+            |c| format!("{:?}", c.tls.handshake_timeout),
+            "3s",
+            "4s",
+        ),
+        case(
+            "tls_fallback",
+            &d("0"),
+            "1h",
+            |c| format!("{:?}", c.tls.fallback),
+            "None",
+            "Some(3600s)",
+        ),
+        case(
+            "upstream_ca",
+            "[\"/etc/a.pem\", \"/etc/b.pem\"]",
+            "/etc/c.pem",
+            |c| format!("{:?}", c.tls.upstream_ca),
+            "[\"/etc/a.pem\", \"/etc/b.pem\"]",
+            "[\"/etc/c.pem\"]",
+        ),
+        case(
+            "insecure_upstream",
+            "\"on\"",
+            "on",
+            |c| c.tls.insecure_upstream.to_string(),
+            "true",
+            "true",
+        ),
+        case(
+            "leaf_cache",
+            "50",
+            "60",
+            |c| c.tls.leaf_cache.to_string(),
+            "50",
+            "60",
+        ),
     ]
 }
 
@@ -446,6 +510,10 @@ fn bad_values_by_flag_and_by_file_name_the_key_and_the_value() {
             "unknown size unit `parsecs`",
         ),
         ("mock_dir", "/nonexistent/mocks", "not a folder"),
+        ("tls_handshake_timeout", "0s", "must be greater than zero"),
+        ("tls_fallback", "a while", "expected a duration"),
+        ("insecure_upstream", "perhaps", "expected on or off"),
+        ("leaf_cache", "0", "must be between 1 and 1000000"),
     ];
     for (key, text, reason) in bad {
         let value = if key == "data_dir" { "" } else { text };

@@ -187,7 +187,7 @@ fn unknown_keys_and_bad_values_name_the_key() {
         .collect::<Vec<_>>()
         .join(", ");
     assert!(e.contains(&format!("expected one of {listed}")), "{e}");
-    assert!(e.ends_with("`rules`, `mock_dir`"), "{e}");
+    assert!(e.ends_with("`insecure_upstream`, `leaf_cache`"), "{e}");
 
     let e = from_file("max_connections = \"lots\"")
         .unwrap_err()

@@ -33,6 +33,10 @@ pub struct HttpContext {
     pub own_addrs: Vec<SocketAddr>,
     pub recorder: Arc<Recorder>,
     pub rules: Arc<crate::rules::live::LiveRules>,
+    /// HTTPS interception: CA, leaves, upstream TLS, fallback.
+    pub tls: Arc<crate::tls::Interception>,
+    /// `--intercept`: the hosts decrypted when no rule decides.
+    pub intercept: crate::rules::InterceptScope,
 }
 
 /// What the proxy listener shares with the rest of the instance.
@@ -45,6 +49,8 @@ pub struct Shared {
     pub own_addrs: Vec<SocketAddr>,
     pub recorder: Arc<Recorder>,
     pub rules: Arc<crate::rules::live::LiveRules>,
+    pub tls: Arc<crate::tls::Interception>,
+    pub intercept: crate::rules::InterceptScope,
 }
 
 impl HttpContext {
@@ -58,6 +64,8 @@ impl HttpContext {
             own_addrs,
             recorder,
             rules,
+            tls,
+            intercept,
         } = shared;
         let mut server = http1::Builder::new();
         server
@@ -76,7 +84,15 @@ impl HttpContext {
         server_h2
             .timer(TokioTimer::new())
             .max_concurrent_streams(100)
+            // HPACK bombs: the decoded header list is bounded like an
+            // HTTP/1.1 head.
             .max_header_list_size(config.client.max_header_size as u32)
+            // Rapid reset (CVE-2023-44487): streams a client opens and
+            // resets before they are served count against this; past it
+            // the connection gets GOAWAY (h2 also bounds CONTINUATION
+            // frames and locally reset streams).
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(Some(256))
             // PING finds a peer gone quiet under HTTP/2's own flow control
             // (TCP keepalive finds it at the socket).
             .keep_alive_interval(config.connector.keepalive.idle)
@@ -93,6 +109,8 @@ impl HttpContext {
             own_addrs,
             recorder,
             rules,
+            tls,
+            intercept,
         }
     }
 }

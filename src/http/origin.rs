@@ -16,10 +16,11 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::upstream::UpstreamBody;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 use crate::config::Config;
 use crate::record::capture::UpstreamInfo;
 
@@ -34,6 +35,8 @@ pub struct Origin {
 pub struct Inside {
     /// The CONNECT target: requests in origin form are for this authority.
     pub authority: Authority,
+    /// `http` for plain HTTP in the tunnel, `https` for decrypted TLS.
+    pub scheme: Scheme,
     pub upstream: Pinned,
     /// The tunnel's upstream connection, for the records' timings.
     pub info: UpstreamInfo,
@@ -60,8 +63,20 @@ impl Origin {
             return None;
         }
         let mut parts = uri.clone().into_parts();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(inside.authority.clone());
+        parts.scheme = Some(inside.scheme.clone());
+        // The scheme's own port is left out (`https://host/`, as a
+        // browser shows it).
+        parts.authority = Some(
+            if inside.authority.port_u16() == Some(default_port(&inside.scheme)) {
+                inside
+                    .authority
+                    .host()
+                    .parse()
+                    .unwrap_or_else(|_| inside.authority.clone())
+            } else {
+                inside.authority.clone()
+            },
+        );
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(PathAndQuery::from_static("/"));
         }
@@ -72,12 +87,29 @@ impl Origin {
     /// (after the rules) may use it.
     pub fn pinned_for(&self, authority: &Authority, rerouted: bool) -> Option<&Inside> {
         let inside = self.inside.as_ref()?;
+        let port = |a: &Authority| a.port_u16().unwrap_or(default_port(&inside.scheme));
         let same = inside
             .authority
             .host()
             .eq_ignore_ascii_case(authority.host())
-            && inside.authority.port_u16() == authority.port_u16();
+            && port(&inside.authority) == port(authority);
         (same && !rerouted).then_some(inside)
+    }
+
+    /// Whether the stream is decrypted TLS (its requests are `https://`).
+    pub fn is_tls(&self) -> bool {
+        self.inside
+            .as_ref()
+            .is_some_and(|i| i.scheme == Scheme::HTTPS)
+    }
+}
+
+/// 443 for `https`, else 80.
+pub fn default_port(scheme: &Scheme) -> u16 {
+    if *scheme == Scheme::HTTPS {
+        443
+    } else {
+        80
     }
 }
 
@@ -90,16 +122,28 @@ pub enum Pinned {
     H1(Mutex<http1::SendRequest<UpstreamBody>>),
     /// Multiplexed.
     H2(http2::SendRequest<UpstreamBody>),
+    /// There is none: the upstream's TLS handshake failed, for this
+    /// reason (each request is answered 502 with it).
+    Unavailable(String),
 }
 
+/// A request for a tunnel whose upstream could not be reached over TLS.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UpstreamTlsFailed(pub String);
+
 impl Pinned {
-    /// Starts HTTP/1.1 (or HTTP/2 with prior knowledge) on `upstream`;
-    /// the driver must be polled for any request to make progress.
-    pub async fn handshake(
-        upstream: TcpStream,
+    /// Starts HTTP/1.1 (or HTTP/2 with prior knowledge, or as ALPN
+    /// agreed) on `upstream`; the driver must be polled for any request
+    /// to make progress.
+    pub async fn handshake<I>(
+        upstream: I,
         h2: bool,
         config: &Config,
-    ) -> Result<(Pinned, Driver), hyper::Error> {
+    ) -> Result<(Pinned, Driver), hyper::Error>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
         let io = TokioIo::new(upstream);
         if h2 {
             let (send, conn) = http2::Builder::new(TokioExecutor::new())
@@ -129,7 +173,7 @@ impl Pinned {
     pub async fn send(
         &self,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, hyper::Error> {
+    ) -> Result<Response<Incoming>, BoxError> {
         match self {
             Pinned::H1(send) => {
                 let origin_form = req
@@ -140,14 +184,15 @@ impl Pinned {
                 *req.uri_mut() = Uri::from(origin_form);
                 let mut send = send.lock().await;
                 send.ready().await?;
-                send.send_request(req).await
+                Ok(send.send_request(req).await?)
             }
             Pinned::H2(send) => {
                 *req.version_mut() = http::Version::HTTP_2;
                 let mut send = send.clone();
                 send.ready().await?;
-                send.send_request(req).await
+                Ok(send.send_request(req).await?)
             }
+            Pinned::Unavailable(why) => Err(Box::new(UpstreamTlsFailed(why.clone()))),
         }
     }
 }

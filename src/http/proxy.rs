@@ -241,7 +241,7 @@ async fn forward(
     obs: &Observers,
 ) -> Result<Response<ProxyBody>, Stop> {
     let (mut parts, body) = req.into_parts();
-    let authority = target_of(&parts.uri, ctx).inspect_err(|_| {
+    let authority = target_of(&parts.uri, ctx, conn).inspect_err(|_| {
         // Refused before leaving: the record shows what the client sent.
         obs.request_head(&parts.headers);
     })?;
@@ -285,7 +285,7 @@ async fn request_rules<'s>(
             method: parts.method.as_str(),
             scheme: Scheme::Http,
             host: authority.host(),
-            port: authority.port_u16().unwrap_or(80),
+            port: authority.port_u16().unwrap_or(default_port_of(&parts.uri)),
             path_and_query: pq,
             client: conn.peer.ip(),
         };
@@ -364,7 +364,7 @@ async fn request_rules<'s>(
                     format!("rule {}: {e}", u.rule),
                 )
             })?;
-        authority = target_of(&uri, ctx).map_err(|f| {
+        authority = target_of(&uri, ctx, conn).map_err(|f| {
             if f.status == StatusCode::LOOP_DETECTED {
                 return f;
             }
@@ -417,7 +417,12 @@ fn target(
     if let Some(p) = &rules.plan {
         if let Some(up) = p.upstream {
             // Connect elsewhere; the Host header (set above) stays.
-            let port = up.action.port_or(target.authority.port_u16().unwrap_or(80));
+            let port = up.action.port_or(
+                target
+                    .authority
+                    .port_u16()
+                    .unwrap_or(default_port_of(&parts.uri)),
+            );
             let host = if up.action.host.contains(':') {
                 format!("[{}]", up.action.host)
             } else {
@@ -494,6 +499,20 @@ async fn upstream_request(
     let pinned = conn
         .origin
         .pinned_for(&target.authority, target.mapped_by.is_some());
+    if pinned.is_none() && parts_scheme_is_https(&upstream_req) {
+        return Err(Failure::new(
+            StatusCode::BAD_GATEWAY,
+            Side::Sluice,
+            "https-elsewhere",
+            format!(
+                "{} is https:// to another host than the intercepted tunnel's: sluice sends \
+                 https:// only over the tunnel's own connection (rewrite it to http://, or \
+                 map the CONNECT with upstream:// instead)",
+                target.label
+            ),
+        )
+        .into());
+    }
     let send = async {
         match pinned {
             Some(inside) => {
@@ -666,10 +685,17 @@ fn without_userinfo(uri: &http::Uri) -> Option<http::Uri> {
     http::Uri::from_parts(parts).ok()
 }
 
-/// The origin a request is for, or why it cannot be forwarded.
-fn target_of(uri: &http::Uri, ctx: &HttpContext) -> Result<http::uri::Authority, Failure> {
+/// The origin a request is for, or why it cannot be forwarded. An
+/// `https://` URL is served only where sluice decrypted it (inside an
+/// intercepted tunnel); on the proxy port it must come through CONNECT.
+fn target_of(
+    uri: &http::Uri,
+    ctx: &HttpContext,
+    conn: &ConnCtx,
+) -> Result<http::uri::Authority, Failure> {
     match uri.scheme_str() {
         Some("http") => {}
+        Some("https") if conn.origin.is_tls() => {}
         Some("https") => {
             return Err(Failure::bad_request(
                 "https:// URLs must be tunnelled with CONNECT through this proxy",
@@ -689,7 +715,7 @@ fn target_of(uri: &http::Uri, ctx: &HttpContext) -> Result<http::uri::Authority,
     let Some(authority) = uri.authority().cloned().filter(|a| !a.host().is_empty()) else {
         return Err(Failure::bad_request("request URL has no host"));
     };
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(default_port_of(uri));
     if super::context::proxy_is_self(ctx, authority.host(), port) {
         return Err(Failure::new(
             StatusCode::LOOP_DETECTED,
@@ -701,6 +727,15 @@ fn target_of(uri: &http::Uri, ctx: &HttpContext) -> Result<http::uri::Authority,
     Ok(authority)
 }
 
+fn parts_scheme_is_https<B>(req: &Request<B>) -> bool {
+    req.uri().scheme() == Some(&http::uri::Scheme::HTTPS)
+}
+
+/// The port a URL means when it names none: 443 for `https`, else 80.
+fn default_port_of(uri: &http::Uri) -> u16 {
+    super::origin::default_port(uri.scheme().unwrap_or(&http::uri::Scheme::HTTP))
+}
+
 /// Turns a client error into an answer that says who failed and why.
 fn classify(err: &(dyn std::error::Error + 'static), target: &str) -> Failure {
     let chain = error_chain(err);
@@ -708,6 +743,14 @@ fn classify(err: &(dyn std::error::Error + 'static), target: &str) -> Failure {
     while let Some(e) = src {
         if let Some(ce) = e.downcast_ref::<ConnectError>() {
             return Failure::from_connect(ce);
+        }
+        if let Some(tls) = e.downcast_ref::<super::origin::UpstreamTlsFailed>() {
+            return Failure::new(
+                StatusCode::BAD_GATEWAY,
+                Side::Upstream,
+                "upstream-tls",
+                tls.0.clone(),
+            );
         }
         if let Some(be) = e.downcast_ref::<BodyError>() {
             if be.side == Side::Client {

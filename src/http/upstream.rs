@@ -110,6 +110,7 @@ impl tower_service::Service<Uri> for Connector {
                 dns: times.dns,
                 connect: times.connect,
                 claimed: Default::default(),
+                tls: None,
             };
             Ok(UpstreamConn {
                 io: TokioIo::new(Metered::new(stream, EntryBytes(entry))),

@@ -29,6 +29,14 @@ pub struct RequestLabels {
     pub status: &'static str,
 }
 
+/// What happened to a TLS tunnel: `outcome` is intercepted, passthrough,
+/// client_refused or upstream_failed; `reason` a fixed label of each.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    pub outcome: &'static str,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchdogLabels {
     pub check: &'static str,
@@ -42,6 +50,7 @@ pub struct Metrics {
     pub ttfb_seconds: Histogram,
     pub request_seconds: Histogram,
     pub leak_warnings: Family<WatchdogLabels, Counter>,
+    pub tls: Family<TlsLabels, Counter>,
     /// All requests answered (for requests/s in the history).
     pub requests_total: AtomicU64,
     recorder: Arc<OnceLock<Arc<crate::record::Recorder>>>,
@@ -121,6 +130,13 @@ impl Metrics {
             "Leak watchdog warnings, by check",
             leak_warnings.clone(),
         );
+        let tls = Family::<TlsLabels, Counter>::default();
+        r.register(
+            "tls_tunnels",
+            "TLS tunnels by outcome (intercepted, passthrough, client_refused, \
+             upstream_failed) and reason",
+            tls.clone(),
+        );
         r.register_collector(Box::new(RegistryCollector { reg, users }));
         let recorder: Arc<OnceLock<Arc<crate::record::Recorder>>> = Default::default();
         r.register_collector(Box::new(RecorderCollector {
@@ -137,6 +153,7 @@ impl Metrics {
             ttfb_seconds,
             request_seconds,
             leak_warnings,
+            tls,
             requests_total: AtomicU64::new(0),
             recorder,
             rules,
@@ -161,6 +178,11 @@ impl Metrics {
             })
             .inc();
         self.requests_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts what happened to one TLS tunnel.
+    pub fn count_tls(&self, outcome: &'static str, reason: &'static str) {
+        self.tls.get_or_create(&TlsLabels { outcome, reason }).inc();
     }
 
     /// The Prometheus text exposition.

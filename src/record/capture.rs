@@ -29,6 +29,8 @@ pub struct UpstreamInfo {
     /// Set by the first exchange that reports the setup timings: later
     /// exchanges on the same connection reused it.
     pub claimed: Arc<std::sync::atomic::AtomicBool>,
+    /// An intercepted tunnel's TLS facts (both handshakes).
+    pub tls: Option<Arc<crate::tls::TlsInfo>>,
 }
 
 struct Pending {
@@ -135,6 +137,9 @@ impl Exchange {
             p.resp_expected = expected_len;
             if let Some(u) = upstream {
                 r.upstream_conn_id = Some(u.conn_id);
+                if let Some(t) = &u.tls {
+                    r.tls = serde_json::to_string(&**t).ok();
+                }
                 r.upstream_addr = Some(u.addr.to_string());
                 let fresh = !u.claimed.swap(true, std::sync::atomic::Ordering::Relaxed);
                 if fresh {
@@ -145,9 +150,12 @@ impl Exchange {
                     r.timings.queued_us = Some(queued_us);
                     r.timings.dns_us = Some(dns_us);
                     r.timings.connect_us = Some(connect_us);
+                    if let Some(t) = &u.tls {
+                        r.timings.tls_us = Some(t.handshake.as_micros() as i64);
+                    }
                     // The request could not leave before its connection
                     // was up.
-                    let ready = queued_us + dns_us + connect_us;
+                    let ready = queued_us + dns_us + connect_us + r.timings.tls_us.unwrap_or(0);
                     if let Some(sent) = r.timings.sent_us.as_mut() {
                         *sent = (*sent).max(ready);
                     }

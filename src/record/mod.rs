@@ -265,6 +265,7 @@ impl Recorder {
         r.timings.total_us = Some(age.as_micros() as i64);
         r.close_reason = Some(reason.to_string());
         r.rules = e.rules().unwrap_or_default().to_string();
+        r.tls = e.tls().map(|t| t.to_string());
         if !matches!(reason, CloseReason::Eof) {
             if let Some(side) = reason.side() {
                 r.error = Some(format!("{reason} (failed: {})", side.as_str()));

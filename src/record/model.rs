@@ -183,6 +183,9 @@ pub struct Record {
     /// The rules that touched this exchange and what each changed: a
     /// JSON array of `{rule, kind, action}` (empty string: none).
     pub rules: String,
+    /// TLS facts (JSON object): an intercepted exchange's versions,
+    /// ciphers, ALPN, SNI and upstream certificate; a tunnel's TLS state.
+    pub tls: Option<String>,
 }
 
 impl Record {
@@ -209,6 +212,7 @@ impl Record {
             error: None,
             close_reason: None,
             rules: String::new(),
+            tls: None,
         }
     }
 
@@ -221,6 +225,7 @@ impl Record {
             + self.req_body.captured
             + self.resp_body.captured
             + self.error.as_ref().map_or(0, |e| e.len())
+            + self.tls.as_ref().map_or(0, |t| t.len())
     }
 }
 

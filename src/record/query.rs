@@ -483,6 +483,8 @@ pub struct Detail {
     pub req_body: BodyMeta,
     pub resp_body: BodyMeta,
     pub timings: Timings,
+    /// TLS facts of an intercepted exchange or a tunnel (JSON object).
+    pub tls: Option<serde_json::Value>,
 }
 
 /// What is known about one body without reading it.
@@ -504,7 +506,7 @@ pub struct BodyMeta {
 pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
     let sql = format!(
         "SELECT {SUMMARY_COLUMNS}, 0, req_captured, resp_captured, req_flags, resp_flags,
-            queued_us, dns_us, connect_us, tls_us, sent_us, ttfb_us
+            queued_us, dns_us, connect_us, tls_us, sent_us, ttfb_us, tls
          FROM records WHERE id = ?1"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -549,6 +551,9 @@ pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
         req_body,
         resp_body,
         timings,
+        tls: r
+            .get::<_, Option<String>>(31)?
+            .and_then(|t| serde_json::from_str(&t).ok()),
     }))
 }
 

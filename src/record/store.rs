@@ -140,7 +140,7 @@ fn refuse_symlink(path: &Path) -> Result<(), StoreError> {
 
 /// Bumped whenever the tables change; a store of another version is moved
 /// aside (kept, not read) and a new one started.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -174,7 +174,8 @@ CREATE TABLE IF NOT EXISTS records (
     error TEXT,
     close_reason TEXT,
     rules TEXT NOT NULL,
-    weight INTEGER NOT NULL
+    weight INTEGER NOT NULL,
+    tls TEXT
 );
 -- Header blocks and bodies live apart from the list columns, so that the
 -- scans a filter needs read small rows. No secondary index: every list
@@ -475,9 +476,9 @@ pub fn insert_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result
             "INSERT OR REPLACE INTO records (id, kind, started_us, conn_id, upstream_conn_id, client, user,
                 method, url, host, version, status, content_type, req_size, resp_size,
                 req_captured, resp_captured, req_flags, resp_flags, queued_us, dns_us, connect_us,
-                tls_us, sent_us, ttfb_us, total_us, upstream_addr, error, close_reason, rules, weight)
+                tls_us, sent_us, ttfb_us, total_us, upstream_addr, error, close_reason, rules, weight, tls)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
         )?;
         let mut details_stmt = tx.prepare_cached(
             "INSERT OR REPLACE INTO details (id, req_headers, resp_headers, req_body, resp_body)
@@ -524,6 +525,7 @@ pub fn insert_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result
                 r.close_reason,
                 rules,
                 r.weight() as i64,
+                r.tls,
             ])?;
             let body = |b: &super::model::CapturedBody| (b.captured > 0).then(|| b.to_vec());
             details_stmt.execute(params![

@@ -179,6 +179,10 @@ pub struct ConnEntry {
     /// The rules that shaped this connection (a tunnel's CONNECT), as the
     /// JSON list records carry.
     rules: OnceLock<String>,
+    /// What happened to a tunnel's TLS (intercepted, passed through and
+    /// why, refused), as a JSON object; the latest word wins (an
+    /// intercepted tunnel can turn out refused).
+    tls: Mutex<Option<Arc<str>>>,
     deadline: Mutex<Option<NextDeadline>>,
     /// Read-time view of state and deadline, for connections whose phase
     /// changes on the data path without waking the task that enforces the
@@ -262,6 +266,17 @@ impl ConnEntry {
     pub fn set_rules(&self, rules: String) {
         if !rules.is_empty() {
             let _ = self.rules.set(rules);
+        }
+    }
+
+    /// The tunnel's TLS state (JSON object), if it carried TLS.
+    pub fn tls(&self) -> Option<Arc<str>> {
+        self.tls.lock().ok().and_then(|t| t.clone())
+    }
+
+    pub fn set_tls(&self, tls: String) {
+        if let Ok(mut slot) = self.tls.lock() {
+            *slot = Some(tls.into());
         }
     }
 
@@ -388,6 +403,7 @@ impl Registry {
             sockets: Mutex::new(Vec::new()),
             user: OnceLock::new(),
             rules: OnceLock::new(),
+            tls: Mutex::new(None),
             deadline: Mutex::new(None),
             phase: PhaseSlot::default(),
             seen_bytes: AtomicU64::new(0),

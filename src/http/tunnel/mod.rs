@@ -15,6 +15,7 @@
 //! are never lost (they go first, to the relay or to the HTTP server).
 
 pub(super) mod head;
+mod intercepted;
 mod plan;
 pub(super) mod upgrade;
 
@@ -69,6 +70,8 @@ pub(super) struct Opened {
     pub authority: http::uri::Authority,
     pub info: UpstreamInfo,
     pub limits: RelayLimits,
+    /// What an `intercept://` or `passthrough://` rule said.
+    pub tls_rule: Option<intercepted::TlsRule>,
 }
 
 /// Opens the tunnel `req` asks for on the client connection `entry`.
@@ -165,7 +168,9 @@ async fn try_open(
         TunnelRules::Killed => return Err(Refused::Killed),
     };
     let limits = route.limits(&ctx.config);
-    let Route { host, port, .. } = route;
+    let Route {
+        host, port, tls, ..
+    } = route;
     if super::context::proxy_is_self(ctx, &host, port) {
         return Err(answer(loop_failure(format!(
             "CONNECT {target}: the rules send it to sluice itself ({host}:{port})"
@@ -198,6 +203,7 @@ async fn try_open(
         dns: times.dns,
         connect: times.connect,
         claimed: Default::default(),
+        tls: None,
     };
     Ok(Opened {
         guard,
@@ -205,6 +211,7 @@ async fn try_open(
         authority,
         info,
         limits,
+        tls_rule: tls,
     })
 }
 
@@ -237,6 +244,7 @@ async fn carry_inner(
         authority,
         info,
         limits,
+        tls_rule,
     } = opened;
     let entry = guard.entry().clone();
     entry.attach_socket(client.tcp());
@@ -262,21 +270,52 @@ async fn carry_inner(
             } else {
                 HttpVersion::H2
             };
+            let inside = Plain {
+                upstream: Ok(upstream),
+                upstream_h2: version == HttpVersion::H2,
+                scheme: http::uri::Scheme::HTTP,
+            };
             // Boxed: the HTTP server's state is large, and kept inline it
             // would be part of every tunnel's future, idle relays included.
             Box::pin(serve_inside(
-                client, upstream, version, authority, info, &guard, peer, &ctx, &shutdown,
+                client, inside, version, authority, info, &guard, peer, &ctx, &shutdown,
             ))
             .await
         }
-        // Until HTTPS interception exists a ClientHello is relayed as is.
-        Layer::Tls | Layer::Opaque => match client.into_tcp() {
-            Ok((client, rest)) => relay_plain(&client, &upstream, rest, limits, &guard).await,
-            Err(_) => guard.set_reason(CloseReason::Error(
-                Side::Sluice,
-                "a decrypted stream cannot be relayed as bytes".into(),
-            )),
-        },
+        Layer::Tls => {
+            let port = authority.port_u16().unwrap_or(443);
+            let policy = intercepted::policy(&ctx, &tls_rule, peer.ip(), authority.host(), port);
+            match policy {
+                intercepted::Policy::Intercept { verify } => {
+                    Box::pin(intercepted::serve(
+                        client, upstream, verify, authority, info, &guard, peer, &ctx, &shutdown,
+                    ))
+                    .await
+                }
+                intercepted::Policy::Pass(why) => {
+                    entry.set_tls(intercepted::passthrough_state(&why));
+                    ctx.metrics.count_tls("passthrough", why.label());
+                    relay_bytes(client, &upstream, limits, &guard).await
+                }
+            }
+        }
+        Layer::Opaque => relay_bytes(client, &upstream, limits, &guard).await,
+    }
+}
+
+/// The opaque tunnel, from a stream that is still plain TCP.
+async fn relay_bytes(
+    client: ClientStream,
+    upstream: &TcpStream,
+    limits: RelayLimits,
+    guard: &ConnGuard,
+) {
+    match client.into_tcp() {
+        Ok((client, rest)) => relay_plain(&client, upstream, rest, limits, guard).await,
+        Err(_) => guard.set_reason(CloseReason::Error(
+            Side::Sluice,
+            "a decrypted stream cannot be relayed as bytes".into(),
+        )),
     }
 }
 
@@ -303,13 +342,23 @@ async fn relay_plain(
     relay(client, upstream, limits, entry).await;
 }
 
-/// Plain HTTP inside the tunnel: served by the one HTTP serving function,
-/// each request sent over the tunnel's upstream connection (HTTP/2 with
-/// prior knowledge when the client spoke it).
+/// The upstream side of HTTP served inside a tunnel.
+pub(super) struct Plain<I> {
+    /// The tunnel's upstream connection (TCP, or TLS when intercepted),
+    /// or why there is none (its TLS handshake failed).
+    pub upstream: Result<I, String>,
+    /// Speak HTTP/2 to it (prior knowledge, or as ALPN agreed).
+    pub upstream_h2: bool,
+    pub scheme: http::uri::Scheme,
+}
+
+/// HTTP inside the tunnel (plain, or decrypted): served by the one HTTP
+/// serving function, each request sent over the tunnel's upstream
+/// connection.
 #[allow(clippy::too_many_arguments)]
-async fn serve_inside(
+pub(super) async fn serve_inside<I>(
     client: ClientStream,
-    upstream: TcpStream,
+    inside: Plain<I>,
     version: HttpVersion,
     authority: http::uri::Authority,
     info: UpstreamInfo,
@@ -317,26 +366,36 @@ async fn serve_inside(
     peer: SocketAddr,
     ctx: &Arc<HttpContext>,
     shutdown: &Shutdown,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let cfg = &ctx.config;
-    let handshake = Pinned::handshake(upstream, version == HttpVersion::H2, cfg);
-    let (pinned, driver) =
-        match tokio::time::timeout(cfg.connector.connect_timeout, handshake).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                guard.set_reason(CloseReason::Error(
-                    Side::Upstream,
-                    format!("HTTP handshake with {authority} failed: {e}"),
-                ));
-                return;
+    let (pinned, driver) = match inside.upstream {
+        Err(why) => {
+            let none: super::origin::Driver = Box::pin(std::future::pending());
+            (Pinned::Unavailable(why), none)
+        }
+        Ok(upstream) => {
+            let handshake = Pinned::handshake(upstream, inside.upstream_h2, cfg);
+            match tokio::time::timeout(cfg.connector.connect_timeout, handshake).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    guard.set_reason(CloseReason::Error(
+                        Side::Upstream,
+                        format!("HTTP handshake with {authority} failed: {e}"),
+                    ));
+                    return;
+                }
+                Err(_) => {
+                    guard.set_reason(CloseReason::ConnectTimeout);
+                    return;
+                }
             }
-            Err(_) => {
-                guard.set_reason(CloseReason::ConnectTimeout);
-                return;
-            }
-        };
+        }
+    };
     let origin = Arc::new(Origin::inside(Inside {
         authority,
+        scheme: inside.scheme,
         upstream: pinned,
         info,
     }));

@@ -6,9 +6,10 @@ use http::StatusCode;
 
 use super::super::answer::Failure;
 use super::super::context::HttpContext;
+use super::intercepted::TlsRule;
 use crate::registry::{ConnEntry, Side};
 use crate::relay::RelayLimits;
-use crate::rules::{Block, Chosen, Plan, Rate};
+use crate::rules::{Block, Chosen, Intercept, Plan, Rate};
 
 /// What the rules decided for one CONNECT, and why.
 pub(super) struct TunnelPlan {
@@ -25,6 +26,8 @@ pub(super) struct Route {
     pub port: u16,
     pub up_rate: u64,
     pub down_rate: u64,
+    /// What an `intercept://` or `passthrough://` rule said.
+    pub tls: Option<TlsRule>,
 }
 
 impl Route {
@@ -70,6 +73,7 @@ pub(super) async fn apply_rules(
                 port,
                 up_rate: 0,
                 down_rate: 0,
+                tls: None,
             }),
         };
     }
@@ -108,11 +112,17 @@ async fn decide(plan: &Plan<'_>, entry: &ConnEntry, host: &str, port: u16) -> Tu
         None => (host.to_string(), port),
     };
     let rate = |r: Option<Chosen<&Rate>>| r.map_or(0, |c| c.action.bytes_per_sec());
+    let tls = plan.intercept.map(|c| TlsRule {
+        rule: c.rule.to_string(),
+        intercept: c.action != Intercept::Passthrough,
+        verify: c.action == Intercept::On,
+    });
     TunnelRules::Open(Route {
         host,
         port,
         up_rate: rate(plan.req_throttle),
         down_rate: rate(plan.throttle),
+        tls,
     })
 }
 
