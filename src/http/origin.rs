@@ -40,6 +40,9 @@ pub struct Inside {
     pub upstream: Pinned,
     /// The tunnel's upstream connection, for the records' timings.
     pub info: UpstreamInfo,
+    /// An intercepted tunnel's TLS facts as records hold them, encoded
+    /// once for all its exchanges.
+    pub tls_json: Option<std::sync::Arc<str>>,
 }
 
 impl Origin {
@@ -94,6 +97,11 @@ impl Origin {
             .eq_ignore_ascii_case(authority.host())
             && port(&inside.authority) == port(authority);
         (same && !rerouted).then_some(inside)
+    }
+
+    /// The TLS facts of the intercepted tunnel (JSON), for its records.
+    pub fn tls_json(&self) -> Option<&str> {
+        self.inside.as_ref()?.tls_json.as_deref()
     }
 
     /// Whether the stream is decrypted TLS (its requests are `https://`).

@@ -87,6 +87,11 @@ pub async fn handle(
     let exchange =
         ctx.recorder
             .begin_http(conn.entry.id, conn.peer, &method, req.uri(), req.version());
+    if let (Some(x), Some(tls)) = (&exchange, conn.origin.tls_json()) {
+        // Every exchange of an intercepted tunnel carries its TLS facts,
+        // sluice's own answers (a 502 for a failed upstream) included.
+        x.set_tls(tls);
+    }
     let obs = Observers::new(
         exchange,
         ctx.metrics.clone(),

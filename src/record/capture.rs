@@ -119,6 +119,11 @@ impl Exchange {
         });
     }
 
+    /// The TLS facts of the intercepted tunnel this exchange came through.
+    pub fn set_tls(&self, tls: &str) {
+        self.with(|p| p.record.tls = Some(tls.to_string()));
+    }
+
     /// The response head arrived from the upstream.
     pub fn response_head(
         &self,
@@ -137,9 +142,6 @@ impl Exchange {
             p.resp_expected = expected_len;
             if let Some(u) = upstream {
                 r.upstream_conn_id = Some(u.conn_id);
-                if let Some(t) = &u.tls {
-                    r.tls = serde_json::to_string(&**t).ok();
-                }
                 r.upstream_addr = Some(u.addr.to_string());
                 let fresh = !u.claimed.swap(true, std::sync::atomic::Ordering::Relaxed);
                 if fresh {

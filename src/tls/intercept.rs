@@ -156,7 +156,13 @@ impl Interception {
         let verify = verify && !self.insecure_upstream;
 
         let upstream = self
-            .connect_upstream(upstream, sni.as_deref(), host, offered.clone(), verify)
+            .connect_upstream(
+                upstream,
+                sni.as_deref(),
+                host,
+                upstream_alpn_offer(&offered),
+                verify,
+            )
             .await;
         let upstream_alpn = upstream
             .as_ref()
@@ -257,16 +263,30 @@ impl Interception {
     }
 }
 
-/// What the client is offered: the upstream's choice when it made one;
-/// HTTP/1.1 when the upstream chose nothing (it speaks HTTP/1.1) or
-/// failed (its 502s are HTTP/1.1); nothing when the client offered no
-/// protocol sluice serves.
+/// What the upstream is offered: both protocols sluice speaks, in the
+/// client's order of preference when it stated one. sluice bridges the
+/// two, so an HTTP/1.1 client still reaches an h2-only origin.
+fn upstream_alpn_offer(offered: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out = offered.to_vec();
+    for p in [H2, H1] {
+        if !out.iter().any(|o| o == p) {
+            out.push(p.to_vec());
+        }
+    }
+    out
+}
+
+/// What the client is offered: the upstream's choice when the client
+/// offered it too (the same protocol end to end); else HTTP/1.1 if the
+/// client offered it (an h2 client reaching an h1-only origin, or a
+/// failed upstream whose 502s are plain), else h2; nothing when the
+/// client offered no protocol sluice serves (it speaks HTTP/1.1).
 fn client_alpn(offered: &[Vec<u8>], upstream_ok: bool, chosen: Option<&[u8]>) -> Vec<Vec<u8>> {
     let has = |p: &[u8]| offered.iter().any(|o| o == p);
     match chosen {
         Some(p) if upstream_ok && has(p) => vec![p.to_vec()],
         _ if has(H1) => vec![H1.to_vec()],
-        _ if has(H2) && !upstream_ok => vec![H2.to_vec()],
+        _ if has(H2) => vec![H2.to_vec()],
         _ => Vec::new(),
     }
 }
@@ -286,5 +306,15 @@ mod tests {
         // The upstream failed: its 502 goes over what the client speaks.
         assert_eq!(client_alpn(&[H2.to_vec()], false, None), vec![H2.to_vec()]);
         assert_eq!(client_alpn(&both, false, None), vec![H1.to_vec()]);
+        // An h1-only client of an h2 origin: h1 to the client, h2 upstream.
+        assert_eq!(
+            client_alpn(&[H1.to_vec()], true, Some(H2)),
+            vec![H1.to_vec()]
+        );
+        assert_eq!(
+            upstream_alpn_offer(&[H1.to_vec()]),
+            vec![H1.to_vec(), H2.to_vec()]
+        );
+        assert_eq!(upstream_alpn_offer(&[]), both);
     }
 }

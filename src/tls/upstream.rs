@@ -164,6 +164,12 @@ fn certificate_problem(c: &CertificateError, host: &str) -> String {
             format!("the certificate of {host} has a bad signature")
         }
         CertificateError::Revoked => format!("the certificate of {host} is revoked"),
+        CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmContext { .. } => format!(
+            "the certificate of {host} does not verify against any trusted issuer (its \
+             signature does not match the key of the trusted CA with its issuer's name; a \
+             self-signed certificate?): {hint}"
+        ),
         other => format!("the certificate of {host} was refused: {other:?}: {hint}"),
     }
 }

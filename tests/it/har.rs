@@ -134,22 +134,9 @@ async fn sluice(extra: &[&str]) -> (SluiceProcess, SocketAddr) {
     (p, a)
 }
 
-/// Polls `GET /api/records` until it lists at least `n` records (3 s).
+/// Waits until `GET /api/records` lists at least `n` records.
 async fn wait_records(admin_addr: SocketAddr, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let v = admin::get_json(admin_addr, "/api/records?limit=1000").await;
-        let rows = v["records"].as_array().cloned().unwrap_or_default();
-        if rows.len() >= n {
-            return rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} records after 3 s: {v}",
-            rows.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    admin::wait_records(admin_addr, "", n).await
 }
 
 /// The entry whose request URL ends with `suffix` (exactly one).

@@ -11,6 +11,7 @@ mod doctor;
 mod forward;
 mod forward_limits;
 mod har;
+mod intercept;
 mod lifecycle;
 mod netns;
 mod records;

@@ -17,7 +17,7 @@ use serde_json::Value;
 use sluice::config::{DataDir, Recording};
 use sluice::Proxy;
 
-use crate::support::admin::{self, get, get_json, request};
+use crate::support::admin::{self, get, get_json, request, wait_records};
 use crate::support::client::{self, exchange, get_once, Client};
 use crate::support::{origin, proxy};
 
@@ -99,24 +99,6 @@ async fn recording_proxy(tweak: impl FnOnce(&mut Recording)) -> Proxy {
         tweak(&mut c.record);
     })
     .await
-}
-
-/// Waits (bounded) until `GET /api/records?{query}` lists at least `n`.
-async fn wait_records(admin: SocketAddr, query: &str, n: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let page = get_json(admin, &format!("/api/records?limit=1000&{query}")).await;
-        let rows = page["records"].as_array().cloned().unwrap_or_default();
-        if rows.len() >= n {
-            return rows;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {n} records for `{query}` after 10 s: {rows:?}",
-            rows.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn header<'a>(pairs: &'a Value, name: &str) -> Option<&'a str> {

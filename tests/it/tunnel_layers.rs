@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::admin::get_json;
+use crate::support::admin::wait_records;
 use crate::support::client::read_response;
 use crate::support::{eventually, origin, proxy};
 use bytes::Bytes;
@@ -30,24 +30,6 @@ async fn recording_proxy() -> sluice::Proxy {
         };
     })
     .await
-}
-
-/// Waits (bounded) until `GET /api/records?{query}` lists at least `n`.
-async fn wait_records(admin: SocketAddr, query: &str, n: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let page = get_json(admin, &format!("/api/records?limit=100&{query}")).await;
-        let rows = page["records"].as_array().cloned().unwrap_or_default();
-        if rows.len() >= n {
-            return rows;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {n} records for `{query}`: {rows:?}",
-            rows.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Reads a CONNECT answer head byte by byte (so no tunnel byte is eaten).

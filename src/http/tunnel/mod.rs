@@ -393,11 +393,17 @@ pub(super) async fn serve_inside<I>(
             }
         }
     };
+    let tls_json = info
+        .tls
+        .as_ref()
+        .and_then(|t| serde_json::to_string(&**t).ok())
+        .map(Arc::from);
     let origin = Arc::new(Origin::inside(Inside {
         authority,
         scheme: inside.scheme,
         upstream: pinned,
         info,
+        tls_json,
     }));
     serve_stream(client, version, origin, guard, peer, ctx, shutdown, driver).await;
 }

@@ -294,3 +294,22 @@ pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
         .as_str()
         .unwrap_or_else(|| panic!("{key} is not a string in {v}"))
 }
+
+/// Waits (bounded, 10 s) until `GET /api/records?{query}` lists at least
+/// `n` records; returns them, newest first.
+pub async fn wait_records(admin: SocketAddr, query: &str, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = get_json(admin, &format!("/api/records?limit=1000&{query}")).await;
+        let rows = page["records"].as_array().cloned().unwrap_or_default();
+        if rows.len() >= n {
+            return rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} records for `{query}` after 10 s: {rows:?}",
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

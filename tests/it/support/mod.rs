@@ -11,9 +11,11 @@
 
 pub mod admin;
 pub mod client;
+pub mod https;
 pub mod mode;
 pub mod netns;
 pub mod origin;
+pub mod pki;
 pub mod proxy;
 pub mod tls;
 

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -194,6 +194,52 @@ pub async fn tls(cert: &TestCert, response: &'static [u8]) -> SocketAddr {
                 }
                 let _ = tls.write_all(response).await;
                 let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An HTTPS origin: TLS with `config` in front of the routes of
+/// [`http`], served as HTTP/2 when ALPN chose it, else HTTP/1.1.
+pub async fn https(config: Arc<rustls::ServerConfig>) -> SocketAddr {
+    https_with(config, route).await
+}
+
+/// An HTTPS origin answering every request with `handler`.
+pub async fn https_with<F, Fut, B>(config: Arc<rustls::ServerConfig>, handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let (listener, addr) = listen().await;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let svc = hyper::service::service_fn(handler);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                }
             });
         }
     });

@@ -1,0 +1,315 @@
+//! HTTPS interception, end to end: real TLS origins (certificates from a
+//! test CA: valid, expired, for another name, self-signed), sluice with a
+//! team CA in front of them, and real clients (curl, rustls) that trust
+//! sluice's CA — or, for the fallback, do not.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice::{Config, Proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::support::admin::{self, get_json, wait_records};
+use crate::support::client;
+use crate::support::https::{self, Opened};
+use crate::support::pki::{pki, OriginCert};
+use crate::support::{eventually, origin, proxy};
+
+const BOTH: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// An intercepting proxy with an admin server, then `tweak`ed.
+async fn intercepting(tweak: impl FnOnce(&mut Config)) -> Proxy {
+    proxy::start(|c| {
+        pki().intercept_all(c);
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+        tweak(c)
+    })
+    .await
+}
+
+/// curl through `proxy`, trusting sluice's team CA; stdout with the head.
+async fn curl(proxy: SocketAddr, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10", "--noproxy", ""])
+        .arg("--cacert")
+        .arg(&pki().sluice_ca_cert)
+        .arg("-x")
+        .arg(format!("http://{proxy}"))
+        .args(args)
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The detail of the one record whose URL is `url`.
+async fn detail_of(admin: SocketAddr, url: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = wait_records(admin, "", 1).await;
+        if let Some(r) = rows.iter().find(|r| r["url"] == url) {
+            return get_json(admin, &format!("/api/records/{}", r["id"])).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no record for {url}: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_gets_https_over_http1_and_http2_and_each_exchange_is_a_record() {
+    let origin = origin::https(pki().origin_config(OriginCert::Valid, BOTH)).await;
+    let proxy = intercepting(|_| {}).await;
+    let admin = proxy.admin_addr.unwrap();
+    let port = origin.port();
+    // The origin prefers h2, and sluice speaks it upstream for both: it
+    // bridges an HTTP/1.1 client to it.
+    let cases = [
+        ("--http1.1", "a", "HTTP/1.1 200", "http/1.1"),
+        ("--http2", "b", "HTTP/2 200", "h2"),
+    ];
+    for (flag, q, status, alpn) in cases {
+        let url = format!("https://localhost:{port}/headers?{q}");
+        let out = curl(proxy.addr, &[flag, &url]).await;
+        assert!(out.contains(status), "{flag}: {out}");
+        assert!(out.contains("HTTP/2.0"), "{flag}: the origin saw {out}");
+        let d = detail_of(admin, &url).await;
+        assert_eq!(d["status"], 200, "{d}");
+        let tls = &d["tls"];
+        assert_eq!(tls["sni"], "localhost", "{d}");
+        assert_eq!(tls["client_alpn"], alpn, "{d}");
+        assert_eq!(tls["upstream_alpn"], "h2", "{d}");
+        assert_eq!(tls["verified"], true, "{d}");
+        assert!(
+            tls["upstream_cert"]["issuer"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("origin test CA"),
+            "{d}"
+        );
+        assert!(
+            tls["client_version"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("TLS"),
+            "{d}"
+        );
+        assert!(d["offsets_us"]["tls_us"].as_i64().unwrap_or(0) > 0, "{d}");
+    }
+    // The tunnels' own records say they were intercepted.
+    let tunnels = wait_records(admin, "kind=tunnel", 2).await;
+    for t in &tunnels {
+        let d = get_json(admin, &format!("/api/records/{}", t["id"])).await;
+        assert_eq!(d["tls"]["state"], "intercepted", "{d}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_is_bridged_when_client_and_origin_disagree() {
+    let h1_only = origin::https(pki().origin_config(OriginCert::Valid, &[b"http/1.1"])).await;
+    let h2_only = origin::https(pki().origin_config(OriginCert::Valid, &[b"h2"])).await;
+    let proxy = intercepting(|_| {}).await;
+    // An h2 client reaching an h1-only origin is offered HTTP/1.1.
+    let url = format!("https://localhost:{}/headers", h1_only.port());
+    let out = curl(proxy.addr, &["--http2", &url]).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("GET /headers HTTP/1.1"), "{out}");
+    // An h1 client reaching an h2-only origin: sluice speaks h2 upstream.
+    let url = format!("https://localhost:{}/headers", h2_only.port());
+    let out = curl(proxy.addr, &["--http1.1", &url]).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("HTTP/2.0"), "the origin saw HTTP/2: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_certificate_failures_are_502s_that_say_what_failed() {
+    let proxy = intercepting(|_| {}).await;
+    let admin = proxy.admin_addr.unwrap();
+    let cases = [
+        (OriginCert::Expired, "expired"),
+        (OriginCert::WrongName, "not valid for the name localhost"),
+        (OriginCert::SelfSigned, "unknown issuer"),
+    ];
+    for (kind, needle) in cases {
+        let origin = origin::https(pki().origin_config(kind, &[b"http/1.1"])).await;
+        let resp = https::get_once(proxy.addr, origin, "/small").await.unwrap();
+        assert_eq!(resp.status, 502, "{kind:?}: {}", resp.text());
+        assert!(resp.text().contains(needle), "{kind:?}: {}", resp.text());
+        assert_eq!(resp.header("x-sluice-error"), Some("upstream-tls"));
+        let url = format!("https://localhost:{}/small", origin.port());
+        let d = detail_of(admin, &url).await;
+        assert!(
+            d["error"].as_str().unwrap_or_default().contains(needle),
+            "{kind:?}: {d}"
+        );
+        assert!(
+            d["tls"]["upstream_error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle),
+            "{d}"
+        );
+    }
+    let m = admin::metrics(admin).await;
+    let failed = m
+        .get(
+            "sluice_tls_tunnels_total",
+            &[("outcome", "upstream_failed"), ("reason", "http1")],
+        )
+        .unwrap_or(0.0);
+    assert!(failed >= 3.0, "{failed}");
+}
+
+fn rules_file(dir: &Path, text: &str) -> std::path::PathBuf {
+    let p = dir.join("rules.txt");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_upstream_by_rule_or_flag_is_served_and_marked_unverified() {
+    let origin = origin::https(pki().origin_config(OriginCert::SelfSigned, &[b"http/1.1"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), "localhost intercept://insecure\n");
+    let by_rule = intercepting(|c| c.rules.rules_file = Some(rules)).await;
+    let by_flag = intercepting(|c| c.tls.insecure_upstream = true).await;
+    for proxy in [&by_rule, &by_flag] {
+        let resp = https::get_once(proxy.addr, origin, "/small").await.unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let url = format!("https://localhost:{}/small", origin.port());
+        let d = detail_of(proxy.admin_addr.unwrap(), &url).await;
+        assert_eq!(d["tls"]["verified"], false, "{d}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_literal_host_gets_a_certificate_for_its_address() {
+    let origin = origin::https(pki().origin_config(OriginCert::Valid, BOTH)).await;
+    let proxy = intercepting(|_| {}).await;
+    let url = format!("https://127.0.0.1:{}/small", origin.port());
+    let out = curl(proxy.addr, &[&url]).await;
+    assert!(out.contains(" 200"), "{out}");
+    // And a client that names the IP: no SNI, an IP-address SAN.
+    let s = client::connect_tunnel(proxy.addr, origin).await.unwrap();
+    let name =
+        rustls::pki_types::ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let mut tls = tokio_rustls::TlsConnector::from(pki().client_config(&[b"http/1.1"]))
+        .connect(name, s)
+        .await
+        .expect("the leaf carries 127.0.0.1");
+    tls.write_all(b"GET /small HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = client::read_response(&mut BufReader::new(tls))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+}
+
+/// A client that trusts only the origin's CA, as a pinned app does.
+fn pinned_client() -> Arc<rustls::ClientConfig> {
+    pki().client_trusting(&pki().origin_ca_der, &[b"http/1.1"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_refuses_the_certificate_is_recorded_and_then_passed_through() {
+    let origin = origin::https(pki().origin_config(OriginCert::Valid, BOTH)).await;
+    let proxy = intercepting(|_| {}).await;
+    let admin = proxy.admin_addr.unwrap();
+    let first = https::open_with(proxy.addr, origin, pinned_client()).await;
+    assert!(first.is_err(), "the pinned client refuses sluice's leaf");
+    let refused = wait_records(admin, "kind=tunnel", 1).await;
+    let d = get_json(admin, &format!("/api/records/{}", refused[0]["id"])).await;
+    assert_eq!(d["tls"]["state"], "refused", "{d}");
+    assert_eq!(d["tls"]["fallback"], true, "{d}");
+    let reason = d["tls"]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("does not trust sluice's CA") && reason.contains("/ca"),
+        "{reason}"
+    );
+    // The same client again: passed through, it talks to the origin itself.
+    let Opened::Tls(mut tls) = https::open_with(proxy.addr, origin, pinned_client())
+        .await
+        .expect("passed through: the origin's own certificate")
+    else {
+        panic!("CONNECT refused")
+    };
+    tls.get_mut()
+        .write_all(b"GET /small HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = client::read_response(&mut tls).await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("via").is_none(), "not served by sluice");
+    drop(tls);
+    let tunnels = wait_records(admin, "kind=tunnel", 2).await;
+    let d = get_json(admin, &format!("/api/records/{}", tunnels[0]["id"])).await;
+    assert_eq!(d["tls"]["state"], "passthrough", "{d}");
+    assert_eq!(d["tls"]["why"], "fallback", "{d}");
+    let m = admin::metrics(admin).await;
+    assert!(
+        m.get(
+            "sluice_tls_tunnels_total",
+            &[("outcome", "client_refused"), ("reason", "unknown_ca")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fallback_a_refusing_client_keeps_being_refused() {
+    let origin = origin::https(pki().origin_config(OriginCert::Valid, BOTH)).await;
+    let proxy = intercepting(|c| c.tls.fallback = None).await;
+    for _ in 0..2 {
+        assert!(https::open_with(proxy.addr, origin, pinned_client())
+            .await
+            .is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_that_is_not_selected_is_relayed_unchanged() {
+    let origin = origin::https(pki().origin_config(OriginCert::Valid, BOTH)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), "localhost passthrough://\n");
+    let off = proxy::start(|c| c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap())).await;
+    let by_rule = intercepting(|c| c.rules.rules_file = Some(rules)).await;
+    for (proxy, why) in [(&off, "not_selected"), (&by_rule, "rule")] {
+        let Opened::Tls(mut tls) = https::open_with(proxy.addr, origin, pinned_client())
+            .await
+            .expect("the origin's own certificate")
+        else {
+            panic!("CONNECT refused")
+        };
+        tls.get_mut()
+            .write_all(b"GET /small HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(client::read_response(&mut tls).await.unwrap().status, 200);
+        let mut rest = Vec::new();
+        let _ = tls.read_to_end(&mut rest).await;
+        drop(tls);
+        let admin = proxy.admin_addr.unwrap();
+        let t = wait_records(admin, "kind=tunnel", 1).await;
+        let d = get_json(admin, &format!("/api/records/{}", t[0]["id"])).await;
+        assert_eq!(d["tls"]["why"], why, "{d}");
+        assert!(
+            eventually(Duration::from_secs(2), || proxy
+                .registry
+                .live(sluice::registry::Kind::Tunnel)
+                == 0)
+            .await
+        );
+    }
+}
