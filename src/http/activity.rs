@@ -27,6 +27,9 @@ pub struct Activity {
     any_ambiguous: AtomicBool,
     /// Request heads handed to the service so far.
     dispatched: AtomicU64,
+    /// The client stream failed with a dead-peer error (keepalive or user
+    /// timeout), whatever error hyper reports later.
+    dead_peer: AtomicBool,
 }
 
 /// What the watchdog should do next.
@@ -51,6 +54,7 @@ impl Activity {
             ambiguous_heads: std::sync::Mutex::new(std::collections::VecDeque::new()),
             any_ambiguous: AtomicBool::new(false),
             dispatched: AtomicU64::new(0),
+            dead_peer: AtomicBool::new(false),
         })
     }
 
@@ -98,6 +102,16 @@ impl Activity {
     }
 
     /// Bytes arrived from the client.
+    /// The client's socket reported a dead peer.
+    pub fn saw_dead_peer(&self) {
+        self.dead_peer.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it did: then that is why the connection closed.
+    pub fn dead_peer(&self) -> bool {
+        self.dead_peer.load(Ordering::Relaxed)
+    }
+
     pub fn on_read(&self) {
         if self.inflight.load(Ordering::Relaxed) == 0
             && self.head_started_ms.load(Ordering::Relaxed) == NONE

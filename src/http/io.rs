@@ -56,4 +56,11 @@ impl Meter for ClientMeter {
     }
 
     fn on_write(&mut self, _n: usize) {}
+
+    fn on_error(&mut self, err: &std::io::Error) {
+        use crate::registry::{CloseReason, Side};
+        if let CloseReason::DeadPeer(_) = CloseReason::from_io(Side::Client, err) {
+            self.activity.saw_dead_peer();
+        }
+    }
 }

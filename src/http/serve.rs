@@ -181,7 +181,12 @@ async fn watch<C, F>(
         };
         tokio::select! {
             r = conn.as_mut() => {
-                if let Err(e) = r {
+                if activity.dead_peer() {
+                    // The first error the socket gave; what hyper saw
+                    // after it (a broken pipe, an EOF) says less.
+                    guard.set_reason(CloseReason::DeadPeer(Side::Client));
+                } else if let Err(e) = r {
+                    tracing::debug!(error = %proxy::error_chain(&e), "client connection failed");
                     guard.set_reason(reason_from_hyper(&e));
                 }
                 break;

@@ -14,6 +14,16 @@ pub trait Meter {
     fn on_read(&mut self, bytes: &[u8]);
     /// `n` bytes were just written to the stream.
     fn on_write(&mut self, n: usize);
+    /// An operation on the stream failed. The kernel reports a socket's
+    /// error once (ETIMEDOUT from keepalive, then EPIPE): a layer above
+    /// may see only the later one, so the meter is told the first.
+    fn on_error(&mut self, _err: &io::Error) {}
+}
+
+fn seen<M: Meter, T>(meter: &mut M, r: &Poll<io::Result<T>>) {
+    if let Poll::Ready(Err(e)) = r {
+        meter.on_error(e);
+    }
 }
 
 #[derive(Debug)]
@@ -48,6 +58,7 @@ impl<S: AsyncRead + Unpin, M: Meter + Unpin> AsyncRead for Metered<S, M> {
         if buf.filled().len() > before {
             this.meter.on_read(&buf.filled()[before..]);
         }
+        seen(&mut this.meter, &r);
         r
     }
 }
@@ -63,6 +74,7 @@ impl<S: AsyncWrite + Unpin, M: Meter + Unpin> AsyncWrite for Metered<S, M> {
         if let Poll::Ready(Ok(n)) = &r {
             this.meter.on_write(*n);
         }
+        seen(&mut this.meter, &r);
         r
     }
 
@@ -76,6 +88,7 @@ impl<S: AsyncWrite + Unpin, M: Meter + Unpin> AsyncWrite for Metered<S, M> {
         if let Poll::Ready(Ok(n)) = &r {
             this.meter.on_write(*n);
         }
+        seen(&mut this.meter, &r);
         r
     }
 
@@ -84,11 +97,17 @@ impl<S: AsyncWrite + Unpin, M: Meter + Unpin> AsyncWrite for Metered<S, M> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        seen(&mut this.meter, &r);
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        seen(&mut this.meter, &r);
+        r
     }
 }
 

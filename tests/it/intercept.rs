@@ -313,3 +313,105 @@ async fn tls_that_is_not_selected_is_relayed_unchanged() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_hello_is_cut_at_the_handshake_deadline() {
+    let origin = origin::https(pki().origin_config(OriginCert::Valid, BOTH)).await;
+    let proxy = intercepting(|c| c.tls.handshake_timeout = Duration::from_secs(1)).await;
+    let admin = proxy.admin_addr.unwrap();
+    let (status, _, mut s) =
+        client::connect(proxy.addr, format!("localhost:{}", origin.port()), "")
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    // A TLS record header announcing 512 bytes, then one byte: slowloris.
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let closed = client::wait_closed(&mut s, Duration::from_secs(5)).await;
+    let took = closed.expect("sluice closes a stalled handshake");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?} (started {started:?})"
+    );
+    let t = wait_records(admin, "kind=tunnel", 1).await;
+    let d = get_json(admin, &format!("/api/records/{}", t[0]["id"])).await;
+    assert_eq!(d["tls"]["why"], "timeout", "{d}");
+    assert!(
+        d["close_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("did not finish the TLS handshake"),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_of_5000_intercepted_connections_leaves_no_fd_or_socket_behind() {
+    use crate::support::{bounded, churn, netns};
+    bounded(Duration::from_secs(120), async move {
+        const CONNECTIONS: usize = 5000;
+        const PARALLEL: usize = 32;
+        let origin = origin::https(pki().origin_config(OriginCert::Valid, &[b"http/1.1"])).await;
+        let p = pki();
+        let (cert, key, roots) = (
+            p.sluice_ca_cert.display().to_string(),
+            p.sluice_ca_key.display().to_string(),
+            p.origin_ca_cert.display().to_string(),
+        );
+        let sluice = proxy::spawn(&[
+            "--intercept",
+            "all",
+            "--ca-cert",
+            &cert,
+            "--ca-key",
+            &key,
+            "--upstream-ca",
+            &roots,
+            "--record",
+            "off",
+        ])
+        .await;
+        let proxy = sluice.addr;
+        async fn one(proxy: SocketAddr, origin: SocketAddr, i: usize) -> Result<(), String> {
+            let r = https::get_once(proxy, origin, "/small")
+                .await
+                .map_err(|e| format!("connection {i}: {e}"))?;
+            if r.status != 200 || r.body.len() != 100 {
+                return Err(format!("connection {i}: {} {}", r.status, r.text()));
+            }
+            Ok(())
+        }
+        for i in 0..PARALLEL {
+            one(proxy, origin, i).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let baseline = sluice.fd_count();
+        let started = std::time::Instant::now();
+        let errors = churn(CONNECTIONS, PARALLEL, move |i| one(proxy, origin, i)).await;
+        eprintln!(
+            "{CONNECTIONS} intercepted connections in {:?}",
+            started.elapsed()
+        );
+        assert!(
+            errors.is_empty(),
+            "{} failures, first: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
+        let settled =
+            eventually(Duration::from_secs(5), || sluice.fd_count() <= baseline + 4).await;
+        assert!(
+            settled,
+            "fds: baseline {baseline}, now {}",
+            sluice.fd_count()
+        );
+        let established: Vec<_> = netns::tcp_sockets_of(sluice.pid())
+            .into_iter()
+            .filter(|(_, r)| r.state == netns::TCP_ESTABLISHED)
+            .collect();
+        assert!(established.is_empty(), "still established: {established:?}");
+    })
+    .await;
+}

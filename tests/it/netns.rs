@@ -37,7 +37,20 @@ while not head.endswith(b"\r\n\r\n"):
 if not head.startswith(b"HTTP/1.1 200"):
     sys.exit("CONNECT failed: %r" % head)
 s.settimeout(None)
-if mode == "echo":
+if mode.startswith("tls:"):
+    import ssl
+    ctx = ssl.create_default_context(cafile=mode[4:])
+    t = ctx.wrap_socket(s, server_hostname="localhost")
+    t.sendall(b"GET /small HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    got = b""
+    while b"x" * 100 not in got:
+        b = t.recv(65536)
+        if not b:
+            sys.exit("closed before the answer: %r" % got)
+        got += b
+    print("ready", flush=True)
+    time.sleep(3600)
+elif mode == "echo":
     s.sendall(b"hello")
     got = b""
     while len(got) < 5:
@@ -79,7 +92,12 @@ async fn proxy_for(ns: &Netns) -> sluice::Proxy {
 }
 
 /// Runs the client in `ns` and waits for its `ready`.
-async fn start_client(ns: &Netns, proxy: SocketAddr, target: SocketAddr, mode: &str) -> Child {
+async fn start_client(
+    ns: &Netns,
+    proxy: SocketAddr,
+    target: impl std::fmt::Display,
+    mode: &str,
+) -> Child {
     let mut cmd = tokio::process::Command::from(ns.command("python3"));
     cmd.args([
         "-c",
@@ -174,6 +192,62 @@ async fn idle_client_vanishing_without_fin_is_found_by_keepalive() {
             left.is_empty(),
             "sockets towards the client remain: {left:?}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intercepted_client_vanishing_without_fin_is_found_by_keepalive() {
+    use crate::support::pki::{pki, OriginCert};
+    bounded(Duration::from_secs(60), async move {
+        let ns = Netns::create();
+        let origin = origin::https(pki().origin_config(OriginCert::Valid, &[b"http/1.1"])).await;
+        let listen = SocketAddr::new(IpAddr::V4(ns.host_ip), 0);
+        let proxy = proxy::start(move |c| {
+            c.listen = listen;
+            pki().intercept_all(c);
+            c.connector.keepalive = Keepalive {
+                idle: Duration::from_secs(1),
+                interval: Duration::from_secs(1),
+                count: 2,
+                user_timeout: Duration::from_secs(3),
+            };
+            // Only the socket can notice: the HTTP deadlines are far away.
+            c.client.client_idle_timeout = Duration::from_secs(300);
+            c.relay_limits.idle_timeout = Duration::from_secs(300);
+        })
+        .await;
+        let target = format!("localhost:{}", origin.port());
+        let mode = format!("tls:{}", pki().sluice_ca_cert.display());
+        let client = start_client(&ns, proxy.addr, &target, &mode).await;
+        assert_eq!(
+            proxy.registry.live(Kind::Tunnel),
+            1,
+            "an intercepted tunnel"
+        );
+        assert!(all_acked(&ns).await, "the decrypted connection is idle");
+        vanish(&ns, client).await;
+        let cut = Instant::now();
+        let released = eventually(Duration::from_secs(10), || {
+            proxy.registry.live(Kind::Tunnel) == 0
+        })
+        .await;
+        assert!(
+            released,
+            "intercepted tunnel still live after {:?}",
+            cut.elapsed()
+        );
+        eprintln!(
+            "vanished intercepted client released after {:?}",
+            cut.elapsed()
+        );
+        assert_eq!(
+            proxy.registry.closed("dead_peer"),
+            1,
+            "{:?}",
+            proxy.registry.closed_all()
+        );
+        assert!(sockets_towards(&ns).is_empty());
     })
     .await;
 }

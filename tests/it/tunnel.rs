@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::support::client::{self, Response};
-use crate::support::{bounded, eventually, netns, origin, pattern, proxy, tls};
+use crate::support::{bounded, churn, eventually, netns, origin, pattern, proxy, tls};
 
 /// How a read that waited for the end of a stream ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -783,34 +783,7 @@ async fn churn_of_5000_tunnels_leaves_no_fd_or_socket_behind() {
         let baseline = sluice.fd_count();
 
         let start = Instant::now();
-        // The first failure stops every worker: a broken relay fails fast
-        // instead of timing out 5,000 times.
-        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut workers = tokio::task::JoinSet::new();
-        for w in 0..PARALLEL {
-            let failed = failed.clone();
-            workers.spawn(async move {
-                let mut errors = Vec::new();
-                let mut i = w;
-                while i < TUNNELS && !failed.load(Ordering::Relaxed) {
-                    let r = tokio::time::timeout(Duration::from_secs(5), one(proxy, echo, i)).await;
-                    match r {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => errors.push(e),
-                        Err(_) => errors.push(format!("tunnel {i}: timed out")),
-                    }
-                    if !errors.is_empty() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
-                    i += PARALLEL;
-                }
-                errors
-            });
-        }
-        let mut errors = Vec::new();
-        while let Some(r) = workers.join_next().await {
-            errors.extend(r.unwrap());
-        }
+        let errors = churn(TUNNELS, PARALLEL, move |i| one(proxy, echo, i)).await;
         eprintln!("{TUNNELS} tunnels in {:?}", start.elapsed());
         assert!(
             errors.is_empty(),

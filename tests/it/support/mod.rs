@@ -45,6 +45,44 @@ pub async fn bounded(limit: Duration, body: impl std::future::Future<Output = ()
     }
 }
 
+/// Runs `one(i)` for `i` in `0..total`, `parallel` at a time, each under a
+/// 5 s deadline; the first failure stops every worker (a broken path
+/// fails fast instead of timing out thousands of times). Returns the
+/// failures.
+pub async fn churn<F, Fut>(total: usize, parallel: usize, one: F) -> Vec<String>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failed = std::sync::Arc::new(AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..parallel {
+        let (failed, one) = (failed.clone(), one.clone());
+        workers.spawn(async move {
+            let mut errors = Vec::new();
+            let mut i = w;
+            while i < total && !failed.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_secs(5), one(i)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => errors.push(e),
+                    Err(_) => errors.push(format!("connection {i}: timed out")),
+                }
+                if !errors.is_empty() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                i += parallel;
+            }
+            errors
+        });
+    }
+    let mut errors = Vec::new();
+    while let Some(r) = workers.join_next().await {
+        errors.extend(r.unwrap_or_else(|e| vec![format!("worker panicked: {e}")]));
+    }
+    errors
+}
+
 /// Deterministic payload: byte `offset + i` of the stream seeded by `seed`
 /// into `buf[i]`.
 pub fn pattern(seed: u64, offset: u64, buf: &mut [u8]) {
