@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cli_ca;
 pub mod cli_records;
 pub mod config;
 pub mod http;
@@ -302,6 +303,8 @@ impl Proxy {
                 conns: Default::default(),
                 live_readers: Default::default(),
                 heavy: Default::default(),
+                tls: interception.clone(),
+                intercept: config.tls.intercept.clone(),
             });
             listeners.spawn(admin::serve_admin(l, state));
         }

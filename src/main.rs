@@ -1,8 +1,10 @@
 //! The `sluice` command: parse flags, build the configuration, run; or ask
-//! a running instance (`doctor`, `top`, `records`, `har`).
+//! a running instance (`doctor`, `top`, `records`, `har`); or show the CA
+//! (`ca`).
 
 use clap::{Parser, Subcommand};
 use sluice::cli::{DoctorArgs, TopArgs};
+use sluice::cli_ca::CaArgs;
 use sluice::cli_records::{HarArgs, RecordsArgs};
 use sluice::config::{Config, RunArgs};
 
@@ -41,6 +43,10 @@ enum Command {
     /// Write a running instance's records as a HAR 1.2 file to stdout
     /// (exit 1 on an error answer, 2 unreachable).
     Har(HarArgs),
+    /// Show the CA clients trust to be intercepted: path, SHA-256
+    /// fingerprint, subject, validity; `--export` writes the certificate
+    /// (never the key). Makes the data folder's CA when it has none.
+    Ca(CaArgs),
     /// Work with tamper-rule files offline.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -73,6 +79,7 @@ fn main() {
         Some(Command::Top(args)) => std::process::exit(sluice::cli::top(args)),
         Some(Command::Records(args)) => std::process::exit(sluice::cli_records::records(args)),
         Some(Command::Har(args)) => std::process::exit(sluice::cli_records::har(args)),
+        Some(Command::Ca(args)) => std::process::exit(sluice::cli_ca::ca(args)),
         Some(Command::Rules(RulesCommand::Check { file })) => {
             std::process::exit(sluice::rules::cli_check(&file))
         }

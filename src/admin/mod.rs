@@ -7,19 +7,22 @@
 //! every client has a connection budget that makes room by closing its
 //! oldest idle connection ([`limits`]); every request must carry the token
 //! (generated at start unless given, or `--admin-token none` on loopback),
-//! compared in constant time.
+//! compared in constant time, but those for the CA's certificate and
+//! trust page, which are public.
 //!
 //! Modules, bottom up: `reply` (error replies), `state` (what handlers
 //! read), [`token`], [`session`], [`limits`] and `stream` are leaves; `ui`
 //! serves the embedded web UI and its login page; `auth` checks each
 //! request (answering a browser with that login page); the handlers by
 //! concern are `inventory` (connections, sockets, users), `status`
-//! (health, history, metrics), `records`, `har`, `rules` and `debug`
+//! (health, history, metrics), `records`, `har`, `rules`, `ca` (the
+//! CA's public trust page and certificate, `/api/tls`) and `debug`
 //! (test hooks); `router` maps paths to them behind `auth`; this file
 //! serves connections. No module imports one above it
 //! (`scripts/import_graph.sh src/admin` checks).
 
 mod auth;
+mod ca;
 pub mod client;
 mod debug;
 mod har;

@@ -209,9 +209,6 @@ struct DetailView {
     timings: Phases,
     /// Raw offsets from the request head, in µs.
     offsets_us: crate::record::model::Timings,
-    /// TLS facts: an intercepted exchange's legs and upstream
-    /// certificate, or a tunnel's TLS state (null for plain HTTP).
-    tls: Option<serde_json::Value>,
 }
 
 /// A heavy-work permit, or the 503 that says to retry.
@@ -344,7 +341,6 @@ pub async fn one(State(st): St, Path(id): Path<u64>) -> Response {
                 request,
                 response,
                 summary: d.summary,
-                tls: d.tls,
             };
             serde_json::to_vec(&view)
                 .map(|v| Some(Bytes::from(v)))

@@ -3,8 +3,10 @@
 //! the token check).
 //!
 //! Invariant: every route, the fallback included, sits behind
-//! [`auth::require_token`]; nothing here handles a request itself but
-//! the 404 of an unknown path.
+//! [`auth::require_token`] but the three public ones ([`PUBLIC`]: the
+//! CA's trust page and certificate, which every client must be able to
+//! fetch and which hold nothing secret); nothing here handles a request
+//! itself but the 404 of an unknown path.
 
 use std::sync::Arc;
 
@@ -16,9 +18,18 @@ use axum::Router;
 
 use super::reply::error;
 use super::state::AdminState;
-use super::{auth, debug, har, inventory, records, rules, status, ui};
+use super::{auth, ca, debug, har, inventory, records, rules, status, ui};
+
+/// The routes served without the token: the CA's trust page and its
+/// certificate (never the key).
+pub const PUBLIC: [&str; 3] = ["/ca", "/ca.pem", "/ca.der"];
 
 pub fn router(state: Arc<AdminState>) -> Router {
+    // Merged after the token layer is applied, so it does not wrap them.
+    let public = Router::new()
+        .route(PUBLIC[0], get(ca::page))
+        .route(PUBLIC[1], get(ca::pem))
+        .route(PUBLIC[2], get(ca::der));
     let mut r = Router::new()
         .route("/api/health", get(status::health))
         .route("/api/connections", get(inventory::connections))
@@ -36,6 +47,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/rules/validate", post(rules::validate_rules))
         .route("/api/records/count", get(records::count))
         .route("/api/watchdog", get(status::watchdog))
+        .route("/api/tls", get(ca::status))
         .route(
             "/api/session",
             post(auth::session_open).delete(auth::session_close),
@@ -54,6 +66,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        .merge(public)
         .with_state(state)
 }
 

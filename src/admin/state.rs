@@ -43,4 +43,9 @@ pub struct AdminState {
     pub conns: Arc<limits::ConnTable>,
     pub live_readers: Arc<limits::LiveReaders>,
     pub heavy: limits::Heavy,
+    /// HTTPS interception: the CA (served at `/ca*`), the leaf cache and
+    /// the fallback table (shown at `/api/tls`).
+    pub tls: Arc<crate::tls::Interception>,
+    /// `--intercept` as given.
+    pub intercept: String,
 }

@@ -50,6 +50,7 @@ static ASSETS: &[Asset] = &[
     asset!("connections.js", JS),
     asset!("dashboard.js", JS),
     asset!("rules.js", JS),
+    asset!("tls.js", JS),
     asset!("vendor/uPlot.iife.min.js", JS),
     asset!("vendor/uPlot.min.css", CSS),
     asset!("vendor/uPlot.LICENSE", "text/plain; charset=utf-8"),

@@ -1,5 +1,6 @@
 //! Answers sluice writes itself: short text bodies that say what failed and
-//! who failed, so a user knows where to look.
+//! who failed, so a user knows where to look; and what it answers for its
+//! own name, [`crate::tls::TRUST_HOST`] ([`trust`]).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -110,6 +111,37 @@ impl Failure {
         }
         resp
     }
+}
+
+/// sluice's answer to `method path` on its own name: the CA's trust page
+/// (`/`, `/ca`), the certificate (`/ca.pem`, `/ca.der`), or why not.
+pub fn trust(
+    method: &http::Method,
+    path: &str,
+    ca: &crate::tls::Ca,
+) -> Result<crate::tls::trust::TrustAnswer, Failure> {
+    use crate::tls::trust::{answer, TrustItem};
+    let host = crate::tls::TRUST_HOST;
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return Err(Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Side::Client,
+            "trust-page",
+            format!("{host} is sluice's own name: it answers GET and HEAD only"),
+        ));
+    }
+    let item = TrustItem::of_path(path).ok_or_else(|| {
+        Failure::new(
+            StatusCode::NOT_FOUND,
+            Side::Client,
+            "trust-page",
+            format!(
+                "{host} is sluice's own name: it serves http://{host}/ (how to trust its CA), \
+                 /ca.pem and /ca.der, nothing else"
+            ),
+        )
+    })?;
+    Ok(answer(ca, item))
 }
 
 pub fn full(text: impl Into<Bytes>) -> ProxyBody {

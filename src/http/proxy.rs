@@ -246,6 +246,9 @@ async fn forward(
     obs: &Observers,
 ) -> Result<Response<ProxyBody>, Stop> {
     let (mut parts, body) = req.into_parts();
+    if parts.uri.host().is_some_and(crate::tls::is_trust_host) {
+        return own_name(&parts, ctx, obs);
+    }
     let authority = target_of(&parts.uri, ctx, conn).inspect_err(|_| {
         // Refused before leaving: the record shows what the client sent.
         obs.request_head(&parts.headers);
@@ -270,6 +273,27 @@ async fn forward(
         inflight,
         obs,
     ))
+}
+
+/// A request for sluice's own name (`http://sluice.invalid/`): the CA's
+/// trust page and certificate, answered here and recorded like a rule's
+/// answer. It comes before the rules, so no rule can hide or change the
+/// page, and is never forwarded (`.invalid` resolves nowhere).
+fn own_name(
+    parts: &http::request::Parts,
+    ctx: &HttpContext,
+    obs: &Observers,
+) -> Result<Response<ProxyBody>, Stop> {
+    obs.request_head(&parts.headers);
+    obs.note(
+        "trust",
+        "answered by sluice itself: sluice.invalid serves its CA's trust page and certificate",
+    );
+    let a = super::answer::trust(&parts.method, parts.uri.path(), ctx.tls.leaves.ca())?;
+    obs.request_sent();
+    let sent = (parts.method != Method::HEAD).then_some(&a.body);
+    obs.answered(StatusCode::OK.as_u16(), &a.headers, None, sent);
+    Ok(a.into_response(super::answer::full))
 }
 
 /// Request rules: plan, `delay`, the rules that answer themselves, and

@@ -574,6 +574,7 @@ fn summary_of(r: &Record) -> Summary {
         error: r.error.clone(),
         close_reason: r.close_reason.clone(),
         rules: query::parse_rules(&r.rules),
+        tls: query::parse_tls(r.tls.as_deref()),
     }
 }
 

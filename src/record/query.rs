@@ -348,12 +348,17 @@ pub struct Summary {
     pub close_reason: Option<String>,
     /// The rules that touched this exchange: `[{rule, kind, action}]`.
     pub rules: serde_json::Value,
+    /// TLS facts, when there are any: of an intercepted exchange (sni,
+    /// both legs' version, cipher and ALPN, the upstream's certificate,
+    /// verified) or of a tunnel (`state`: intercepted, passthrough or
+    /// refused, and why).
+    pub tls: Option<serde_json::Value>,
 }
 
 /// Columns read for a [`Summary`], in [`summary_from_row`] order.
 pub const SUMMARY_COLUMNS: &str = "id, kind, started_us, conn_id, upstream_conn_id, client, user,
     method, url, host, version, status, req_size, resp_size, content_type, total_us,
-    upstream_addr, error, close_reason, rules";
+    upstream_addr, error, close_reason, rules, tls";
 
 pub fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<Summary> {
     let total_us: Option<i64> = r.get(15)?;
@@ -382,7 +387,13 @@ pub fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<Summary> {
         error: r.get(17)?,
         close_reason: r.get(18)?,
         rules: parse_rules(&rules),
+        tls: parse_tls(r.get::<_, Option<String>>(20)?.as_deref()),
     })
+}
+
+/// The stored TLS JSON object (`None` when absent or unreadable).
+pub fn parse_tls(text: Option<&str>) -> Option<serde_json::Value> {
+    serde_json::from_str(text?).ok()
 }
 
 /// The stored JSON array of applied rules (an empty array when none).
@@ -483,8 +494,6 @@ pub struct Detail {
     pub req_body: BodyMeta,
     pub resp_body: BodyMeta,
     pub timings: Timings,
-    /// TLS facts of an intercepted exchange or a tunnel (JSON object).
-    pub tls: Option<serde_json::Value>,
 }
 
 /// What is known about one body without reading it.
@@ -505,8 +514,8 @@ pub struct BodyMeta {
 
 pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS}, 0, req_captured, resp_captured, req_flags, resp_flags,
-            queued_us, dns_us, connect_us, tls_us, sent_us, ttfb_us, tls
+        "SELECT {SUMMARY_COLUMNS}, req_captured, resp_captured, req_flags, resp_flags,
+            queued_us, dns_us, connect_us, tls_us, sent_us, ttfb_us
          FROM records WHERE id = ?1"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -551,9 +560,6 @@ pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
         req_body,
         resp_body,
         timings,
-        tls: r
-            .get::<_, Option<String>>(31)?
-            .and_then(|t| serde_json::from_str(&t).ok()),
     }))
 }
 

@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod admin_auth;
+mod ca_trust;
 mod doctor;
 mod forward;
 mod forward_limits;

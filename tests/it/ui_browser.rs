@@ -4,7 +4,11 @@
 //! live, the filter, the detail pane (headers, a gzip body decoded and
 //! pretty-printed, the rule that touched it, copy as curl), keyboard
 //! navigation, pause/clear, the HAR download, closing a connection from
-//! the page, the dashboard charts and a rule error at its line.
+//! the page, the dashboard charts and a rule error at its line; and HTTPS
+//! interception as a person meets it: the header's link to the CA's
+//! trust page, the list's TLS marker (decrypted, NOT verified,
+//! intercepted, passthrough, refused) and the detail's TLS section, with
+//! a hostile certificate subject shown as text.
 //! Screenshots land in `target/ui-test-output/`.
 //!
 //! Needs Debian's `chromium` and `npm ci --prefix tests/ui` (./test.sh
@@ -22,10 +26,13 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::Value;
 
-use crate::support::{client, origin, proxy};
+use crate::support::{client, origin, proxy, tls};
 
 const TOKEN: &str = "ui-test-token-0123456789abcdef";
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// The common name of the hostile origin's certificate: markup the page
+/// must show as text and never run.
+const HOSTILE_CN: &str = "<script>alert(1)</script><img src=x onerror=alert(2)>";
 
 /// Origin for the UI test: `/data.json` (gzip JSON), `/img.png`, `/bin`
 /// (binary), `/status/N`, POST echoes, anything else a short text.
@@ -78,6 +85,50 @@ async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallib
     Ok(resp.unwrap())
 }
 
+/// `curl ARGS...` through `proxy`: whether it succeeded.
+async fn curl<S: AsRef<std::ffi::OsStr>>(proxy: SocketAddr, args: &[S]) -> bool {
+    tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-x"])
+        .arg(format!("http://{proxy}"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("curl runs (./test.sh installs it)")
+        .success()
+}
+
+/// HTTPS through the proxy as curl sends it: a client that fetched
+/// sluice's CA from `http://sluice.invalid/ca.pem` reaches the trusted
+/// origin (decrypted, verified) and the hostile one (decrypted, NOT
+/// verified); a tunnel outside `--intercept` is passed through; last, a
+/// client without the CA refuses sluice's certificate (which puts the
+/// host in the fallback table, hence last).
+async fn tls_traffic(proxy: SocketAddr, dir: &Path, trusted: SocketAddr, hostile: SocketAddr) {
+    let ca = dir.join("sluice-ca.pem");
+    let ca = ca.to_str().unwrap();
+    assert!(curl(proxy, &["-o", ca, "http://sluice.invalid/ca.pem"]).await);
+    let verified = format!("https://localhost:{}/tls-verified", trusted.port());
+    let trusting = |url: &str| ["--cacert", ca, "-o", "/dev/null", "-p", url].map(String::from);
+    assert!(curl(proxy, &trusting(&verified)).await, "{verified}");
+    let unverified = format!("https://localhost:{}/tls-hostile", hostile.port());
+    assert!(curl(proxy, &trusting(&unverified)).await, "{unverified}");
+    let passed = format!("https://127.0.0.1:{}/tls-passthrough", trusted.port());
+    assert!(
+        curl(proxy, &["-k", "-o", "/dev/null", "-p", &passed]).await,
+        "{passed}"
+    );
+    let refused = format!("https://localhost:{}/tls-refused", trusted.port());
+    assert!(
+        !curl(
+            proxy,
+            &["--stderr", "/dev/null", "-o", "/dev/null", "-p", &refused]
+        )
+        .await,
+        "curl distrusts sluice's CA"
+    );
+}
+
 fn ui_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
 }
@@ -106,9 +157,24 @@ async fn web_ui_in_a_real_browser() {
     require_tools();
     let origin = ui_origin().await;
     let dir = tempfile::tempdir().unwrap();
+    // Two TLS origins for `localhost`: one whose certificate sluice is
+    // told to trust (verified), one with a hostile subject that a rule
+    // intercepts without verifying.
+    let (tls_trusted, intercept) = origin::tls_trusted(dir.path()).await;
+    let hostile = tls::self_signed_localhost_named(HOSTILE_CN);
+    let tls_hostile = origin::tls(&hostile, origin::TLS_ANSWER).await;
     let rules = dir.path().join("ui.rules");
-    std::fs::write(&rules, "*/data.json resHeaders://x-rule=L1\n").unwrap();
-    let p = proxy::spawn(&["--admin-token", TOKEN, "--rules", rules.to_str().unwrap()]).await;
+    std::fs::write(
+        &rules,
+        format!(
+            "*/data.json resHeaders://x-rule=L1\nlocalhost:{} intercept://insecure\n",
+            tls_hostile.port()
+        ),
+    )
+    .unwrap();
+    let mut args = vec!["--admin-token", TOKEN, "--rules", rules.to_str().unwrap()];
+    args.extend(intercept.iter().map(String::as_str));
+    let p = proxy::spawn(&args).await;
     let admin_addr = p.admin.expect("admin address");
 
     // Traffic before the page opens: JSON (gzip), an image, binary, a
@@ -128,6 +194,8 @@ async fn web_ui_in_a_real_browser() {
             .expect("proxied");
         assert!(r.status >= 200, "{}", r.status);
     }
+
+    tls_traffic(p.addr, dir.path(), tls_trusted, tls_hostile).await;
 
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-test-output");
     std::fs::create_dir_all(&out).unwrap();
@@ -183,6 +251,8 @@ async fn web_ui_in_a_real_browser() {
         "dashboard_has_data",
         "rule_line_error",
         "token_in_url",
+        "ca_link_and_trust_page",
+        "tls_list_and_detail",
         "no_page_errors",
     ] {
         assert!(
@@ -196,6 +266,8 @@ async fn web_ui_in_a_real_browser() {
         "2-connections",
         "3-dashboard",
         "4-rules",
+        "5-trust-page",
+        "6-network-tls",
     ] {
         let f = out.join(format!("{shot}.png"));
         let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);

@@ -93,6 +93,9 @@ const ctx = await chromium.launchPersistentContext(profile, {
 const page = ctx.pages()[0] || await ctx.newPage();
 const pageErrors = [];
 page.on('pageerror', (e) => pageErrors.push(e.message));
+// A peer's markup that ran would most likely open a dialog.
+ctx.on('page', (p) => p.on('dialog', (d) => { pageErrors.push(`dialog: ${d.message()}`); d.dismiss(); }));
+page.on('dialog', (d) => { pageErrors.push(`dialog: ${d.message()}`); d.dismiss(); });
 page.on('console', (m) => { if (m.type() === 'error' && !/401|Failed to load resource/.test(m.text())) pageErrors.push(m.text()); });
 page.setDefaultTimeout(10000);
 
@@ -164,8 +167,12 @@ try {
   await check('detail_headers_and_decoded_body', async () => {
     await page.fill('#filter', 'data.json');
     await page.press('#filter', 'Enter');
-    await page.waitForFunction(() => [...document.querySelectorAll('#viewport .row[data-id] .c-path')].some((c) => c.textContent.includes('data.json')));
-    await page.click('#viewport .row[data-id]');
+    await page.waitForFunction(() => {
+      const paths = [...document.querySelectorAll('#viewport .row[data-id]:not([hidden]) .c-path')].map((c) => c.textContent);
+      return paths.length > 0 && paths.every((p) => p.includes('data.json'));
+    });
+    // A recycled row keeps its old text while hidden: click a shown one.
+    await page.locator('#viewport .row[data-id]:not([hidden])', { hasText: 'data.json' }).first().click();
     await page.waitForSelector('#detail pre.body[data-dir=response]');
     const text = await page.textContent('#detail');
     assert(/x-ui-test/i.test(text), 'the request header x-ui-test is not shown');
@@ -228,6 +235,92 @@ try {
     return `${urls.length} entries`;
   });
 
+  await check('ca_link_and_trust_page', async () => {
+    const link = await page.waitForSelector('header #ca-link');
+    assert(await link.isVisible(), 'the CA link is not visible');
+    assert(/CA certificate/.test(await link.textContent()), 'the link does not say CA certificate');
+    assert((await link.getAttribute('href')) === '/ca', 'the link is not /ca');
+    // The page and the certificate are public: no token, no cookie.
+    const pem = await fetch(`${ADMIN}/ca.pem`);
+    assert(pem.status === 200, `/ca.pem without the token answered ${pem.status}`);
+    const pemText = await pem.text();
+    assert(pemText.startsWith('-----BEGIN CERTIFICATE-----') && !pemText.includes('PRIVATE KEY'), 'not a bare certificate');
+    const api = await fetch(`${ADMIN}/api/tls`);
+    assert(api.status === 401, `/api/tls without the token answered ${api.status}`);
+    const info = await (await fetch(`${ADMIN}/api/tls`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
+    const [trust] = await Promise.all([ctx.waitForEvent('page'), link.click()]);
+    trust.on('pageerror', (e) => pageErrors.push(`trust page: ${e.message}`));
+    await trust.waitForSelector('#sha256');
+    const shown = await trust.textContent('#sha256');
+    assert(shown === info.ca.sha256, `the page shows ${shown}, /api/tls says ${info.ca.sha256}`);
+    // Its style block ran under its CSP (allowed by hash), no script did.
+    const styled = await trust.$eval('main', (m) => getComputedStyle(m).maxWidth);
+    assert(styled === '860px', `the page's style was blocked (max-width ${styled})`);
+    assert((await trust.$$('script')).length === 0, 'the trust page has a script');
+    const text = await trust.textContent('main');
+    for (const s of ['update-ca-certificates', 'NODE_EXTRA_CA_CERTS', 'keytool', 'Certificate Trust Settings']) {
+      assert(text.includes(s), `the trust page lacks ${s}`);
+    }
+    await trust.screenshot({ path: path.join(OUT, '5-trust-page.png'), fullPage: false });
+    await trust.close();
+    return `link to /ca; page shows ${shown.slice(0, 11)}…`;
+  });
+
+  await check('tls_list_and_detail', async () => {
+    const rowText = (frag) => page.$$eval('#viewport .row[data-id]', (rows, f) => {
+      const r = rows.find((x) => !x.hidden && x.querySelector('.c-path').textContent.includes(f));
+      return r ? { tls: r.querySelector('.c-tls').textContent, bad: r.querySelector('.c-tls').classList.contains('bad'), title: r.querySelector('.c-tls').title } : null;
+    }, frag);
+    // Recycled rows keep their old text while hidden: only shown rows count.
+    // The list before the filter applies may show the same rows: wait for
+    // one that holds only matches.
+    const shownPaths = (filter, want) => page.waitForFunction(([f, w]) => {
+      const paths = [...document.querySelectorAll('#viewport .row[data-id]:not([hidden]) .c-path')].map((c) => c.textContent);
+      return paths.every((p) => p.includes(f)) && w.every((x) => paths.some((p) => p.includes(x)));
+    }, [filter, want]);
+    await page.fill('#filter', 'tls-');
+    await page.press('#filter', 'Enter');
+    await shownPaths('tls-', ['tls-verified', 'tls-hostile']);
+    const verified = await rowText('tls-verified');
+    assert(verified && verified.tls === 'decrypted' && !verified.bad, `verified row: ${JSON.stringify(verified)}`);
+    const hostile = await rowText('tls-hostile');
+    assert(hostile && hostile.tls === 'NOT verified' && hostile.bad && hostile.title.startsWith('decrypted'), `hostile row: ${JSON.stringify(hostile)}`);
+    // Tunnels: intercepted, passed through (and why), refused (and why).
+    await page.fill('#filter', 'kind:tunnel');
+    await page.press('#filter', 'Enter');
+    const shownMarks = () => [...document.querySelectorAll('#viewport .row[data-id]:not([hidden])')]
+      .map((r) => [r.querySelector('.c-method').textContent, r.querySelector('.c-tls').textContent]);
+    const want = ['intercepted', 'passthrough (not_selected)', 'refused (unknown_ca)'];
+    const settled = await page.waitForFunction((w) => {
+      const marks = [...document.querySelectorAll('#viewport .row[data-id]:not([hidden])')]
+        .map((r) => [r.querySelector('.c-method').textContent, r.querySelector('.c-tls').textContent]);
+      return marks.length > 0 && marks.every(([m]) => m === 'CONNECT') && w.every((x) => marks.some(([, t]) => t === x));
+    }, want).then(() => true, () => false);
+    const marks = (await page.evaluate(shownMarks)).map(([, t]) => t);
+    assert(settled, `tunnel rows do not show ${want.join(', ')}: ${marks}`);
+    // The hostile exchange's detail: both legs, the certificate's
+    // subject as text, NOT verified.
+    await page.fill('#filter', 'tls-hostile');
+    await page.press('#filter', 'Enter');
+    await shownPaths('tls-hostile', ['tls-hostile']);
+    await page.locator('#viewport .row[data-id]:not([hidden])', { hasText: 'tls-hostile' }).first().click();
+    await page.waitForSelector('#detail #tls');
+    const rows = await page.$$eval('#detail #tls tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+    const get = (k) => (rows.find(([label]) => label === k) || [])[1];
+    assert(get('SNI') === 'localhost', `SNI: ${get('SNI')}`);
+    assert(/^TLS/.test(get('client leg') || ''), `client leg: ${get('client leg')}`);
+    assert(/^TLS/.test(get('upstream leg') || ''), `upstream leg: ${get('upstream leg')}`);
+    assert((get('upstream certificate') || '').includes('<script>alert(1)</script>'), `subject not shown as text: ${get('upstream certificate')}`);
+    assert(get('expires'), 'no expiry');
+    assert(get('upstream verified') === 'NOT verified', `verified: ${get('upstream verified')}`);
+    assert(await page.$eval('#detail #tls td.bad', (td) => td.textContent) === 'NOT verified', 'NOT verified is not marked');
+    assert((await page.$$('#detail script, #detail img')).length === 0, 'the subject became markup');
+    await shot(page, '6-network-tls');
+    await page.fill('#filter', '');
+    await page.press('#filter', 'Enter');
+    return `list: ${marks.join(', ')}; detail: ${rows.length} TLS rows, subject as text`;
+  });
+
   await check('close_connection', async () => {
     const tunnel = await openTunnel();
     const port = String(tunnel.localPort);
@@ -262,11 +355,13 @@ try {
     await page.click('#tabs [data-tab=rules]');
     await page.waitForFunction(() => document.getElementById('rules-text').value.includes('data.json'));
     const good = await page.inputValue('#rules-text');
+    // The file's own rules come first; the lines added here follow them.
+    const n = good.trimEnd().split('\n').length;
     await page.fill('#rules-text', `${good.trimEnd()}\n# a comment\nexample.com bogus://x\n`);
     await page.click('#rules-validate');
-    const err = await page.waitForSelector('#rules-errors li[data-line="3"]');
+    const err = await page.waitForSelector(`#rules-errors li[data-line="${n + 2}"]`);
     const msg = await err.textContent();
-    assert(await page.$('#gutter .bad[data-line="3"]'), 'line 3 is not marked in the gutter');
+    assert(await page.$(`#gutter .bad[data-line="${n + 2}"]`), `line ${n + 2} is not marked in the gutter`);
     await shot(page, '4-rules-error');
     // Saving a bad file is refused; the running rules stay.
     await page.click('#rules-save');
@@ -279,7 +374,7 @@ try {
     await page.waitForFunction(() => document.getElementById('test-result').textContent.includes('L1'));
     await page.fill('#test-url', 'http://example.com/x');
     await page.click('#test-run');
-    await page.waitForFunction(() => document.getElementById('test-result').textContent.includes('L2'));
+    await page.waitForFunction((l) => document.getElementById('test-result').textContent.includes(l), `L${n + 1}`);
     await shot(page, '4-rules');
     return msg;
   });

@@ -1,9 +1,11 @@
 // The detail pane of one record: summary, timing waterfall, rules that
-// touched it, "copy as curl", request and response headers and bodies.
+// touched it, TLS (both legs of an intercepted exchange, or what became
+// of a tunnel), "copy as curl", request and response headers and bodies.
 
 import { apiJson, showError, showInfo } from './api.js';
 import { bytes, ms, el } from './format.js';
 import { renderBody } from './body.js';
+import { tlsRows } from './tls.js';
 
 let current = 0;
 
@@ -69,6 +71,15 @@ function rulesList(rules) {
   return el('ul', { class: 'rules' }, rules.map((r) => el('li', {}, `${r.rule ?? ''} ${r.kind ?? ''}: ${typeof r.action === 'string' ? r.action : JSON.stringify(r.action ?? r)}`)));
 }
 
+// TLS facts come from peers (a certificate subject can hold markup):
+// each value goes in as a text node through el().
+function tlsTable(t) {
+  const rows = tlsRows(t);
+  if (!rows.length) return null;
+  return el('table', { class: 'headers', id: 'tls' }, rows.map(([k, v, bad]) =>
+    el('tr', {}, el('td', {}, k), el('td', bad ? { class: 'bad' } : {}, v))));
+}
+
 function section(title, ...content) {
   return el('details', { open: '' }, el('summary', {}, el('strong', {}, title)), ...content);
 }
@@ -115,6 +126,7 @@ export async function openDetail(summary) {
     d.error ? el('div', { class: 'error', style: 'color:var(--err)' }, `error: ${d.error}`) : null,
     curlOut,
     section('Timing', waterfall(d.timings)),
+    d.tls ? section('TLS', tlsTable(d.tls)) : null,
     section('Rules', rulesList(d.rules)),
     section('Request headers', headersTable(d.request.headers)),
     section('Request body', reqBody),

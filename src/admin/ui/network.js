@@ -8,6 +8,7 @@ import { parseFilter } from './filter.js';
 import { bytes, ms, clock, pathOf, el } from './format.js';
 import { VList } from './vlist.js';
 import { openDetail, closeDetail, detailOpen } from './detail.js';
+import { tlsMarker } from './tls.js';
 
 const ROW = 22;
 const FIRST_PAGE = 200;
@@ -16,7 +17,7 @@ const PAGE = 1000;
 // counted), so a paused page cannot grow without bound.
 const PAUSE_BUFFER = 5000;
 
-const COLS = ['c-time', 'c-client', 'c-method', 'c-host', 'c-path', 'c-status', 'c-type', 'c-size', 'c-dur'];
+const COLS = ['c-time', 'c-client', 'c-method', 'c-host', 'c-path', 'c-status', 'c-tls', 'c-type', 'c-size', 'c-dur'];
 
 const state = {
   params: new URLSearchParams(),
@@ -71,9 +72,14 @@ function render(r, rec, i) {
   c[4].textContent = rec.kind === 'tunnel' ? rec.url : pathOf(rec.url);
   c[4].title = rec.url;
   c[5].textContent = rec.status ?? (rec.error ? 'ERR' : '');
-  c[6].textContent = shortType(rec.content_type);
-  c[7].textContent = bytes(rec.resp_size);
-  c[8].textContent = ms(rec.duration_ms);
+  // Text only: the marker's title can hold a peer's words.
+  const mark = tlsMarker(rec);
+  c[6].textContent = mark ? mark.text : '';
+  c[6].title = mark ? mark.title : '';
+  c[6].className = mark && mark.bad ? 'c-tls bad' : 'c-tls';
+  c[7].textContent = shortType(rec.content_type);
+  c[8].textContent = bytes(rec.resp_size);
+  c[9].textContent = ms(rec.duration_ms);
   let cls = 'row';
   if (rec.error || rec.status >= 500) cls += ' err';
   if (i === state.selected) cls += ' sel';

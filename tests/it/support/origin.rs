@@ -1,8 +1,9 @@
 //! Origins: the servers sluice forwards to. An HTTP/1.1 origin with fixed
 //! routes ([`http`]), one driven by a handler ([`serve`]), a TCP echo
 //! server ([`echo`]), a raw TCP server driven by a closure ([`raw`]), a
-//! TLS origin with one fixed answer ([`tls`]), and an address that
-//! refuses every connection ([`refusing`]). Each binds an ephemeral
+//! TLS origin with one fixed answer ([`tls`]; [`tls_trusted`] also gives
+//! the flags that make sluice decrypt and verify it), and an address
+//! that refuses every connection ([`refusing`]). Each binds an ephemeral
 //! loopback port and serves until the test's runtime ends.
 
 use std::convert::Infallible;
@@ -244,6 +245,27 @@ where
         }
     });
     addr
+}
+
+/// What a [`tls_trusted`] origin answers: `decrypted`.
+pub const TLS_ANSWER: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\nConnection: close\r\n\r\ndecrypted";
+
+/// A TLS origin for `localhost` answering [`TLS_ANSWER`], and the flags
+/// that make sluice intercept `localhost` and verify this origin: its
+/// certificate is written to `dir/origin.pem` for `--upstream-ca`.
+pub async fn tls_trusted(dir: &std::path::Path) -> (SocketAddr, [String; 4]) {
+    let cert = super::tls::self_signed_localhost();
+    let file = dir.join("origin.pem");
+    std::fs::write(&file, cert.pem()).expect("the origin's certificate is written");
+    let addr = tls(&cert, TLS_ANSWER).await;
+    let flags = [
+        "--intercept".to_string(),
+        "localhost".to_string(),
+        "--upstream-ca".to_string(),
+        file.display().to_string(),
+    ];
+    (addr, flags)
 }
 
 /// Ports [`refusing`] holds for the rest of the test process.

@@ -120,6 +120,12 @@ fn lock(lines: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
 impl SluiceProcess {
     /// Starts `sluice --listen 127.0.0.1:0 ARGS...` and waits for it to listen.
     pub fn start(args: &[&str]) -> SluiceProcess {
+        SluiceProcess::start_with(args, |_| {})
+    }
+
+    /// [`start`](Self::start), with `tweak` applied to the command first
+    /// (its environment, its working folder).
+    pub fn start_with(args: &[&str], tweak: impl FnOnce(&mut Command)) -> SluiceProcess {
         // An ephemeral admin port too, unless the test chooses one: tests
         // run in parallel and must not fight over the default 8900.
         // Records stay in memory unless the test names a folder: parallel
@@ -134,16 +140,16 @@ impl SluiceProcess {
         } else {
             &["--admin", "127.0.0.1:0"]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("--listen")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .args(admin_args)
             .args(store_args)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("sluice binary starts");
+            .stderr(Stdio::piped());
+        tweak(&mut cmd);
+        let mut child = cmd.spawn().expect("sluice binary starts");
         let out = Arc::new(Mutex::new(Vec::new()));
         let (url_tx, url_rx) = std::sync::mpsc::channel();
         collect_lines(

@@ -23,11 +23,33 @@ pub fn self_signed_localhost() -> TestCert {
     }
 }
 
+/// A self-signed certificate for `localhost` whose subject's common name
+/// is `common_name` (a hostile peer's, e.g. one holding markup).
+pub fn self_signed_localhost_named(common_name: &str) -> TestCert {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("localhost is a valid name");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    let key = rcgen::KeyPair::generate().expect("rcgen makes a key");
+    let cert = params.self_signed(&key).expect("rcgen signs");
+    TestCert {
+        cert: cert.der().clone(),
+        key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl TestCert {
+    /// The certificate as PEM (for `--upstream-ca`, curl's `--cacert`).
+    pub fn pem(&self) -> String {
+        pem_of(&self.cert)
+    }
+
     /// A server configuration presenting this certificate.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let cfg = rustls::ServerConfig::builder_with_provider(provider())
@@ -55,4 +77,17 @@ pub fn client_config(cert: &TestCert) -> Arc<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Arc::new(cfg)
+}
+
+/// `der` as a PEM certificate.
+pub fn pem_of(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
