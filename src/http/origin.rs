@@ -196,6 +196,10 @@ impl Pinned {
             }
             Pinned::H2(send) => {
                 *req.version_mut() = http::Version::HTTP_2;
+                // HTTP/2 carries the authority as `:authority` (from the
+                // absolute URI); a Host header beside it is a duplicate
+                // that servers such as nginx refuse with 400.
+                req.headers_mut().remove(http::header::HOST);
                 let mut send = send.clone();
                 send.ready().await?;
                 Ok(send.send_request(req).await?)
