@@ -12,6 +12,7 @@ mod forward;
 mod forward_limits;
 mod har;
 mod intercept;
+mod intercept_clients;
 mod lifecycle;
 mod netns;
 mod records;
