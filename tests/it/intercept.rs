@@ -270,6 +270,65 @@ async fn a_client_that_refuses_the_certificate_is_recorded_and_then_passed_throu
     );
 }
 
+/// Opens an intercepted tunnel to `origin`, finishes the handshake and
+/// closes it cleanly (close_notify, FIN) without a request.
+async fn close_unused(proxy: SocketAddr, origin: SocketAddr) {
+    let Opened::Tls(mut tls) = https::open(proxy, origin, &[b"http/1.1"])
+        .await
+        .expect("sluice's certificate is trusted")
+    else {
+        panic!("CONNECT refused")
+    };
+    tls.get_mut().shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest).await;
+}
+
+/// The TLS state of every tunnel record of `admin`, once there are `n`.
+async fn tunnel_states(admin: SocketAddr, n: usize) -> Vec<Value> {
+    let mut states = Vec::new();
+    for t in wait_records(admin, "kind=tunnel", n).await {
+        let d = get_json(admin, &format!("/api/records/{}", t["id"])).await;
+        states.push(d["tls"].clone());
+    }
+    states
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_unused_is_a_refusal_unless_its_client_uses_another() {
+    let origin = origin::https(pki().origin_config(OriginCert::Valid, BOTH)).await;
+    // Alone, a handshake then a close without a request looks like a
+    // client that checked a pin after the handshake: passed through.
+    let proxy = intercepting(|_| {}).await;
+    close_unused(proxy.addr, origin).await;
+    let states = tunnel_states(proxy.admin_addr.unwrap(), 1).await;
+    assert_eq!(states[0]["state"], "refused", "{states:?}");
+    assert_eq!(states[0]["why"], "closed_after_handshake", "{states:?}");
+    assert_eq!(states[0]["fallback"], true, "{states:?}");
+
+    // A browser opens a spare connection beside the one it uses and closes
+    // it unused: while the used one is open, or after it closed, that is
+    // no refusal, and the host stays intercepted.
+    let proxy = intercepting(|_| {}).await;
+    let admin = proxy.admin_addr.unwrap();
+    let mut used = https::HttpsClient::new(proxy.addr);
+    assert_eq!(used.get(origin, "/small").await.unwrap().status, 200);
+    close_unused(proxy.addr, origin).await;
+    drop(used);
+    close_unused(proxy.addr, origin).await;
+    let resp = https::get_once(proxy.addr, origin, "/small").await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.header("via").is_some(),
+        "served by sluice: intercepted"
+    );
+    let states = tunnel_states(admin, 4).await;
+    assert_eq!(states.len(), 4, "{states:?}");
+    for s in &states {
+        assert_eq!(s["state"], "intercepted", "{states:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_fallback_a_refusing_client_keeps_being_refused() {
     let origin = origin::https(pki().origin_config(OriginCert::Valid, BOTH)).await;

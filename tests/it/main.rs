@@ -13,6 +13,7 @@ mod forward;
 mod forward_limits;
 mod har;
 mod intercept;
+mod intercept_clients;
 mod intercept_h2;
 mod lifecycle;
 mod netns;

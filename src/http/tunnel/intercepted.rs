@@ -9,7 +9,9 @@
 //! passed through and why, refused and why) is set once on its entry,
 //! where the inventory and the tunnel's record read it; a client that
 //! shows it distrusts sluice's certificate has its host passed through
-//! for `--tls-fallback`.
+//! for `--tls-fallback`; a connection closed unused right after its
+//! handshake is such a sign only when its client uses no other
+//! intercepted connection to the host (a browser's spare is not).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -104,8 +106,32 @@ pub(super) fn passthrough_state(why: &PassWhy) -> String {
 }
 
 /// Closes within this time of the handshake, without a request, say the
-/// client rejected what it saw (pinning checked after the handshake).
+/// client rejected what it saw (pinning checked after the handshake),
+/// unless the client uses another connection to the host ([`spare`]).
 const PIN_CLOSE_WINDOW: Duration = Duration::from_secs(3);
+
+/// How long a quiet close waits for its client's other connection to the
+/// host to show a request before it counts as a refusal.
+const SPARE_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether a connection that closed without a request was a spare: its
+/// client sends requests to the host over another intercepted connection
+/// (one open now, or closed lately), so it trusts sluice's certificate.
+/// A browser opens two connections at once and closes the one it does
+/// not need as soon as the other is ready, which can be a moment before
+/// sluice has read the first request on that other one: hence the grace.
+async fn spare(ctx: &HttpContext, client: IpAddr, host: &str) -> bool {
+    let deadline = Instant::now() + SPARE_GRACE;
+    loop {
+        if ctx.tls.fallback.vouched(client, host) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// Intercepts the tunnel and serves what it carries as HTTPS.
 #[allow(clippy::too_many_arguments)]
@@ -183,6 +209,7 @@ pub(super) async fn serve(
         scheme: http::uri::Scheme::HTTPS,
     };
     let handshaken = Instant::now();
+    let serving = ctx.tls.fallback.serving(peer.ip(), &host, &entry);
     serve_inside(
         decrypted.client,
         inside,
@@ -200,11 +227,16 @@ pub(super) async fn serve(
         entry.reason(),
         None | Some(CloseReason::Eof | CloseReason::Reset(_))
     );
-    if quiet && closed && handshaken.elapsed() < PIN_CLOSE_WINDOW {
+    if quiet
+        && closed
+        && handshaken.elapsed() < PIN_CLOSE_WINDOW
+        && !spare(ctx, peer.ip(), &host).await
+    {
         let refusal = Refusal::ClosedAfterHandshake;
         let message = refusal.explain(peer.ip(), &host, &ctx.tls.ca_url, "");
         refuse(ctx, guard, peer.ip(), &host, refusal, message);
     }
+    drop(serving);
 }
 
 /// A client that did not accept (or use) sluice's certificate: counted,
