@@ -245,6 +245,11 @@ fn reason_from_hyper(e: &hyper::Error) -> CloseReason {
             return close.reason.clone();
         }
         if let Some(ioe) = s.downcast_ref::<std::io::Error>() {
+            // A TLS client closing without close_notify (browsers do, for
+            // connections they no longer need) has simply left.
+            if ioe.kind() == std::io::ErrorKind::UnexpectedEof {
+                return CloseReason::Eof;
+            }
             return CloseReason::from_io(Side::Client, ioe);
         }
         src = s.source();

@@ -477,3 +477,27 @@ async fn churn_of_5000_intercepted_connections_leaves_no_fd_or_socket_behind() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_without_close_notify_is_an_ordinary_eof() {
+    let origin = origin::https(pki().origin_config(OriginCert::Valid, BOTH)).await;
+    let proxy = intercepting(|_| {}).await;
+    let admin = proxy.admin_addr.unwrap();
+    let Opened::Tls(mut tls) = https::open(proxy.addr, origin, &[b"http/1.1"])
+        .await
+        .unwrap()
+    else {
+        panic!("CONNECT refused")
+    };
+    tls.get_mut()
+        .write_all(b"GET /small HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(client::read_response(&mut tls).await.unwrap().status, 200);
+    // Dropped: a FIN, no close_notify (as browsers close spare connections).
+    drop(tls);
+    let t = wait_records(admin, "kind=tunnel", 1).await;
+    let d = get_json(admin, &format!("/api/records/{}", t[0]["id"])).await;
+    assert_eq!(d["close_reason"], "eof", "{d}");
+    assert!(d["error"].is_null(), "{d}");
+}
