@@ -224,6 +224,26 @@ fn pinned_client() -> Arc<rustls::ClientConfig> {
     pki().client_trusting(&pki().origin_ca_der, &[b"http/1.1"])
 }
 
+/// The pinned client's `GET /small` through a tunnel sluice passes
+/// through (so the client sees the origin's own certificate), read until
+/// the origin closes.
+async fn pinned_get(proxy: SocketAddr, origin: SocketAddr) -> client::Response {
+    let Opened::Tls(mut tls) = https::open_with(proxy, origin, pinned_client())
+        .await
+        .expect("passed through: the origin's own certificate")
+    else {
+        panic!("CONNECT refused")
+    };
+    tls.get_mut()
+        .write_all(b"GET /small HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = client::read_response(&mut tls).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest).await;
+    resp
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_refuses_the_certificate_is_recorded_and_then_passed_through() {
     let origin = origin::https(pki().origin_config(OriginCert::Valid, BOTH)).await;
@@ -241,20 +261,9 @@ async fn a_client_that_refuses_the_certificate_is_recorded_and_then_passed_throu
         "{reason}"
     );
     // The same client again: passed through, it talks to the origin itself.
-    let Opened::Tls(mut tls) = https::open_with(proxy.addr, origin, pinned_client())
-        .await
-        .expect("passed through: the origin's own certificate")
-    else {
-        panic!("CONNECT refused")
-    };
-    tls.get_mut()
-        .write_all(b"GET /small HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let resp = client::read_response(&mut tls).await.unwrap();
+    let resp = pinned_get(proxy.addr, origin).await;
     assert_eq!(resp.status, 200);
     assert!(resp.header("via").is_none(), "not served by sluice");
-    drop(tls);
     let tunnels = wait_records(admin, "kind=tunnel", 2).await;
     let d = get_json(admin, &format!("/api/records/{}", tunnels[0]["id"])).await;
     assert_eq!(d["tls"]["state"], "passthrough", "{d}");
@@ -348,20 +357,7 @@ async fn tls_that_is_not_selected_is_relayed_unchanged() {
     let off = proxy::start(|c| c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap())).await;
     let by_rule = intercepting(|c| c.rules.rules_file = Some(rules)).await;
     for (proxy, why) in [(&off, "not_selected"), (&by_rule, "rule")] {
-        let Opened::Tls(mut tls) = https::open_with(proxy.addr, origin, pinned_client())
-            .await
-            .expect("the origin's own certificate")
-        else {
-            panic!("CONNECT refused")
-        };
-        tls.get_mut()
-            .write_all(b"GET /small HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        assert_eq!(client::read_response(&mut tls).await.unwrap().status, 200);
-        let mut rest = Vec::new();
-        let _ = tls.read_to_end(&mut rest).await;
-        drop(tls);
+        assert_eq!(pinned_get(proxy.addr, origin).await.status, 200);
         let admin = proxy.admin_addr.unwrap();
         let t = wait_records(admin, "kind=tunnel", 1).await;
         let d = get_json(admin, &format!("/api/records/{}", t[0]["id"])).await;
