@@ -191,7 +191,7 @@ try {
   await check('keyboard', async () => {
     await page.fill('#filter', '');
     await page.press('#filter', 'Enter');
-    await page.waitForFunction(() => document.querySelectorAll('#viewport .row[data-id]').length > 2);
+    await page.waitForFunction(() => document.querySelectorAll('#viewport .row[data-id]:not([hidden])').length > 2);
     await page.press('#filter', 'Escape');
     await page.keyboard.press('Escape');
     assert(await page.$eval('#detail', (d) => d.hidden), 'Esc did not close the detail');
