@@ -69,5 +69,5 @@ timeout $((SECS + 20)) taskset -c 0 wrk -t1 -c"$conns" -d"${SECS}s" -s "$WORK/pr
 wait "$PERF" || true
 grep -E "VmRSS|RssAnon|RssFile" "/proc/$SLUICE_PID/status" | tr -s ' ' | tee "$OUT/rss.txt"
 perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio --percent-limit 0.7 -g none 2>/dev/null \
-  | grep -v '^#' | grep -v '^$' | tee "$OUT/top.txt" | head -45
+  | grep -v "^#" | grep -v "^$" | sed "s/  *-  *-  *$//" | tee "$OUT/top.txt" | head -45
 perf report -i "$OUT/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8

@@ -5,7 +5,7 @@
 //!
 //! Appends N records to DIR/records.db (ids continue after the newest
 //! stored record), in transactions of 5000, through the store's own
-//! `insert_batch`, so the schema and indexes are the ones sluice uses.
+//! `Store::insert`, so the schema, segments and indexes are the ones sluice uses.
 //! The data is deterministic (a fixed seed): ~300 hosts with a skewed
 //! (Zipf-like) share, ~20 paths per host with query strings, mostly GET
 //! and 200, some 3xx/4xx/5xx, ~0.5% failed exchanges, ~8% CONNECT
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use sluice::config::{DataDir, Recording};
 use sluice::record::model::{CapturedBody, Record, RecordKind};
-use sluice::record::store::{insert_batch, Store};
+use sluice::record::store::Store;
 
 const BATCH: usize = 5000;
 const HOSTS: usize = 300;
@@ -505,7 +505,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 &path_weights,
             ));
         }
-        store.write(|c| insert_batch(c, &batch))?;
+        store.insert(&batch, || {})?;
         done += this;
         if last_report.elapsed() >= Duration::from_secs(2) || done == n {
             last_report = Instant::now();

@@ -30,6 +30,7 @@ use super::stream;
 use crate::record::decode;
 use crate::record::model::BodyDir;
 use crate::record::query::{self, BodyMeta, Filter, Phases, Summary};
+use crate::record::store::Reader;
 use crate::record::store::{Store, StoreError};
 
 type St = State<Arc<AdminState>>;
@@ -233,73 +234,39 @@ fn busy(r: Refusal) -> Response {
     resp
 }
 
-/// Stored body bytes are read this much at a time (SQLite's incremental
-/// blob I/O: the rest of a large body is never loaded).
+/// Stored body bytes are read this much at a time (the rest of a large
+/// body is never loaded).
 const READ_PIECE: usize = 256 * 1024;
 
-/// How many bytes the stored body has (`None`: no body row or column).
-fn stored_len(c: &rusqlite::Connection, id: u64, dir: BodyDir) -> rusqlite::Result<Option<usize>> {
-    use rusqlite::OptionalExtension;
-    let column = column_of(dir);
-    Ok(c.query_row(
-        &format!("SELECT length({column}) FROM details WHERE id = ?1"),
-        [id as i64],
-        |r| r.get::<_, Option<i64>>(0),
-    )
-    .optional()?
-    .flatten()
-    .map(|n| n.max(0) as usize))
-}
-
-fn column_of(dir: BodyDir) -> &'static str {
-    match dir {
-        BodyDir::Request => "req_body",
-        BodyDir::Response => "resp_body",
-    }
+/// How many bytes the stored body has (`None`: the record has no entry).
+fn stored_len(c: &Reader<'_>, id: u64, dir: BodyDir) -> rusqlite::Result<Option<usize>> {
+    Ok(query::entry(c, id)?.map(|e| e.len(query::body_part(dir))))
 }
 
 /// `len` bytes of the stored body from `offset`.
 fn stored_piece(
-    c: &rusqlite::Connection,
+    c: &Reader<'_>,
     id: u64,
     dir: BodyDir,
     offset: usize,
     len: usize,
 ) -> rusqlite::Result<Vec<u8>> {
-    let blob = c.blob_open(
-        rusqlite::MAIN_DB,
-        "details",
-        column_of(dir),
-        id as i64,
-        true,
-    )?;
-    let mut buf = vec![0u8; len];
-    let n = blob.read_at(&mut buf, offset)?;
-    buf.truncate(n);
-    Ok(buf)
+    match query::entry(c, id)? {
+        None => Ok(Vec::new()),
+        Some(e) => e
+            .read(query::body_part(dir), offset, len)
+            .map_err(query::blob_error),
+    }
 }
 
 /// The stored body, at most `cap` bytes of it.
-fn stored_prefix(
-    c: &rusqlite::Connection,
-    id: u64,
-    dir: BodyDir,
-    cap: usize,
-) -> rusqlite::Result<Vec<u8>> {
-    match stored_len(c, id, dir)? {
-        None | Some(0) => Ok(Vec::new()),
-        Some(n) => stored_piece(c, id, dir, 0, n.min(cap)),
-    }
+fn stored_prefix(c: &Reader<'_>, id: u64, dir: BodyDir, cap: usize) -> rusqlite::Result<Vec<u8>> {
+    stored_piece(c, id, dir, 0, cap)
 }
 
 /// A body for the inline view: an identity body needs only one byte past
 /// the inline cap (to know it was cut); an encoded one is decoded whole.
-fn view_of(
-    c: &rusqlite::Connection,
-    id: u64,
-    dir: BodyDir,
-    meta: BodyMeta,
-) -> rusqlite::Result<BodyView> {
+fn view_of(c: &Reader<'_>, id: u64, dir: BodyDir, meta: BodyMeta) -> rusqlite::Result<BodyView> {
     let enc = meta.encoding.as_deref().unwrap_or("").trim();
     let identity = enc.is_empty() || enc.eq_ignore_ascii_case("identity");
     let cap = if identity {
@@ -382,7 +349,7 @@ struct Download {
 /// `x-sluice-truncated` are known before the first byte, and a body that
 /// cannot be decoded is a 422, as before), so the second pass can stream.
 fn plan_download(
-    c: &rusqlite::Connection,
+    c: &Reader<'_>,
     id: u64,
     dir: BodyDir,
     want_decoded: bool,

@@ -18,6 +18,11 @@ const HOP_BY_HOP: [&str; 8] = [
 /// `Connection`. `Transfer-Encoding` is left to hyper, which re-frames the
 /// body for the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // The common case (no hop-by-hop header at all) costs one pass over
+    // the names and no allocation or hashing.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -70,20 +75,24 @@ pub fn normalize_transfer_encoding(headers: &mut HeaderMap) -> Result<(), Unsupp
 /// Whether `name` is one of the listed hop-by-hop headers (not counting
 /// those a `Connection` header names).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+    // Standard names compare as an enum tag; only custom ones as text.
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || matches!(name.as_str(), "proxy-connection" | "keep-alive")
 }
 
 /// Appends this hop to `Via`.
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
-    let proto = match version {
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        _ => "1.1",
+    let value = match version {
+        http::Version::HTTP_10 => "1.0 sluice",
+        http::Version::HTTP_2 => "2 sluice",
+        _ => "1.1 sluice",
     };
-    let value = format!("{proto} sluice");
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.append(header::VIA, v);
-    }
+    headers.append(header::VIA, HeaderValue::from_static(value));
 }
 
 #[cfg(test)]

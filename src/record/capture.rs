@@ -2,7 +2,7 @@
 //! to the end of its response, fed by the handler and by both bodies.
 //!
 //! Invariants: the tap never blocks and never buffers beyond the body
-//! limit (captured frames are zero-copy slices); the record is submitted
+//! limit (large captured frames are zero-copy slices); the record is submitted
 //! exactly once, when the last holder (handler, request body, response
 //! body) lets go, so an exchange cut short is recorded too, with why.
 

@@ -15,13 +15,12 @@ use std::net::SocketAddr;
 use base64::Engine;
 use bytes::Bytes;
 use rusqlite::types::Value;
-use rusqlite::Connection;
 use serde::Serialize;
 
 use super::decode;
 use super::model::{rfc3339, BodyDir, RecordKind};
 use super::query::{self, BodyMeta, Detail, Filter, Phases};
-use super::store::{Store, StoreError};
+use super::store::{Reader, Store, StoreError};
 
 mod cookies;
 pub use cookies::{request_cookies, response_cookies, Cookie};
@@ -130,7 +129,7 @@ pub struct Loaded {
     pub resp_body: Vec<u8>,
 }
 
-fn load(c: &Connection, id: u64) -> rusqlite::Result<Option<Loaded>> {
+fn load(c: &Reader<'_>, id: u64) -> rusqlite::Result<Option<Loaded>> {
     let Some(detail) = query::detail(c, id)? else {
         return Ok(None);
     };
@@ -769,9 +768,7 @@ mod tests {
                 r
             })
             .collect();
-        store
-            .write(|c| super::super::store::insert_batch(c, &batch))
-            .unwrap();
+        store.insert(&batch, || {}).unwrap();
         store
     }
 

@@ -13,6 +13,7 @@
 //! writer commits within [`BATCH_WINDOW`] of a record arriving, so a crash
 //! loses at most that much.
 
+pub mod blobs;
 pub mod capture;
 pub mod decode;
 pub mod har;
@@ -459,10 +460,8 @@ impl Writer {
         let stored_now = &self.stats.stored_now;
         // The count moves under the writer lock, as deletes through the
         // API do, so the two never race.
-        let result = self.store.write(|c| {
-            store::insert_batch(c, batch)?;
+        let result = self.store.insert(batch, || {
             stored_now.fetch_add(n as u64, Ordering::Relaxed);
-            Ok(())
         });
         self.stats.queued.fetch_sub(n, Ordering::Relaxed);
         self.stats
@@ -491,9 +490,10 @@ impl Writer {
         let now = unix_micros(SystemTime::now());
         let config = &self.config;
         let stored_now = &self.stats.stored_now;
+        let blobs = self.store.blobs.clone();
         match self.store.write(|c| {
             let mut count = stored_now.load(Ordering::Relaxed);
-            let t = store::enforce_retention(c, config, &mut count, now, check_age);
+            let t = store::enforce_retention(c, &blobs, config, &mut count, now, check_age);
             stored_now.store(count, Ordering::Relaxed);
             t
         }) {
@@ -585,8 +585,10 @@ impl Recorder {
             return Ok(0);
         };
         let stored_now = &self.stats.stored_now;
+        let blobs = store.blobs.clone();
         store.write(|c| {
             let n = query::delete(c, f)?;
+            store::retire_unreferenced(c, &blobs)?;
             let _ = stored_now.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
                 Some(v.saturating_sub(n))
             });

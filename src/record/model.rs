@@ -77,13 +77,17 @@ impl BodyDir {
     }
 }
 
+/// Captured frames up to this size are copied rather than sliced.
+const COPY_BELOW: usize = 4096;
+
 /// One body as it crossed sluice: its full size on the wire and the part
 /// that was captured.
 #[derive(Debug, Clone, Default)]
 pub struct CapturedBody {
     /// Bytes that crossed, whether captured or not.
     pub size: u64,
-    /// The captured prefix, as zero-copy slices of the frames that carried it.
+    /// The captured prefix: slices of the frames that carried it (small
+    /// frames copied, see `COPY_BELOW`).
     pub chunks: Vec<Bytes>,
     /// Bytes held in `chunks`.
     pub captured: usize,
@@ -103,7 +107,15 @@ impl CapturedBody {
         }
         let take = data.len().min(room);
         if take > 0 {
-            self.chunks.push(data.slice(..take));
+            // A small frame is copied: a slice would keep the whole read
+            // buffer it came from (8 KiB or more) alive until the record
+            // is stored, for a 100-byte body.
+            let chunk = if take <= COPY_BELOW {
+                Bytes::copy_from_slice(&data[..take])
+            } else {
+                data.slice(..take)
+            };
+            self.chunks.push(chunk);
             self.captured += take;
         }
     }
@@ -216,14 +228,12 @@ impl Record {
         }
     }
 
-    /// Bytes this record holds in the store, roughly: what retention by
-    /// size and the queue's body budget count.
+    /// Bytes this record's row takes in the database (and its WAL),
+    /// roughly: what a batch is cut at. Header blocks and bodies go to the
+    /// segment files, not through the WAL.
     pub fn weight(&self) -> usize {
         256 + self.url.len()
-            + self.req_headers.len()
-            + self.resp_headers.len()
-            + self.req_body.captured
-            + self.resp_body.captured
+            + self.rules.len()
             + self.error.as_ref().map_or(0, |e| e.len())
             + self.tls.as_ref().map_or(0, |t| t.len())
     }

@@ -12,7 +12,9 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Row};
 use serde::Serialize;
 
+use super::blobs::{BlobError, Entry, Part};
 use super::model::{header_pairs, header_value, rfc3339, unix_micros, RecordKind, Timings};
+use super::store::Reader;
 
 /// Records per page unless asked otherwise, and the most a page may hold.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -512,10 +514,10 @@ pub struct BodyMeta {
     pub content_type: Option<String>,
 }
 
-pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
+pub fn detail(conn: &Reader<'_>, id: u64) -> rusqlite::Result<Option<Detail>> {
     let sql = format!(
         "SELECT {SUMMARY_COLUMNS}, req_captured, resp_captured, req_flags, resp_flags,
-            queued_us, dns_us, connect_us, tls_us, sent_us, ttfb_us
+            queued_us, dns_us, connect_us, tls_us, sent_us, ttfb_us, blob
          FROM records WHERE id = ?1"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -524,15 +526,26 @@ pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
         return Ok(None);
     };
     let summary = summary_from_row(r)?;
-    let (req_block, resp_block): (Vec<u8>, Vec<u8>) = {
-        use rusqlite::OptionalExtension;
-        conn.query_row(
-            "SELECT req_headers, resp_headers FROM details WHERE id = ?1",
-            [id as i64],
-            |h| Ok((h.get(0)?, h.get(1)?)),
-        )
-        .optional()?
-        .unwrap_or_default()
+    let at: Option<i64> = r.get(31)?;
+    // A record whose entry cannot be read still shows what its row holds.
+    let blocks = at.map(|at| {
+        conn.blobs.entry(at, id).and_then(|e| {
+            let read = |part| {
+                e.whole(part).map_err(|_| BlobError::Damaged {
+                    id,
+                    why: "entry cut short",
+                })
+            };
+            Ok((read(Part::RequestHeaders)?, read(Part::ResponseHeaders)?))
+        })
+    });
+    let (req_block, resp_block) = match blocks {
+        None => (Vec::new(), Vec::new()),
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "record detail without its headers");
+            (Vec::new(), Vec::new())
+        }
     };
     let meta = |block: &[u8], size: u64, captured: i64, flags: i64| BodyMeta {
         size,
@@ -563,37 +576,50 @@ pub fn detail(conn: &Connection, id: u64) -> rusqlite::Result<Option<Detail>> {
     }))
 }
 
-/// The stored bytes of one body (empty when none was captured).
-pub fn body(conn: &Connection, id: u64, dir: super::model::BodyDir) -> rusqlite::Result<Vec<u8>> {
+/// The stored parts of record `id`, if it has any.
+pub fn entry(conn: &Reader<'_>, id: u64) -> rusqlite::Result<Option<Entry>> {
     use rusqlite::OptionalExtension;
-    let column = match dir {
-        super::model::BodyDir::Request => "req_body",
-        super::model::BodyDir::Response => "resp_body",
-    };
-    Ok(conn
-        .query_row(
-            &format!("SELECT {column} FROM details WHERE id = ?1"),
-            [id as i64],
-            |r| r.get::<_, Option<Vec<u8>>>(0),
-        )
+    let at: Option<i64> = conn
+        .query_row("SELECT blob FROM records WHERE id = ?1", [id as i64], |r| {
+            r.get(0)
+        })
         .optional()?
-        .flatten()
-        .unwrap_or_default())
+        .flatten();
+    match at {
+        None => Ok(None),
+        Some(at) => conn.blobs.entry(at, id).map(Some).map_err(blob_error),
+    }
 }
 
-/// Deletes the records matching `f` (all when empty) and their bodies.
+/// A segment failure, as the error of a store read.
+pub fn blob_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// The part of the entry holding the body in `dir`.
+pub fn body_part(dir: super::model::BodyDir) -> Part {
+    match dir {
+        super::model::BodyDir::Request => Part::RequestBody,
+        super::model::BodyDir::Response => Part::ResponseBody,
+    }
+}
+
+/// The stored bytes of one body (empty when none was captured).
+pub fn body(conn: &Reader<'_>, id: u64, dir: super::model::BodyDir) -> rusqlite::Result<Vec<u8>> {
+    match entry(conn, id)? {
+        None => Ok(Vec::new()),
+        Some(e) => e.whole(body_part(dir)).map_err(blob_error),
+    }
+}
+
+/// Deletes the records matching `f` (all when empty); their segments go
+/// with [`super::store::retire_unreferenced`].
 pub fn delete(conn: &mut Connection, f: &Filter) -> rusqlite::Result<u64> {
     let (clause, params) = f.sql();
-    let tx = conn.transaction()?;
-    tx.execute(
-        &format!("DELETE FROM details WHERE id IN (SELECT id FROM records{clause})"),
-        rusqlite::params_from_iter(params.clone()),
-    )?;
-    let n = tx.execute(
+    let n = conn.execute(
         &format!("DELETE FROM records{clause}"),
         rusqlite::params_from_iter(params),
     )? as u64;
-    tx.commit()?;
     Ok(n)
 }
 
@@ -687,9 +713,7 @@ mod tests {
                 r
             })
             .collect();
-        store
-            .write(|c| crate::record::store::insert_batch(c, &batch))
-            .unwrap();
+        store.insert(&batch, || {}).unwrap();
         let mut f = Filter::from_params([("host", "rare.test")]).unwrap();
         let mut found = Vec::new();
         let mut pages = 0;

@@ -1,6 +1,9 @@
 //! The record store: one SQLite database (WAL) in the data folder, or in
 //! memory, with its schema, batched inserts and retention.
 //!
+//! Header blocks and bodies live in segment files beside it
+//! ([`super::blobs`]); a row holds where its entry starts.
+//!
 //! Invariants: only the writer thread writes (through [`Store::write`]);
 //! readers use their own read-only connections (file mode) or share the
 //! writer's under a lock (memory mode); every batch is one transaction, so
@@ -19,6 +22,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::blobs::{BlobError, Blobs, Holdings};
 use super::model::Record;
 use crate::config::{DataDir, Recording};
 
@@ -39,6 +43,8 @@ pub enum StoreError {
     },
     #[error("record store query failed: {0}")]
     Query(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
     #[error("record store is busy: {0}")]
     Poisoned(String),
     #[error(
@@ -140,7 +146,7 @@ fn refuse_symlink(path: &Path) -> Result<(), StoreError> {
 
 /// Bumped whenever the tables change; a store of another version is moved
 /// aside (kept, not read) and a new one started.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -174,20 +180,15 @@ CREATE TABLE IF NOT EXISTS records (
     error TEXT,
     close_reason TEXT,
     rules TEXT NOT NULL,
-    weight INTEGER NOT NULL,
-    tls TEXT
+    tls TEXT,
+    -- Where the header blocks and bodies are: segment << 40 | offset
+    -- (super::blobs); NULL when the record has none.
+    blob INTEGER
 );
--- Header blocks and bodies live apart from the list columns, so that the
--- scans a filter needs read small rows. No secondary index: every list
--- query walks ids newest first and stops at a page, and inserts stay
--- appends (a full scan of a million rows takes ~20 ms; bench/records_query.sh).
-CREATE TABLE IF NOT EXISTS details (
-    id INTEGER PRIMARY KEY,
-    req_headers BLOB NOT NULL,
-    resp_headers BLOB NOT NULL,
-    req_body BLOB,
-    resp_body BLOB
-);
+-- Header blocks and bodies live in the segment files, so that the scans a
+-- filter needs read small rows and a body is one append. No secondary
+-- index: every list query walks ids newest first and stops at a page, and
+-- inserts stay appends (bench/records_query.sh).
 ";
 
 /// Where readers get a connection.
@@ -209,6 +210,21 @@ pub struct Store {
     writer: Arc<Mutex<Connection>>,
     /// The database file (None in memory mode).
     pub path: Option<PathBuf>,
+    /// The header blocks and bodies.
+    pub blobs: Arc<Blobs>,
+}
+
+/// What a reader works with: a connection and the segment files.
+pub struct Reader<'a> {
+    pub conn: &'a Connection,
+    pub blobs: &'a Blobs,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
 }
 
 impl Store {
@@ -224,11 +240,13 @@ impl Store {
                     path: ":memory:".into(),
                     source,
                 })?;
+                let blobs = Blobs::open(None, segment_bytes(rec), &holdings(&conn)?)?;
                 let shared = Arc::new(Mutex::new(conn));
                 Ok(Arc::new(Store {
                     readers: Readers::Shared(shared.clone()),
                     writer: shared,
                     path: None,
+                    blobs: Arc::new(blobs),
                 }))
             }
             DataDir::Path(dir) => {
@@ -238,6 +256,11 @@ impl Store {
                 })?;
                 let path = dir.join(DB_FILE);
                 let conn = open_file(&path, rec)?;
+                let blobs = Blobs::open(
+                    Some(&dir.join(super::blobs::BLOB_DIR)),
+                    segment_bytes(rec),
+                    &holdings(&conn)?,
+                )?;
                 Ok(Arc::new(Store {
                     readers: Readers::Pool {
                         path: path.clone(),
@@ -245,6 +268,7 @@ impl Store {
                     },
                     writer: Arc::new(Mutex::new(conn)),
                     path: Some(path),
+                    blobs: Arc::new(blobs),
                 }))
             }
         }
@@ -253,14 +277,15 @@ impl Store {
     /// Runs `f` on a reader connection.
     pub fn read<T>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+        f: impl FnOnce(&Reader<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
+        let blobs = &*self.blobs;
         match &self.readers {
             Readers::Shared(conn) => {
                 let c = conn
                     .lock()
                     .map_err(|e| StoreError::Poisoned(e.to_string()))?;
-                Ok(f(&c)?)
+                Ok(f(&Reader { conn: &c, blobs })?)
             }
             Readers::Pool { path, idle } => {
                 let pooled = idle
@@ -271,7 +296,7 @@ impl Store {
                     Some(c) => c,
                     None => open_reader(path)?,
                 };
-                let out = f(&conn);
+                let out = f(&Reader { conn: &conn, blobs });
                 if let Ok(mut idle) = idle.lock() {
                     if idle.len() < READER_POOL {
                         idle.push(conn);
@@ -295,6 +320,20 @@ impl Store {
         Ok(f(&mut c)?)
     }
 
+    /// Stores one batch: entries appended to the segments first, then the
+    /// rows in one transaction; `committed` runs under the writer lock
+    /// once the rows are in (the writer's running count moves there).
+    pub fn insert(&self, batch: &[Record], committed: impl FnOnce()) -> Result<(), StoreError> {
+        let mut c = self
+            .writer
+            .lock()
+            .map_err(|e| StoreError::Poisoned(e.to_string()))?;
+        let at = self.blobs.append(batch)?;
+        insert_batch(&mut c, batch, &at)?;
+        committed();
+        Ok(())
+    }
+
     /// How many records are stored.
     pub fn count(&self) -> Result<u64, StoreError> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM records", [], |r| r.get::<_, i64>(0)))
@@ -311,12 +350,13 @@ impl Store {
         .map(|n| n.max(0) as u64)
     }
 
-    /// Bytes on disk (database plus WAL), or pages in use in memory mode.
+    /// Bytes on disk (database, WAL and segments), or in memory.
     pub fn disk_bytes(&self) -> u64 {
-        match &self.path {
-            Some(p) => file_len(p) + file_len(&wal_path(p)),
-            None => self.write(|c| used_bytes(c)).unwrap_or(0),
-        }
+        self.blobs.bytes()
+            + match &self.path {
+                Some(p) => file_len(p) + file_len(&wal_path(p)),
+                None => self.write(|c| used_bytes(c)).unwrap_or(0),
+            }
     }
 }
 
@@ -400,7 +440,7 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
         source,
     })?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    tune_cache(&conn)?;
+    tune_cache(&conn, READER_CACHE_KIB)?;
     Ok(conn)
 }
 
@@ -430,7 +470,7 @@ fn init(conn: &Connection, rec: &Recording) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "wal_autocheckpoint", wal_pages(rec))?;
     conn.pragma_update(None, "journal_size_limit", wal_pages(rec) * PAGE_SIZE)?;
-    tune_cache(conn)?;
+    tune_cache(conn, WRITER_CACHE_KIB)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let has_tables: bool = conn.query_row(
         "SELECT COUNT(*) > 0 FROM sqlite_master WHERE name = 'records'",
@@ -450,14 +490,47 @@ fn init(conn: &Connection, rec: &Recording) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Index pages stay in SQLite's cache and the file is read through mmap:
-/// without both, every insert pays read syscalls for pages it just wrote.
-fn tune_cache(conn: &Connection) -> rusqlite::Result<()> {
-    // Negative: KiB. 32 MiB per connection, allocated as pages are used.
-    conn.pragma_update(None, "cache_size", -32 * 1024)?;
-    conn.pragma_update(None, "mmap_size", 1024i64 * 1024 * 1024)?;
+/// SQLite's page cache per connection, in KiB: the writer touches the
+/// newest and oldest leaves and the interior pages (a few MiB at a million
+/// rows), a reader's scans stream through the OS page cache anyway. No
+/// mmap: pages mapped in count in the process's RSS, which would then
+/// climb with the store's size (file-backed, reclaimable, but read by a
+/// person as the proxy's memory).
+const WRITER_CACHE_KIB: i64 = 4 * 1024;
+const READER_CACHE_KIB: i64 = 2 * 1024;
+
+fn tune_cache(conn: &Connection, kib: i64) -> rusqlite::Result<()> {
+    // Negative: KiB, allocated as pages are used.
+    conn.pragma_update(None, "cache_size", -kib)?;
+    conn.pragma_update(None, "mmap_size", 0)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
+}
+
+/// The id range each segment holds, from the rows (one scan at start).
+fn holdings(conn: &Connection) -> rusqlite::Result<Holdings> {
+    let mut stmt = conn.prepare(
+        "SELECT blob >> 40, MIN(id), MAX(id) FROM records WHERE blob IS NOT NULL GROUP BY blob >> 40",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut held = Holdings::new();
+    for row in rows {
+        let (seq, min, max) = row?;
+        held.insert(seq.max(0) as u32, (min.max(0) as u64, max.max(0) as u64));
+    }
+    Ok(held)
+}
+
+/// A segment is closed for appends at this size: small against the byte
+/// limit, because the oldest segment is freed whole.
+fn segment_bytes(rec: &Recording) -> u64 {
+    (rec.retain_bytes / 16).clamp(64 * 1024, 64 * 1024 * 1024)
 }
 
 /// Pages in use (not on the free list), in bytes.
@@ -468,73 +541,111 @@ fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(((pages - free).max(0) * size) as u64)
 }
 
-/// Inserts one batch in one transaction.
-pub fn insert_batch(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<()> {
+/// The columns a record row is inserted with, in binding order.
+const INSERT_COLUMNS: &str = "id, kind, started_us, conn_id, upstream_conn_id, client, user,
+    method, url, host, version, status, content_type, req_size, resp_size,
+    req_captured, resp_captured, req_flags, resp_flags, queued_us, dns_us, connect_us,
+    tls_us, sent_us, ttfb_us, total_us, upstream_addr, error, close_reason, rules, tls, blob";
+const INSERT_WIDTH: usize = 32;
+/// Rows per INSERT statement: one statement step per 32 rows instead of
+/// per row (the per-statement cost is a third of a small row's).
+const ROWS_PER_INSERT: usize = 32;
+
+fn insert_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; INSERT_WIDTH].join(","));
+    format!(
+        "INSERT OR REPLACE INTO records ({INSERT_COLUMNS}) VALUES {}",
+        vec![row; rows].join(",")
+    )
+}
+
+/// Binds one record's values from parameter `first` on.
+fn bind_row(
+    stmt: &mut rusqlite::Statement<'_>,
+    first: usize,
+    r: &Record,
+    at: Option<i64>,
+) -> rusqlite::Result<()> {
+    let t = &r.timings;
+    let content_type = super::model::header_value(&r.resp_headers, "content-type");
+    let values: [&dyn rusqlite::ToSql; INSERT_WIDTH] = [
+        &(r.id as i64),
+        &r.kind.code(),
+        &r.started_us,
+        &(r.conn_id as i64),
+        &r.upstream_conn_id.map(|v| v as i64),
+        &r.client,
+        &r.user,
+        &r.method,
+        &r.url,
+        &r.host,
+        &r.version,
+        &r.status,
+        &content_type,
+        &(r.req_body.size as i64),
+        &(r.resp_body.size as i64),
+        &(r.req_body.captured as i64),
+        &(r.resp_body.captured as i64),
+        &r.req_body.flags(),
+        &r.resp_body.flags(),
+        &t.queued_us,
+        &t.dns_us,
+        &t.connect_us,
+        &t.tls_us,
+        &t.sent_us,
+        &t.ttfb_us,
+        &t.total_us,
+        &r.upstream_addr,
+        &r.error,
+        &r.close_reason,
+        &r.rules,
+        &r.tls,
+        &at,
+    ];
+    for (i, v) in values.iter().enumerate() {
+        stmt.raw_bind_parameter(first + i, v)?;
+    }
+    Ok(())
+}
+
+/// Inserts the rows of one batch in one transaction; `at` holds each
+/// record's entry in the segments ([`Blobs::append`]).
+pub fn insert_batch(
+    conn: &mut Connection,
+    batch: &[Record],
+    at: &[Option<i64>],
+) -> rusqlite::Result<()> {
+    static WIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let wide = WIDE.get_or_init(|| insert_sql(ROWS_PER_INSERT));
+    let one = ONE.get_or_init(|| insert_sql(1));
     let tx = conn.transaction()?;
     {
-        let mut rec_stmt = tx.prepare_cached(
-            "INSERT OR REPLACE INTO records (id, kind, started_us, conn_id, upstream_conn_id, client, user,
-                method, url, host, version, status, content_type, req_size, resp_size,
-                req_captured, resp_captured, req_flags, resp_flags, queued_us, dns_us, connect_us,
-                tls_us, sent_us, ttfb_us, total_us, upstream_addr, error, close_reason, rules, weight, tls)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
-        )?;
-        let mut details_stmt = tx.prepare_cached(
-            "INSERT OR REPLACE INTO details (id, req_headers, resp_headers, req_body, resp_body)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for (i, r) in batch.iter().enumerate() {
+        let mut done = 0;
+        for chunk in batch.chunks(ROWS_PER_INSERT) {
             // A batch is milliseconds of CPU: yielding now and then lets a
             // proxy worker that shares this core answer in between, instead
             // of waiting out the writer's whole time slice (p99 latency).
-            if i % 64 == 63 {
-                std::thread::yield_now();
+            std::thread::yield_now();
+            if chunk.len() == ROWS_PER_INSERT {
+                let mut stmt = tx.prepare_cached(wide)?;
+                for (k, r) in chunk.iter().enumerate() {
+                    bind_row(
+                        &mut stmt,
+                        1 + k * INSERT_WIDTH,
+                        r,
+                        at.get(done + k).copied().flatten(),
+                    )?;
+                }
+                stmt.raw_execute()?;
+            } else {
+                let mut stmt = tx.prepare_cached(one)?;
+                for (k, r) in chunk.iter().enumerate() {
+                    bind_row(&mut stmt, 1, r, at.get(done + k).copied().flatten())?;
+                    stmt.raw_execute()?;
+                }
             }
-            let t = &r.timings;
-            let rules = r.rules.clone();
-            rec_stmt.execute(params![
-                r.id as i64,
-                r.kind.code(),
-                r.started_us,
-                r.conn_id as i64,
-                r.upstream_conn_id.map(|v| v as i64),
-                r.client,
-                r.user,
-                r.method,
-                r.url,
-                r.host,
-                r.version,
-                r.status,
-                super::model::header_value(&r.resp_headers, "content-type"),
-                r.req_body.size as i64,
-                r.resp_body.size as i64,
-                r.req_body.captured as i64,
-                r.resp_body.captured as i64,
-                r.req_body.flags(),
-                r.resp_body.flags(),
-                t.queued_us,
-                t.dns_us,
-                t.connect_us,
-                t.tls_us,
-                t.sent_us,
-                t.ttfb_us,
-                t.total_us,
-                r.upstream_addr,
-                r.error,
-                r.close_reason,
-                rules,
-                r.weight() as i64,
-                r.tls,
-            ])?;
-            let body = |b: &super::model::CapturedBody| (b.captured > 0).then(|| b.to_vec());
-            details_stmt.execute(params![
-                r.id as i64,
-                r.req_headers,
-                r.resp_headers,
-                body(&r.req_body),
-                body(&r.resp_body),
-            ])?;
+            done += chunk.len();
         }
     }
     tx.commit()
@@ -555,12 +666,17 @@ pub struct Trimmed {
 /// that no pass has to count a large table.
 pub fn enforce_retention(
     conn: &mut Connection,
+    blobs: &Blobs,
     rec: &Recording,
     count: &mut u64,
     now_us: i64,
     check_age: bool,
 ) -> rusqlite::Result<Trimmed> {
     let mut trimmed = Trimmed::default();
+    let mut cut = |count: &mut u64, n: u64| {
+        trimmed.records += n;
+        *count = count.saturating_sub(n);
+    };
     if check_age {
         let cutoff = now_us - rec.retain_age.as_micros() as i64;
         // Ids follow completion order, close to start order: the oldest
@@ -577,50 +693,55 @@ pub fn enforce_retention(
                 .optional()?
                 .flatten();
             let Some(id) = last_old else { break };
-            let n = delete_through(conn, id)?;
-            trimmed.records += n;
-            *count = count.saturating_sub(n);
+            let n = delete_through(conn, blobs, id)?;
+            cut(count, n);
             if n < AGE_CHUNK as u64 {
                 break;
             }
         }
     }
     if *count > rec.retain_records {
-        let n = delete_oldest(conn, *count - rec.retain_records)?;
-        trimmed.records += n;
-        *count = count.saturating_sub(n);
+        let n = delete_oldest(conn, blobs, *count - rec.retain_records)?;
+        cut(count, n);
     }
     // The file never shrinks, but freed pages are reused: keeping pages in
-    // use under the target keeps the file, plus a batch and the WAL, under
-    // the byte limit.
+    // use plus the segments under the target keeps the files, plus a batch
+    // and the WAL, under the byte limit.
     let target = byte_target(rec);
-    for _ in 0..8 {
-        let used = used_bytes(conn)?;
-        if used <= target {
+    for _ in 0..64 {
+        let in_db = used_bytes(conn)?;
+        let in_segments = blobs.bytes();
+        let used = in_db + in_segments;
+        if used <= target || *count == 0 {
             break;
         }
-        if *count == 0 {
-            break;
+        // Bodies and headers are most of the bytes: the oldest segment is
+        // freed whole by deleting the records up to its last id.
+        if in_segments > 0 {
+            if let Some(last) = blobs.oldest_max_id() {
+                let n = delete_through(conn, blobs, last as i64)?;
+                cut(count, n);
+                continue;
+            }
         }
-        // Cut proportionally to the excess, plus a margin so that the next
-        // few batches fit without another pass.
+        // Rows alone: cut proportionally to the excess, plus a margin so
+        // that the next few batches fit without another pass.
         let share = (used - target) as f64 / used as f64 + 0.02;
         let n = ((*count as f64) * share).ceil().max(1.0) as u64;
-        let n = delete_oldest(conn, n)?;
-        trimmed.records += n;
-        *count = count.saturating_sub(n);
+        let n = delete_oldest(conn, blobs, n)?;
+        cut(count, n);
     }
     Ok(trimmed)
 }
 
-/// Pages the database may keep in use: the byte limit less room for the
-/// WAL and one batch.
+/// Pages the database and segments may keep in use: the byte limit less
+/// room for the WAL and one batch.
 fn byte_target(rec: &Recording) -> u64 {
     let wal = (wal_pages(rec) * PAGE_SIZE) as u64;
     (rec.retain_bytes * 90 / 100).saturating_sub(2 * wal)
 }
 
-fn delete_oldest(conn: &mut Connection, n: u64) -> rusqlite::Result<u64> {
+fn delete_oldest(conn: &mut Connection, blobs: &Blobs, n: u64) -> rusqlite::Result<u64> {
     let last: Option<i64> = conn
         .query_row(
             "SELECT id FROM records ORDER BY id LIMIT 1 OFFSET ?1",
@@ -629,22 +750,159 @@ fn delete_oldest(conn: &mut Connection, n: u64) -> rusqlite::Result<u64> {
         )
         .optional()?;
     match last {
-        Some(id) => delete_through(conn, id),
+        Some(id) => delete_through(conn, blobs, id),
         None => {
-            let tx = conn.transaction()?;
-            let n = tx.execute("DELETE FROM records", [])? as u64;
-            tx.execute("DELETE FROM details", [])?;
-            tx.commit()?;
+            let n = conn.execute("DELETE FROM records", [])? as u64;
+            blobs.retire_through(u64::MAX);
             Ok(n)
         }
     }
 }
 
-/// Deletes every record with an id up to `id`, and their bodies.
-fn delete_through(conn: &mut Connection, id: i64) -> rusqlite::Result<u64> {
-    let tx = conn.transaction()?;
-    let n = tx.execute("DELETE FROM records WHERE id <= ?1", [id])? as u64;
-    tx.execute("DELETE FROM details WHERE id <= ?1", [id])?;
-    tx.commit()?;
+/// Deletes every record with an id up to `id`, then the segments that
+/// held only such records.
+fn delete_through(conn: &mut Connection, blobs: &Blobs, id: i64) -> rusqlite::Result<u64> {
+    let n = conn.execute("DELETE FROM records WHERE id <= ?1", [id])? as u64;
+    blobs.retire_through(id.max(0) as u64);
     Ok(n)
+}
+
+/// After a delete by filter: removes the segments no stored record
+/// references any more.
+pub fn retire_unreferenced(conn: &Connection, blobs: &Blobs) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM records WHERE id BETWEEN ?1 AND ?2 AND blob >> 40 = ?3)",
+    )?;
+    let mut failed = None;
+    blobs.retire_unless(|seq, min_id, max_id| {
+        match stmt.query_row(params![min_id as i64, max_id as i64, seq as i64], |r| {
+            r.get::<_, bool>(0)
+        }) {
+            Ok(live) => live,
+            Err(e) => {
+                failed = Some(e);
+                true
+            }
+        }
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::model::{BodyDir, RecordKind};
+    use crate::record::query::{self, Filter};
+    use bytes::Bytes;
+    use std::time::SystemTime;
+
+    fn record(id: u64, host: &str, body: usize) -> Record {
+        let mut r = Record::new(
+            RecordKind::Http,
+            id,
+            "127.0.0.1:1".into(),
+            SystemTime::now(),
+        );
+        r.id = id;
+        r.method = "GET".into();
+        r.host = host.into();
+        r.url = format!("http://{host}/{id}");
+        r.version = "HTTP/1.1".into();
+        r.status = Some(200);
+        r.req_headers = format!("x-n: {id}\r\n").into_bytes();
+        r.resp_headers = b"content-type: application/json\r\n".to_vec();
+        r.resp_body
+            .push(&Bytes::from(vec![b'a' + (id % 26) as u8; body]), 1 << 20);
+        r
+    }
+
+    fn store_in(dir: &Path, retain_bytes: u64) -> Arc<Store> {
+        Store::open(&Recording {
+            data_dir: DataDir::Path(dir.to_path_buf()),
+            retain_bytes,
+            ..Recording::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_and_entries_read_back_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1 << 30);
+        // 70 rows: two full multi-row statements and six single rows.
+        let batch: Vec<Record> = (1..=70)
+            .map(|i| record(i, "a.test", 100 * i as usize))
+            .collect();
+        store.insert(&batch, || {}).unwrap();
+        drop(store);
+        let store = store_in(dir.path(), 1 << 30);
+        assert_eq!(store.count().unwrap(), 70);
+        for id in [1u64, 33, 64, 70] {
+            let (d, body) = store
+                .read(|c| {
+                    let d = query::detail(c, id)?.unwrap();
+                    Ok((d, query::body(c, id, BodyDir::Response)?))
+                })
+                .unwrap();
+            assert_eq!(d.summary.url, format!("http://a.test/{id}"));
+            assert_eq!(d.summary.content_type.as_deref(), Some("application/json"));
+            assert_eq!(d.req_headers, vec![("x-n".to_string(), id.to_string())]);
+            assert_eq!(d.resp_body.captured, 100 * id);
+            assert_eq!(body, batch[id as usize - 1].resp_body.to_vec());
+        }
+    }
+
+    #[test]
+    fn deletes_and_retention_remove_segments_with_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 MiB budget: 256 KiB segments.
+        let limit = 4 << 20;
+        let store = store_in(dir.path(), limit);
+        let rec = Recording {
+            retain_bytes: limit,
+            ..Recording::default()
+        };
+        let mut count = 0u64;
+        for b in 0..40u64 {
+            let batch: Vec<Record> = (0..10)
+                .map(|i| {
+                    record(
+                        b * 10 + i + 1,
+                        if i % 2 == 0 { "even.test" } else { "odd.test" },
+                        30_000,
+                    )
+                })
+                .collect();
+            store.insert(&batch, || count += 10).unwrap();
+            let blobs = store.blobs.clone();
+            store
+                .write(|c| enforce_retention(c, &blobs, &rec, &mut count, 0, false))
+                .unwrap();
+            assert!(
+                store.disk_bytes() <= limit,
+                "{} > {limit}",
+                store.disk_bytes()
+            );
+        }
+        // 12 MB went in; the oldest records went with their segments.
+        assert!(store.count().unwrap() < 400);
+        assert_eq!(store.count().unwrap(), count);
+        let files = std::fs::read_dir(dir.path().join(super::super::blobs::BLOB_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(files, store.blobs.segments());
+        // Deleting everything by filter frees every segment.
+        let blobs = store.blobs.clone();
+        store
+            .write(|c| {
+                query::delete(c, &Filter::default())?;
+                retire_unreferenced(c, &blobs)
+            })
+            .unwrap();
+        assert_eq!(store.blobs.bytes(), 0);
+        assert_eq!(store.blobs.segments(), 0);
+    }
 }

@@ -83,11 +83,20 @@ async fn wait_written(admin: SocketAddr, n: u64) {
     }
 }
 
+/// The database, its WAL and the segment files holding headers and bodies.
 fn store_bytes(dir: &Path) -> u64 {
-    ["records.db", "records.db-wal"]
-        .iter()
-        .map(|f| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0))
-        .sum()
+    let segments: u64 = std::fs::read_dir(dir.join("records.blobs"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0);
+    segments
+        + ["records.db", "records.db-wal"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0))
+            .sum::<u64>()
 }
 
 #[tokio::test]
