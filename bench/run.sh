@@ -284,6 +284,11 @@ if ! "$SLUICE" --help 2>&1 | grep -q -- '--data-dir'; then
 fi
 ADMIN_NEXT=0
 LAST_ADMIN=""
+# Admin address -> that instance's --data-dir. The admin server demands a
+# bearer token by default; sluice generates one per start and writes it to
+# <data-dir>/admin.token (mode 0600), so each admin call reads the token of
+# the instance it talks to.
+declare -A ADMIN_DATA
 start_sluice() { # PORT NAME [EXTRA ARGS...]; sets LAST_PID and LAST_ADMIN (the admin address)
   local port="$1" name="$2" args
   shift 2
@@ -291,15 +296,36 @@ start_sluice() { # PORT NAME [EXTRA ARGS...]; sets LAST_PID and LAST_ADMIN (the 
   LAST_ADMIN="127.0.0.1:${ADMIN_PORTS[$ADMIN_NEXT]}"
   ADMIN_NEXT=$((ADMIN_NEXT + 1))
   rm -rf "$WORK/data-$name"
+  ADMIN_DATA[$LAST_ADMIN]="$WORK/data-$name"
   args="${SLUICE_ARGS_TEMPLATE//PORT/$port}"
   args="${args//ADMIN/${LAST_ADMIN#127.0.0.1:}}"
   args="${args//DATA/$WORK/data-$name}"
+  # sluice prints its admin URL, token included, once to stdout: the copy
+  # in the logs has the token masked. The sed exits when sluice does.
   # shellcheck disable=SC2086
-  start_bg "$name" taskset -c "$PROXY_CPU" "$SLUICE" $args "$@"
+  taskset -c "$PROXY_CPU" "$SLUICE" $args "$@" \
+    > >(sed -u 's/token=[^[:space:]&]*/token=<hidden>/g' >"$LOGS/$name.out") 2>"$LOGS/$name.err" &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
   "$LOADGEN" wait-port "127.0.0.1:$port" 20000 || die "sluice did not start (see $LOGS/$name.err)"
 }
+# GET an admin path with the instance's bearer token (body on stdout, empty
+# on failure). The token goes to curl through a pipe, never on a command
+# line (ps shows those) nor into a log. An instance without a token file
+# (a --rev from before tokens) is asked without one.
+admin_get() { # ADMIN_ADDR PATH
+  local dir="${ADMIN_DATA[$1]:-}" token=""
+  if [ -n "$dir" ] && [ -r "$dir/admin.token" ]; then
+    { read -r token <"$dir/admin.token"; } 2>/dev/null || true
+  fi
+  if [ -n "$token" ]; then
+    timeout 10 curl -s --max-time 5 -H @<(printf 'Authorization: Bearer %s\n' "$token") "http://$1$2" || true
+  else
+    timeout 10 curl -s --max-time 5 "http://$1$2" || true
+  fi
+}
 # Prometheus text of a sluice admin server (empty on failure).
-scrape() { timeout 10 curl -s --max-time 5 "http://$1/metrics" || true; }
+scrape() { admin_get "$1" /metrics; }
 # One sample from Prometheus text on stdin: METRIC [LABEL-MATCH] -> value (n/a when absent).
 metric() {
   awk -v m="$1" -v l="${2:-}" '$1 == m || index($1, m "{") == 1 {
@@ -581,7 +607,7 @@ if want U; then
       RAW+=("U $t run $r: $rps req/s, p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us, errors $(kv errors "$line")")
     done
   done
-  U_LOADED="$(timeout 10 curl -s --max-time 5 "http://$U_HIT_ADMIN/api/rules" | sed -n 's/.*"rules":\([0-9]*\).*/\1/p' || true)"
+  U_LOADED="$(admin_get "$U_HIT_ADMIN" /api/rules | sed -n 's/.*"rules":\([0-9]*\).*/\1/p' || true)"
   RAW+=("U: the matching instance reports ${U_LOADED:-n/a} rules loaded (/api/rules)")
   for p in "${U_PIDS[@]}"; do stop_pid "$p"; done
 fi
