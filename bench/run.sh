@@ -4,7 +4,7 @@
 #
 #   bench/run.sh            full run (median of 3, 10 s each, 5000 idle tunnels)
 #   bench/run.sh --quick    smoke run (1 run each, 3 s, 1000 idle tunnels)
-#   bench/run.sh --soak     also F: RSS over a ~1M-request run
+#   bench/run.sh --soak     also F: RSS (total and anon) over a ~1M-request run
 #   bench/run.sh --only AE  run only the listed sections (A..E, R, U; F needs --soak)
 #   bench/run.sh --rev HEAD build a committed revision (git archive) instead of
 #                           the working tree, e.g. while others edit src/
@@ -128,6 +128,22 @@ ratio() { # VALUE BASE -> "0.87x"
 sum_list() { printf '%s\n' "$@" | awk '{s+=$1} END{print s+0}'; }
 us_to_ms() { case "$1" in ''|n/a) echo n/a ;; *) awk -v v="$1" 'BEGIN{printf "%.2f ms", v/1000}' ;; esac; }
 rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+# "VMRSS_KIB RSSANON_KIB" of a live process (n/a for a line or a process
+# that is gone). RssAnon is the process's own memory (heap, stacks);
+# VmRSS adds the file-backed pages (the binary, mapped files) and shmem.
+mem_kib() { # PID
+  [ -r "/proc/$1/status" ] || { echo "n/a n/a"; return 0; }
+  awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 }
+    END { print (r == "" ? "n/a" : r), (a == "" ? "n/a" : a) }' "/proc/$1/status" 2>/dev/null || echo "n/a n/a"
+}
+kib_to_mib() { case "$1" in ''|n/a) echo n/a ;; *) awk -v v="$1" 'BEGIN{printf "%.1f", v/1024}' ;; esac; }
+# Rows of the report's memory table: "SECTION|INSTANCE|VMRSS_KIB|RSSANON_KIB".
+MEM_ROWS=()
+note_mem() { # SECTION INSTANCE-LABEL PID
+  local m
+  m="$(mem_kib "$3")"
+  MEM_ROWS+=("$1|$2|${m% *}|${m#* }")
+}
 
 declare -A R   # results: R[key]="v1 v2 v3"
 add() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
@@ -452,8 +468,10 @@ http_section() { # SECTION PATH CONNS
   done
 }
 
-want A && http_section A /small "$CONNS_SMALL"
-want B && http_section B /big "$CONNS_BIG"
+# A–D share one sluice, so its memory after each section is cumulative.
+SHARED_LABEL="shared (A–D), cumulative"
+want A && { http_section A /small "$CONNS_SMALL"; note_mem A "$SHARED_LABEL" "$SLUICE_PID"; }
+want B && { http_section B /big "$CONNS_BIG"; note_mem B "$SHARED_LABEL" "$SLUICE_PID"; }
 
 # ------------------------------------------------------------ C: bulk
 proxy_flag() { [ "$1" = direct ] && return 0; echo "--proxy 127.0.0.1:$(proxy_port "$1")"; }
@@ -470,6 +488,7 @@ want C && for t in "${TARGETS[@]}"; do
     done
   done
 done
+want C && note_mem C "$SHARED_LABEL" "$SLUICE_PID"
 
 # ------------------------------------------------------------ D: setup rate
 want D && for t in "${TARGETS[@]}"; do
@@ -486,6 +505,7 @@ want D && for t in "${TARGETS[@]}"; do
     RAW+=("D $t run $r: $(kv per_s "$line")/s, ok $(kv ok "$line"), errors $(kv errors "$line"), p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us")
   done
 done
+want D && note_mem D "$SHARED_LABEL" "$SLUICE_PID"
 
 # Waits (up to 10 s) until a recording sluice has written what it queued,
 # then saves its /metrics: stored and dropped counts are only final then.
@@ -563,8 +583,12 @@ if want R && [ "$HAVE_RECORDING" = 1 ]; then
   REC_OFF_PID=$LAST_PID
   r_workload small /small "$CONNS_SMALL"
   settle_metrics "$REC_ON_ADMIN" "$LOGS/R-sluice-on-metrics-after-small.txt"
+  note_mem "R, after small" "recording on" "$REC_ON_PID"
+  note_mem "R, after small" "\`--record off\`" "$REC_OFF_PID"
   r_workload big /big "$CONNS_BIG"
   settle_metrics "$REC_ON_ADMIN" "$LOGS/R-sluice-on-metrics.txt"
+  note_mem "R, after big" "recording on" "$REC_ON_PID"
+  note_mem "R, after big" "\`--record off\`" "$REC_OFF_PID"
   # Counts after both workloads, and the small workload's share of them
   # (the big one's is the difference).
   rmetric() { metric "$@" <"$LOGS/R-sluice-on-metrics.txt"; }
@@ -649,6 +673,7 @@ want E && for t in "${E_TARGETS[@]}"; do
     pid=$LAST_PID
     line="$(timeout -k 5 300 taskset -c "$LOADGEN_CPU" "$LOADGEN" idle --target "$ECHO" --proxy "127.0.0.1:$port" \
       --count "$IDLE_TUNNELS" --pid "$pid" --settle-ms "$SETTLE_MS" 2>>"$LOGS/E-$t.err" | grep '^RESULT ' || true)"
+    [ "$t" = sluice ] && note_mem "E, run $r" "fresh, after its $IDLE_TUNNELS tunnels closed" "$pid"
     stop_pid "$pid"
     if [ -z "$line" ]; then RAW+=("E $t run $r: failed (see bench/out/logs/E-$t.err)"); continue; fi
     for k in rss_before_kib rss_open_kib rss_used_kib rss_closed_kib per_tunnel_open_kib per_tunnel_used_kib; do
@@ -663,13 +688,13 @@ if [ "$SOAK" = 1 ]; then
   rps_guess=$(median ${R[A_sluice_rps]:-})
   [ "$rps_guess" = n/a ] && rps_guess=10000
   SOAK_CAP_SECS=900
-  log "F: soak, sluice, $SOAK_REQUESTS requests (wrk -c$CONNS_SMALL, in runs sized from the rate seen so far), RSS sampled every second"
+  log "F: soak, sluice, $SOAK_REQUESTS requests (wrk -c$CONNS_SMALL, in runs sized from the rate seen so far), VmRSS and RssAnon sampled every second"
   start_sluice "$P_SLUICE2" F-sluice
   SLUICE_PORT=$P_SLUICE2
   soak_pid=$LAST_PID
   (
     while kill -0 "$soak_pid" 2>/dev/null; do
-      echo "$(date +%s) $(rss_kib "$soak_pid")"
+      echo "$(date +%s) $(mem_kib "$soak_pid")"
       sleep 1
     done
   ) >"$LOGS/F-rss.txt" 2>/dev/null &
@@ -690,12 +715,19 @@ if [ "$SOAK" = 1 ]; then
     rps_guess=$(awk -v n="$(kv requests "$WRK_LAST")" -v d="$(kv duration_us "$WRK_LAST")" 'BEGIN{ r=n/(d/1e6); if (r<1) r=1; print r }')
   done
   sleep 1
+  note_mem F "soak, at end" "$soak_pid"
   stop_pid "$sampler"
   stop_pid "$soak_pid"
-  F_FIRST=$(awk 'NR==1{print $2}' "$LOGS/F-rss.txt")
-  F_LAST=$(awk '{v=$2} END{print v}' "$LOGS/F-rss.txt")
-  F_MAX=$(awk 'BEGIN{m=0} $2>m{m=$2} END{print m}' "$LOGS/F-rss.txt")
+  # F-rss.txt: "unix-seconds VmRSS-KiB RssAnon-KiB" per line; a sample
+  # the process vanished under reads n/a and is skipped.
+  fcol() { # COLUMN first|last|max
+    awk -v c="$1" -v w="$2" '$c ~ /^[0-9]+$/ { n++; v = $c + 0; if (n == 1) f = v; l = v; if (v > m) m = v }
+      END { if (!n) print "n/a"; else if (w == "first") print f; else if (w == "last") print l; else print m }' "$LOGS/F-rss.txt"
+  }
+  F_FIRST=$(fcol 2 first); F_LAST=$(fcol 2 last); F_MAX=$(fcol 2 max)
+  F_ANON_FIRST=$(fcol 3 first); F_ANON_LAST=$(fcol 3 last); F_ANON_MAX=$(fcol 3 max)
   F_SAMPLES=$(wc -l <"$LOGS/F-rss.txt")
+  MEM_ROWS+=("F|soak, largest 1 s sample (each column on its own)|$F_MAX|$F_ANON_MAX")
 fi
 
 stop_pid "$SERVERS_PID"
@@ -829,9 +861,24 @@ report() {
     echo
     echo "## F. Soak: sluice RSS over $SOAK_REQUESTS requests (\`wrk -t1 -c$CONNS_SMALL\`, ${SMALL_BYTES}-byte responses, $F_WRK_RUNS wrk run(s), ${F_SECS}s)"
     echo
-    echo "| requests | errors | RSS first sample | RSS last sample | RSS max | samples (1/s) |"
-    echo "|---:|---:|---:|---:|---:|---:|"
-    echo "| $F_REQUESTS | $F_ERRORS | $F_FIRST KiB | $F_LAST KiB | $F_MAX KiB | $F_SAMPLES |"
+    echo "| requests | errors | memory | first sample | last sample | max | samples (1/s) |"
+    echo "|---:|---:|---|---:|---:|---:|---:|"
+    echo "| $F_REQUESTS | $F_ERRORS | VmRSS (total) | $(fmt '%.0f KiB' "$F_FIRST") | $(fmt '%.0f KiB' "$F_LAST") | $(fmt '%.0f KiB' "$F_MAX") | $F_SAMPLES |"
+    echo "| | | RssAnon (own memory) | $(fmt '%.0f KiB' "$F_ANON_FIRST") | $(fmt '%.0f KiB' "$F_ANON_LAST") | $(fmt '%.0f KiB' "$F_ANON_MAX") | |"
+  fi
+  if [ ${#MEM_ROWS[@]} -gt 0 ]; then
+    echo
+    echo "## Memory after each section"
+    echo
+    echo "VmRSS and RssAnon (\`/proc/PID/status\`) of the sluice process(es) a section used, read when its load was over. RssAnon is the process's own memory (heap, stacks); the rest of VmRSS is file-backed pages (the binary, libraries) and shared memory."
+    echo
+    echo "| after | sluice | VmRSS (MiB) | RssAnon (MiB) |"
+    echo "|---|---|---:|---:|"
+    local row sec inst vm an
+    for row in "${MEM_ROWS[@]}"; do
+      IFS='|' read -r sec inst vm an <<<"$row"
+      echo "| $sec | $inst | $(kib_to_mib "$vm") | $(kib_to_mib "$an") |"
+    done
   fi
   echo
   echo "<details><summary>Every run</summary>"
