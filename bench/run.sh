@@ -4,7 +4,7 @@
 #
 #   bench/run.sh            full run (median of 3, 10 s each, 5000 idle tunnels)
 #   bench/run.sh --quick    smoke run (1 run each, 3 s, 1000 idle tunnels)
-#   bench/run.sh --soak     also F: RSS over a ~1M-request run
+#   bench/run.sh --soak     also F: RSS (total and anon) over a ~1M-request run
 #   bench/run.sh --only AE  run only the listed sections (A..E, R, U; F needs --soak)
 #   bench/run.sh --rev HEAD build a committed revision (git archive) instead of
 #                           the working tree, e.g. while others edit src/
@@ -128,6 +128,22 @@ ratio() { # VALUE BASE -> "0.87x"
 sum_list() { printf '%s\n' "$@" | awk '{s+=$1} END{print s+0}'; }
 us_to_ms() { case "$1" in ''|n/a) echo n/a ;; *) awk -v v="$1" 'BEGIN{printf "%.2f ms", v/1000}' ;; esac; }
 rss_kib() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
+# "VMRSS_KIB RSSANON_KIB" of a live process (n/a for a line or a process
+# that is gone). RssAnon is the process's own memory (heap, stacks);
+# VmRSS adds the file-backed pages (the binary, mapped files) and shmem.
+mem_kib() { # PID
+  [ -r "/proc/$1/status" ] || { echo "n/a n/a"; return 0; }
+  awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 }
+    END { print (r == "" ? "n/a" : r), (a == "" ? "n/a" : a) }' "/proc/$1/status" 2>/dev/null || echo "n/a n/a"
+}
+kib_to_mib() { case "$1" in ''|n/a) echo n/a ;; *) awk -v v="$1" 'BEGIN{printf "%.1f", v/1024}' ;; esac; }
+# Rows of the report's memory table: "SECTION|INSTANCE|VMRSS_KIB|RSSANON_KIB".
+MEM_ROWS=()
+note_mem() { # SECTION INSTANCE-LABEL PID
+  local m
+  m="$(mem_kib "$3")"
+  MEM_ROWS+=("$1|$2|${m% *}|${m#* }")
+}
 
 declare -A R   # results: R[key]="v1 v2 v3"
 add() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
@@ -284,6 +300,11 @@ if ! "$SLUICE" --help 2>&1 | grep -q -- '--data-dir'; then
 fi
 ADMIN_NEXT=0
 LAST_ADMIN=""
+# Admin address -> that instance's --data-dir. The admin server demands a
+# bearer token by default; sluice generates one per start and writes it to
+# <data-dir>/admin.token (mode 0600), so each admin call reads the token of
+# the instance it talks to.
+declare -A ADMIN_DATA
 start_sluice() { # PORT NAME [EXTRA ARGS...]; sets LAST_PID and LAST_ADMIN (the admin address)
   local port="$1" name="$2" args
   shift 2
@@ -291,15 +312,36 @@ start_sluice() { # PORT NAME [EXTRA ARGS...]; sets LAST_PID and LAST_ADMIN (the 
   LAST_ADMIN="127.0.0.1:${ADMIN_PORTS[$ADMIN_NEXT]}"
   ADMIN_NEXT=$((ADMIN_NEXT + 1))
   rm -rf "$WORK/data-$name"
+  ADMIN_DATA[$LAST_ADMIN]="$WORK/data-$name"
   args="${SLUICE_ARGS_TEMPLATE//PORT/$port}"
   args="${args//ADMIN/${LAST_ADMIN#127.0.0.1:}}"
   args="${args//DATA/$WORK/data-$name}"
+  # sluice prints its admin URL, token included, once to stdout: the copy
+  # in the logs has the token masked. The sed exits when sluice does.
   # shellcheck disable=SC2086
-  start_bg "$name" taskset -c "$PROXY_CPU" "$SLUICE" $args "$@"
+  taskset -c "$PROXY_CPU" "$SLUICE" $args "$@" \
+    > >(sed -u 's/token=[^[:space:]&]*/token=<hidden>/g' >"$LOGS/$name.out") 2>"$LOGS/$name.err" &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
   "$LOADGEN" wait-port "127.0.0.1:$port" 20000 || die "sluice did not start (see $LOGS/$name.err)"
 }
+# GET an admin path with the instance's bearer token (body on stdout, empty
+# on failure). The token goes to curl through a pipe, never on a command
+# line (ps shows those) nor into a log. An instance without a token file
+# (a --rev from before tokens) is asked without one.
+admin_get() { # ADMIN_ADDR PATH
+  local dir="${ADMIN_DATA[$1]:-}" token=""
+  if [ -n "$dir" ] && [ -r "$dir/admin.token" ]; then
+    { read -r token <"$dir/admin.token"; } 2>/dev/null || true
+  fi
+  if [ -n "$token" ]; then
+    timeout 10 curl -s --max-time 5 -H @<(printf 'Authorization: Bearer %s\n' "$token") "http://$1$2" || true
+  else
+    timeout 10 curl -s --max-time 5 "http://$1$2" || true
+  fi
+}
 # Prometheus text of a sluice admin server (empty on failure).
-scrape() { timeout 10 curl -s --max-time 5 "http://$1/metrics" || true; }
+scrape() { admin_get "$1" /metrics; }
 # One sample from Prometheus text on stdin: METRIC [LABEL-MATCH] -> value (n/a when absent).
 metric() {
   awk -v m="$1" -v l="${2:-}" '$1 == m || index($1, m "{") == 1 {
@@ -426,8 +468,10 @@ http_section() { # SECTION PATH CONNS
   done
 }
 
-want A && http_section A /small "$CONNS_SMALL"
-want B && http_section B /big "$CONNS_BIG"
+# A–D share one sluice, so its memory after each section is cumulative.
+SHARED_LABEL="shared (A–D), cumulative"
+want A && { http_section A /small "$CONNS_SMALL"; note_mem A "$SHARED_LABEL" "$SLUICE_PID"; }
+want B && { http_section B /big "$CONNS_BIG"; note_mem B "$SHARED_LABEL" "$SLUICE_PID"; }
 
 # ------------------------------------------------------------ C: bulk
 proxy_flag() { [ "$1" = direct ] && return 0; echo "--proxy 127.0.0.1:$(proxy_port "$1")"; }
@@ -444,6 +488,7 @@ want C && for t in "${TARGETS[@]}"; do
     done
   done
 done
+want C && note_mem C "$SHARED_LABEL" "$SLUICE_PID"
 
 # ------------------------------------------------------------ D: setup rate
 want D && for t in "${TARGETS[@]}"; do
@@ -460,6 +505,7 @@ want D && for t in "${TARGETS[@]}"; do
     RAW+=("D $t run $r: $(kv per_s "$line")/s, ok $(kv ok "$line"), errors $(kv errors "$line"), p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us")
   done
 done
+want D && note_mem D "$SHARED_LABEL" "$SLUICE_PID"
 
 # Waits (up to 10 s) until a recording sluice has written what it queued,
 # then saves its /metrics: stored and dropped counts are only final then.
@@ -493,48 +539,74 @@ stop_pid "$SLUICE_PID"
 [ -n "$SQUID_PID" ] && stop_pid "$SQUID_PID"
 
 # ------------------------------------------------------------ R: recording cost
-# The A workload through two fresh sluice instances, identical but for
-# recording: one with the defaults (bodies up to 1 MiB), one --record off.
-# Runs alternate, the order swapped every pair (off, on, on, off, off,
-# on, ...), so that drift in the machine's load and whatever the second of
-# two back-to-back runs pays hit both alike.
-if want R && [ "$HAVE_RECORDING" = 1 ]; then
-  log "R: recording on vs --record off, /small, $CONNS_SMALL connections: warm-up 1 s + $RUNS x ${DUR}s each, alternating (off, on, on, off, ...)"
-  start_sluice "$P_REC_ON" R-sluice-on
-  REC_ON_PID=$LAST_PID; REC_ON_ADMIN=$LAST_ADMIN
-  start_sluice "$P_REC_OFF" R-sluice-off --record off
-  REC_OFF_PID=$LAST_PID
-  R_SENT=0
+# A's workload, then B's, through two fresh sluice instances, identical
+# but for recording: one with the defaults (bodies up to 1 MiB), one
+# --record off. Runs alternate, the order swapped every pair (off, on, on,
+# off, off, on, ...), so that drift in the machine's load and whatever the
+# second of two back-to-back runs pays hit both alike. Between the two
+# workloads the recorder drains its queue, so B's runs do not pay for A's
+# backlog, and its counts are saved so each workload's share is known.
+declare -A R_SENT=([small]=0 [big]=0) # requests wrk completed through the recording instance
+r_workload() { # WORKLOAD(small|big) PATH CONNS
+  local wl="$1" path="$2" conns="$3" t r order line rps mibs
+  log "R: recording on vs --record off, $path, $conns connections: warm-up 1 s + $RUNS x ${DUR}s each, alternating (off, on, on, off, ...)"
   for t in rec_on rec_off; do
-    run_wrk "$t" /small "$CONNS_SMALL" 1 "R-$t-warmup"
-    [ "$t" = rec_on ] && [ -n "$WRK_LAST" ] && R_SENT=$((R_SENT + $(kv requests "$WRK_LAST")))
+    run_wrk "$t" "$path" "$conns" 1 "R-$wl-$t-warmup"
+    [ "$t" = rec_on ] && [ -n "$WRK_LAST" ] && R_SENT[$wl]=$((R_SENT[$wl] + $(kv requests "$WRK_LAST")))
   done
   for r in $(seq "$RUNS"); do
     order="rec_off rec_on"
     [ $((r % 2)) = 0 ] && order="rec_on rec_off"
     for t in $order; do
-      run_wrk "$t" /small "$CONNS_SMALL" "$DUR" "R-$t-run$r"
+      run_wrk "$t" "$path" "$conns" "$DUR" "R-$wl-$t-run$r"
       line="$WRK_LAST"
       if [ -z "$line" ]; then
-        RAW+=("R $t run $r: no result (see bench/out/logs/R-$t-run$r.txt)")
+        RAW+=("R $wl $t run $r: no result (see bench/out/logs/R-$wl-$t-run$r.txt)")
         continue
       fi
-      [ "$t" = rec_on ] && R_SENT=$((R_SENT + $(kv requests "$line")))
+      [ "$t" = rec_on ] && R_SENT[$wl]=$((R_SENT[$wl] + $(kv requests "$line")))
       rps=$(awk -v n="$(kv requests "$line")" -v d="$(kv duration_us "$line")" 'BEGIN{printf "%.1f", n/(d/1e6)}')
-      add "R_${t}_rps" "$rps"
-      add "R_${t}_p50" "$(kv p50_us "$line")"
-      add "R_${t}_p99" "$(kv p99_us "$line")"
-      add "R_${t}_err" "$(kv errors "$line")"
-      RAW+=("R $t run $r: $rps req/s, p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us, errors $(kv errors "$line")")
+      mibs=$(awk -v b="$(kv bytes "$line")" -v d="$(kv duration_us "$line")" 'BEGIN{printf "%.2f", b/(d/1e6)/1048576}')
+      add "R_${wl}_${t}_rps" "$rps"
+      add "R_${wl}_${t}_mibs" "$mibs"
+      add "R_${wl}_${t}_p50" "$(kv p50_us "$line")"
+      add "R_${wl}_${t}_p99" "$(kv p99_us "$line")"
+      add "R_${wl}_${t}_err" "$(kv errors "$line")"
+      RAW+=("R $wl $t run $r: $rps req/s, $mibs MiB/s, p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us, errors $(kv errors "$line")")
     done
   done
+}
+if want R && [ "$HAVE_RECORDING" = 1 ]; then
+  start_sluice "$P_REC_ON" R-sluice-on
+  REC_ON_PID=$LAST_PID; REC_ON_ADMIN=$LAST_ADMIN
+  start_sluice "$P_REC_OFF" R-sluice-off --record off
+  REC_OFF_PID=$LAST_PID
+  r_workload small /small "$CONNS_SMALL"
+  settle_metrics "$REC_ON_ADMIN" "$LOGS/R-sluice-on-metrics-after-small.txt"
+  note_mem "R, after small" "recording on" "$REC_ON_PID"
+  note_mem "R, after small" "\`--record off\`" "$REC_OFF_PID"
+  r_workload big /big "$CONNS_BIG"
   settle_metrics "$REC_ON_ADMIN" "$LOGS/R-sluice-on-metrics.txt"
-  R_STORED="$(metric sluice_records_stored_total <"$LOGS/R-sluice-on-metrics.txt")"
-  R_DROP_REC="$(metric sluice_records_dropped_total 'what="record"' <"$LOGS/R-sluice-on-metrics.txt")"
-  R_DROP_BODY="$(metric sluice_records_dropped_total 'what="body"' <"$LOGS/R-sluice-on-metrics.txt")"
-  R_WRITE_ERR="$(metric sluice_records_dropped_total 'what="write_error"' <"$LOGS/R-sluice-on-metrics.txt")"
-  R_STORE_MIB="$(awk -v b="$(metric sluice_record_store_bytes <"$LOGS/R-sluice-on-metrics.txt")" 'BEGIN{ if (b == "n/a") print "n/a"; else printf "%.1f", b/1048576 }')"
-  RAW+=("R recording instance: $(record_counts "$LOGS/R-sluice-on-metrics.txt"); wrk completed $R_SENT requests through it (warm-up included)")
+  note_mem "R, after big" "recording on" "$REC_ON_PID"
+  note_mem "R, after big" "\`--record off\`" "$REC_OFF_PID"
+  # Counts after both workloads, and the small workload's share of them
+  # (the big one's is the difference).
+  rmetric() { metric "$@" <"$LOGS/R-sluice-on-metrics.txt"; }
+  smetric() { metric "$@" <"$LOGS/R-sluice-on-metrics-after-small.txt"; }
+  minus() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "n/a" || b == "n/a") print "n/a"; else print a - b }'; }
+  R_STORED="$(rmetric sluice_records_stored_total)"
+  R_DROP_REC="$(rmetric sluice_records_dropped_total 'what="record"')"
+  R_DROP_BODY="$(rmetric sluice_records_dropped_total 'what="body"')"
+  R_WRITE_ERR="$(rmetric sluice_records_dropped_total 'what="write_error"')"
+  R_STORED_small="$(smetric sluice_records_stored_total)"
+  R_DROP_REC_small="$(smetric sluice_records_dropped_total 'what="record"')"
+  R_DROP_BODY_small="$(smetric sluice_records_dropped_total 'what="body"')"
+  R_STORED_big="$(minus "$R_STORED" "$R_STORED_small")"
+  R_DROP_REC_big="$(minus "$R_DROP_REC" "$R_DROP_REC_small")"
+  R_DROP_BODY_big="$(minus "$R_DROP_BODY" "$R_DROP_BODY_small")"
+  R_STORE_MIB="$(awk -v b="$(rmetric sluice_record_store_bytes)" 'BEGIN{ if (b == "n/a") print "n/a"; else printf "%.1f", b/1048576 }')"
+  RAW+=("R recording instance after small: $(record_counts "$LOGS/R-sluice-on-metrics-after-small.txt"); wrk completed ${R_SENT[small]} requests through it (warm-up included)")
+  RAW+=("R recording instance after small and big: $(record_counts "$LOGS/R-sluice-on-metrics.txt"); wrk completed $((R_SENT[small] + R_SENT[big])) requests through it (warm-ups included)")
   stop_pid "$REC_ON_PID"
   stop_pid "$REC_OFF_PID"
 fi
@@ -581,7 +653,7 @@ if want U; then
       RAW+=("U $t run $r: $rps req/s, p50 $(kv p50_us "$line") us, p99 $(kv p99_us "$line") us, errors $(kv errors "$line")")
     done
   done
-  U_LOADED="$(timeout 10 curl -s --max-time 5 "http://$U_HIT_ADMIN/api/rules" | sed -n 's/.*"rules":\([0-9]*\).*/\1/p' || true)"
+  U_LOADED="$(admin_get "$U_HIT_ADMIN" /api/rules | sed -n 's/.*"rules":\([0-9]*\).*/\1/p' || true)"
   RAW+=("U: the matching instance reports ${U_LOADED:-n/a} rules loaded (/api/rules)")
   for p in "${U_PIDS[@]}"; do stop_pid "$p"; done
 fi
@@ -601,6 +673,7 @@ want E && for t in "${E_TARGETS[@]}"; do
     pid=$LAST_PID
     line="$(timeout -k 5 300 taskset -c "$LOADGEN_CPU" "$LOADGEN" idle --target "$ECHO" --proxy "127.0.0.1:$port" \
       --count "$IDLE_TUNNELS" --pid "$pid" --settle-ms "$SETTLE_MS" 2>>"$LOGS/E-$t.err" | grep '^RESULT ' || true)"
+    [ "$t" = sluice ] && note_mem "E, run $r" "fresh, after its $IDLE_TUNNELS tunnels closed" "$pid"
     stop_pid "$pid"
     if [ -z "$line" ]; then RAW+=("E $t run $r: failed (see bench/out/logs/E-$t.err)"); continue; fi
     for k in rss_before_kib rss_open_kib rss_used_kib rss_closed_kib per_tunnel_open_kib per_tunnel_used_kib; do
@@ -615,13 +688,13 @@ if [ "$SOAK" = 1 ]; then
   rps_guess=$(median ${R[A_sluice_rps]:-})
   [ "$rps_guess" = n/a ] && rps_guess=10000
   SOAK_CAP_SECS=900
-  log "F: soak, sluice, $SOAK_REQUESTS requests (wrk -c$CONNS_SMALL, in runs sized from the rate seen so far), RSS sampled every second"
+  log "F: soak, sluice, $SOAK_REQUESTS requests (wrk -c$CONNS_SMALL, in runs sized from the rate seen so far), VmRSS and RssAnon sampled every second"
   start_sluice "$P_SLUICE2" F-sluice
   SLUICE_PORT=$P_SLUICE2
   soak_pid=$LAST_PID
   (
     while kill -0 "$soak_pid" 2>/dev/null; do
-      echo "$(date +%s) $(rss_kib "$soak_pid")"
+      echo "$(date +%s) $(mem_kib "$soak_pid")"
       sleep 1
     done
   ) >"$LOGS/F-rss.txt" 2>/dev/null &
@@ -642,12 +715,19 @@ if [ "$SOAK" = 1 ]; then
     rps_guess=$(awk -v n="$(kv requests "$WRK_LAST")" -v d="$(kv duration_us "$WRK_LAST")" 'BEGIN{ r=n/(d/1e6); if (r<1) r=1; print r }')
   done
   sleep 1
+  note_mem F "soak, at end" "$soak_pid"
   stop_pid "$sampler"
   stop_pid "$soak_pid"
-  F_FIRST=$(awk 'NR==1{print $2}' "$LOGS/F-rss.txt")
-  F_LAST=$(awk '{v=$2} END{print v}' "$LOGS/F-rss.txt")
-  F_MAX=$(awk 'BEGIN{m=0} $2>m{m=$2} END{print m}' "$LOGS/F-rss.txt")
+  # F-rss.txt: "unix-seconds VmRSS-KiB RssAnon-KiB" per line; a sample
+  # the process vanished under reads n/a and is skipped.
+  fcol() { # COLUMN first|last|max
+    awk -v c="$1" -v w="$2" '$c ~ /^[0-9]+$/ { n++; v = $c + 0; if (n == 1) f = v; l = v; if (v > m) m = v }
+      END { if (!n) print "n/a"; else if (w == "first") print f; else if (w == "last") print l; else print m }' "$LOGS/F-rss.txt"
+  }
+  F_FIRST=$(fcol 2 first); F_LAST=$(fcol 2 last); F_MAX=$(fcol 2 max)
+  F_ANON_FIRST=$(fcol 3 first); F_ANON_LAST=$(fcol 3 last); F_ANON_MAX=$(fcol 3 max)
   F_SAMPLES=$(wc -l <"$LOGS/F-rss.txt")
+  MEM_ROWS+=("F|soak, largest 1 s sample (each column on its own)|$F_MAX|$F_ANON_MAX")
 fi
 
 stop_pid "$SERVERS_PID"
@@ -721,22 +801,34 @@ report() {
     done
   fi
   if want R && [ "$HAVE_RECORDING" = 1 ]; then
-    local on_rps off_rps on_p99 off_p99 rr pr verdict
-    on_rps=$(med R_rec_on_rps); off_rps=$(med R_rec_off_rps)
-    on_p99=$(med R_rec_on_p99); off_p99=$(med R_rec_off_p99)
-    rr=$(ratio "$on_rps" "$off_rps"); pr=$(ratio "$on_p99" "$off_p99")
-    verdict=$(awk -v a="$on_rps" -v b="$off_rps" -v c="$on_p99" -v d="$off_p99" 'BEGIN{
-      if (a == "n/a" || b == "n/a" || c == "n/a" || d == "n/a" || b == 0 || d == 0) { print "n/a"; exit }
-      print ((a / b >= 0.85) ? "met" : "NOT met") " (requests/s), " ((c / d < 2) ? "met" : "NOT met") " (p99)" }')
+    local wl unit key on off on_p99 off_p99 desc
     echo
-    echo "## R. Recording cost: A's workload (\`GET /small\`, \`wrk -t1 -c$CONNS_SMALL -d${DUR}s --latency\`) through sluice recording vs \`--record off\`"
+    echo "## R. Recording cost: A's workload (\`GET /small\`, \`wrk -t1 -c$CONNS_SMALL -d${DUR}s --latency\`) and B's (\`GET /big\`, \`wrk -t1 -c$CONNS_BIG -d${DUR}s --latency\`) through sluice recording vs \`--record off\`"
     echo
-    echo "| sluice | requests/s | on / off | p50 latency | p99 latency | p99 on / off | errors |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
-    echo "| recording on (defaults, bodies ≤ 1 MiB) | $(fmt %.0f "$on_rps") | $rr | $(us_to_ms "$(med R_rec_on_p50)") | $(us_to_ms "$on_p99") | $pr | $(sum_list ${R[R_rec_on_err]:-}) |"
-    echo "| \`--record off\` | $(fmt %.0f "$off_rps") | 1.00x | $(us_to_ms "$(med R_rec_off_p50)") | $(us_to_ms "$off_p99") | 1.00x | $(sum_list ${R[R_rec_off_err]:-}) |"
+    echo "| workload | sluice | throughput | on / off | p50 latency | p99 latency | p99 on / off | errors |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    for wl in small big; do
+      if [ "$wl" = small ]; then
+        unit="req/s"; key=rps; desc="small (${SMALL_BYTES} B)"
+      else
+        unit="MiB/s"; key=mibs; desc="big (1 MiB)"
+      fi
+      on=$(med "R_${wl}_rec_on_$key"); off=$(med "R_${wl}_rec_off_$key")
+      on_p99=$(med "R_${wl}_rec_on_p99"); off_p99=$(med "R_${wl}_rec_off_p99")
+      echo "| $desc | recording on (defaults, bodies ≤ 1 MiB) | $(fmt "%.0f $unit" "$on") | $(ratio "$on" "$off") | $(us_to_ms "$(med "R_${wl}_rec_on_p50")") | $(us_to_ms "$on_p99") | $(ratio "$on_p99" "$off_p99") | $(sum_list ${R[R_${wl}_rec_on_err]:-}) |"
+      echo "| $desc | \`--record off\` | $(fmt "%.0f $unit" "$off") | 1.00x | $(us_to_ms "$(med "R_${wl}_rec_off_p50")") | $(us_to_ms "$off_p99") | 1.00x | $(sum_list ${R[R_${wl}_rec_off_err]:-}) |"
+    done
+    # Issue 14's targets, judged on the medians.
+    judge() { # VALUE BASE OP(ge|le) LIMIT -> "met (0.93x)"
+      awk -v a="$1" -v b="$2" -v op="$3" -v lim="$4" 'BEGIN{
+        if (a == "n/a" || b == "n/a" || a == "" || b == "" || b == 0) { print "n/a"; exit }
+        r = a / b; ok = (op == "ge") ? (r >= lim) : (r <= lim)
+        printf "%s (%.2fx)", (ok ? "met" : "NOT met"), r }'
+    }
     echo
-    echo "Target (requests/s ≥ 0.85x, p99 < 2x): $verdict. Recording instance after the runs: **$R_STORED records stored**, dropped **$R_DROP_REC records** and **$R_DROP_BODY bodies** (\`sluice_records_dropped_total\`), $R_WRITE_ERR write errors, store $R_STORE_MIB MiB; wrk completed $R_SENT requests through it (warm-up included). The ratio is only honest when nothing was dropped."
+    echo "Targets (issue 14), on / off of the medians: small: requests/s ≥ 0.9x $(judge "$(med R_small_rec_on_rps)" "$(med R_small_rec_off_rps)" ge 0.9), p99 ≤ 1.5x $(judge "$(med R_small_rec_on_p99)" "$(med R_small_rec_off_p99)" le 1.5); big: MiB/s ≥ 0.8x $(judge "$(med R_big_rec_on_mibs)" "$(med R_big_rec_off_mibs)" ge 0.8)."
+    echo
+    echo "Recording instance after both workloads (\`/metrics\`, once its queue was empty): **$R_STORED records stored** (small $R_STORED_small, big $R_STORED_big), dropped **$R_DROP_REC records** (small $R_DROP_REC_small, big $R_DROP_REC_big) and **$R_DROP_BODY bodies** (small $R_DROP_BODY_small, big $R_DROP_BODY_big) (\`sluice_records_dropped_total\`), $R_WRITE_ERR write errors, store $R_STORE_MIB MiB; wrk completed ${R_SENT[small]} small and ${R_SENT[big]} big requests through it (warm-ups included). A ratio is only honest when its workload dropped nothing."
   fi
   if want U; then
     local none miss hit verdict
@@ -769,9 +861,24 @@ report() {
     echo
     echo "## F. Soak: sluice RSS over $SOAK_REQUESTS requests (\`wrk -t1 -c$CONNS_SMALL\`, ${SMALL_BYTES}-byte responses, $F_WRK_RUNS wrk run(s), ${F_SECS}s)"
     echo
-    echo "| requests | errors | RSS first sample | RSS last sample | RSS max | samples (1/s) |"
-    echo "|---:|---:|---:|---:|---:|---:|"
-    echo "| $F_REQUESTS | $F_ERRORS | $F_FIRST KiB | $F_LAST KiB | $F_MAX KiB | $F_SAMPLES |"
+    echo "| requests | errors | memory | first sample | last sample | max | samples (1/s) |"
+    echo "|---:|---:|---|---:|---:|---:|---:|"
+    echo "| $F_REQUESTS | $F_ERRORS | VmRSS (total) | $(fmt '%.0f KiB' "$F_FIRST") | $(fmt '%.0f KiB' "$F_LAST") | $(fmt '%.0f KiB' "$F_MAX") | $F_SAMPLES |"
+    echo "| | | RssAnon (own memory) | $(fmt '%.0f KiB' "$F_ANON_FIRST") | $(fmt '%.0f KiB' "$F_ANON_LAST") | $(fmt '%.0f KiB' "$F_ANON_MAX") | |"
+  fi
+  if [ ${#MEM_ROWS[@]} -gt 0 ]; then
+    echo
+    echo "## Memory after each section"
+    echo
+    echo "VmRSS and RssAnon (\`/proc/PID/status\`) of the sluice process(es) a section used, read when its load was over. RssAnon is the process's own memory (heap, stacks); the rest of VmRSS is file-backed pages (the binary, libraries) and shared memory."
+    echo
+    echo "| after | sluice | VmRSS (MiB) | RssAnon (MiB) |"
+    echo "|---|---|---:|---:|"
+    local row sec inst vm an
+    for row in "${MEM_ROWS[@]}"; do
+      IFS='|' read -r sec inst vm an <<<"$row"
+      echo "| $sec | $inst | $(kib_to_mib "$vm") | $(kib_to_mib "$an") |"
+    done
   fi
   echo
   echo "<details><summary>Every run</summary>"

@@ -262,6 +262,8 @@ fn sample_from(v: &serde_json::Value) -> Option<Sample> {
     Some(Sample {
         t: v.get("t")?.as_u64()?,
         rss_bytes: u("rss_bytes"),
+        rss_anon_bytes: u("rss_anon_bytes"),
+        rss_file_bytes: u("rss_file_bytes"),
         cpu_percent: f("cpu_percent"),
         open_fds: u("open_fds"),
         threads: u("threads"),

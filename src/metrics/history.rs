@@ -27,6 +27,11 @@ pub struct Sample {
     /// Unix milliseconds.
     pub t: u64,
     pub rss_bytes: u64,
+    /// The anonymous part of `rss_bytes`: the process's own memory.
+    pub rss_anon_bytes: u64,
+    /// The file-backed and shared-memory part: page cache, mostly the
+    /// binary's own pages, which the kernel can drop.
+    pub rss_file_bytes: u64,
     pub cpu_percent: f64,
     pub open_fds: u64,
     pub threads: u64,
@@ -178,6 +183,8 @@ pub async fn run_sampler(
         history.push(Sample {
             t: now_ms(),
             rss_bytes: p.rss_bytes,
+            rss_anon_bytes: p.rss.anon,
+            rss_file_bytes: p.rss.file_and_shmem(),
             cpu_percent: if window >= MIN_RATE_WINDOW {
                 process::cpu_percent(&prev_proc, &p, window)
             } else {
@@ -265,6 +272,8 @@ mod tests {
         Sample {
             t: 0,
             rss_bytes: 0,
+            rss_anon_bytes: 0,
+            rss_file_bytes: 0,
             cpu_percent: 0.0,
             open_fds: 0,
             threads: 0,

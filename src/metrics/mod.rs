@@ -281,6 +281,22 @@ impl Collector for RegistryCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(p.rss_bytes as i64).encode(m.encode_family(&NO_LABELS)?)?;
+        // The total above stays unlabelled: a family mixing it with its own
+        // parts would double in every sum(). The parts get their own name.
+        let mut m = enc.encode_descriptor(
+            "process_resident_memory_by_kind_bytes",
+            "Resident set size by kind (anon: heap and stacks, the process's own; \
+             file: mapped files, page cache the kernel can drop; shmem: shared memory)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (kind, bytes) in [
+            ("anon", p.rss.anon),
+            ("file", p.rss.file),
+            ("shmem", p.rss.shmem),
+        ] {
+            ConstGauge::new(bytes as i64).encode(m.encode_family(&[("kind", kind)])?)?;
+        }
         let mut m = enc.encode_descriptor(
             "process_cpu_seconds",
             "User and system CPU time",

@@ -448,6 +448,7 @@ async fn metrics_names_and_values_move_with_real_traffic() {
         ("sluice_time_to_first_byte_seconds", "histogram"),
         ("sluice_request_duration_seconds", "histogram"),
         ("sluice_process_resident_memory_bytes", "gauge"),
+        ("sluice_process_resident_memory_by_kind_bytes", "gauge"),
         ("sluice_process_cpu_seconds", "counter"),
         ("sluice_process_open_fds", "gauge"),
         ("sluice_process_threads", "gauge"),
@@ -473,7 +474,23 @@ async fn metrics_names_and_values_move_with_real_traffic() {
     ] {
         m0.must("sluice_connections_closed_total", &[("reason", reason)]);
     }
-    assert!(m0.must("sluice_process_resident_memory_bytes", &[]) > 1024.0 * 1024.0);
+    let rss = m0.must("sluice_process_resident_memory_bytes", &[]);
+    assert!(rss > 1024.0 * 1024.0);
+    // The split: the process's own memory, page cache, shared memory; the
+    // parts add up to the total (read a moment apart, so roughly).
+    let kind = |k: &str| {
+        m0.must(
+            "sluice_process_resident_memory_by_kind_bytes",
+            &[("kind", k)],
+        )
+    };
+    let (anon, file, shmem) = (kind("anon"), kind("file"), kind("shmem"));
+    assert!(anon > 0.0 && file > 0.0 && shmem >= 0.0, "{}", m0.0);
+    let parts = anon + file + shmem;
+    assert!(
+        (parts - rss).abs() < rss * 0.1,
+        "anon {anon} + file {file} + shmem {shmem} = {parts}, total {rss}"
+    );
     assert!(m0.must("sluice_process_open_fds", &[]) > 3.0);
     assert!(m0.must("sluice_process_threads", &[]) >= 1.0);
     assert!(m0.must("sluice_process_cpu_seconds_total", &[]) >= 0.0);
@@ -627,6 +644,12 @@ async fn history_has_process_samples_and_request_rate_under_load() {
     let mut prev_t = 0;
     for smp in samples {
         assert!(u(smp, "rss_bytes") > 0, "{smp}");
+        assert!(u(smp, "rss_anon_bytes") > 0, "{smp}");
+        assert!(u(smp, "rss_file_bytes") > 0, "{smp}");
+        assert!(
+            u(smp, "rss_anon_bytes") + u(smp, "rss_file_bytes") <= u(smp, "rss_bytes") * 11 / 10,
+            "the parts fit in the total: {smp}"
+        );
         assert!(u(smp, "open_fds") > 0, "{smp}");
         assert!(u(smp, "threads") > 0, "{smp}");
         for key in [

@@ -344,11 +344,14 @@ try {
       await page.waitForFunction((i) => Number(document.getElementById(`chart-${i}`)?.dataset.points) > 0, id);
       assert(await page.$(`#chart-${id} canvas`), `chart ${id} has no canvas`);
     }
+    // The RSS chart splits the total into the process's own memory and page cache.
+    const rssSeries = await page.$$eval('#chart-rss .u-legend .u-label', (ls) => ls.map((l) => l.textContent));
+    for (const want of ['total', 'anon', 'file']) assert(rssSeries.includes(want), `RSS chart has no ${want} series: ${rssSeries}`);
     await page.waitForSelector('#watchdog-state');
     await page.waitForSelector('#users-table tbody tr');
     await page.waitForTimeout(300);
     await shot(page, '3-dashboard');
-    return await page.$eval('#chart-rss', (d) => `${d.dataset.points} samples`);
+    return await page.$eval('#chart-rss', (d) => `${d.dataset.points} samples, series ${[...d.querySelectorAll('.u-legend .u-label')].map((l) => l.textContent).join(' ')}`);
   });
 
   await check('rule_line_error', async () => {

@@ -10,7 +10,14 @@ const MIB = 1048576;
 
 // One chart per entry: title, series (label, value from a sample), axis format.
 const CHARTS = [
-  { id: 'rss', title: 'RSS (MiB)', series: [['RSS', (s) => s.rss_bytes / MIB]] },
+  // anon is the process's own memory (heap, stacks); file is mapped files
+  // and shared memory, page cache the kernel can take back: a total alone
+  // cannot tell a leak from the binary being paged in.
+  {
+    id: 'rss',
+    title: 'RSS (MiB): anon = own memory, file = mapped files + shmem',
+    series: [['total', (s) => s.rss_bytes / MIB], ['anon', (s) => s.rss_anon_bytes / MIB], ['file', (s) => s.rss_file_bytes / MIB]],
+  },
   { id: 'cpu', title: 'CPU %', series: [['CPU', (s) => s.cpu_percent]] },
   { id: 'fds', title: 'Open fds', series: [['fds', (s) => s.open_fds], ['threads', (s) => s.threads]] },
   { id: 'conns', title: 'Connections by kind', series: [['http', (s) => s.http], ['tunnel', (s) => s.tunnel], ['relay', (s) => s.relay], ['upstream', (s) => s.upstream]] },
