@@ -180,17 +180,29 @@ ADMIN="127.0.0.1:$P_ADMIN"
 SLUICE_ARGS=(--data-dir "$DIR" --admin "$ADMIN" --listen "127.0.0.1:$P_PROXY" --retain-records 2000000
   --retain-bytes 64GiB --retain-age 3650d --log-level warn --workers 1)
 log "starting sluice on $DIR (admin $ADMIN, core $PROXY_CPU)"
-start_bg sluice taskset -c "$PROXY_CPU" "$WORK/sluice" "${SLUICE_ARGS[@]}"
-SLUICE_PID=$LAST_PID
+# sluice prints its admin URL, token included, to stdout: the log keeps it
+# masked.
+taskset -c "$PROXY_CPU" "$WORK/sluice" "${SLUICE_ARGS[@]}" \
+  > >(sed -u 's/token=[^[:space:]&]*/token=<hidden>/g' >"$LOGS/sluice.out") 2>"$LOGS/sluice.err" &
+SLUICE_PID=$!
+PIDS+=("$SLUICE_PID")
+# The admin server wants the bearer token sluice writes to the data dir
+# (mode 0600); it reaches curl through a pipe, never a command line.
+TOKEN_FILE="$DIR/admin.token"
+admin_get() { # PATH [CURL ARGS...]
+  local path="$1" token=""; shift
+  { read -r token <"$TOKEN_FILE"; } 2>/dev/null || true
+  timeout 5 curl -s --max-time 4 "$@" -H @<(printf 'Authorization: Bearer %s\n' "$token") "http://$ADMIN$path"
+}
 ok=0
 # Opening the store may build missing indexes first: allow 2 minutes.
 for _ in $(seq 1200); do
-  if timeout 5 curl -sf --max-time 2 "http://$ADMIN/api/health" >/dev/null 2>&1; then ok=1; break; fi
+  if admin_get /api/health -f >/dev/null 2>&1; then ok=1; break; fi
   kill -0 "$SLUICE_PID" 2>/dev/null || break
   sleep 0.1
 done
 [ "$ok" = 1 ] || die "sluice did not answer /api/health within 2 min (see $LOGS/sluice.err)"
-STORED=$(timeout 10 curl -s --max-time 5 "http://$ADMIN/metrics" | awk '$1 == "sluice_records" {print $2}')
+STORED=$(admin_get /metrics | awk '$1 == "sluice_records" {print $2}')
 [ "$STORED" = "$N" ] || log "WARNING: sluice reports $STORED records in the store, expected $N"
 
 # ------------------------------------------------------------ filters
@@ -222,11 +234,13 @@ printf '%s\n' "${FILTERS[@]}" >"$WORK/filters.txt"
 
 log "timing ${#FILTERS[@]} filters, $RUNS runs of page 1 and page 2 each (timer on core $TIMER_CPU)"
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
-timeout -k 5 1800 taskset -c "$TIMER_CPU" python3 - "$ADMIN" "$RUNS" "$WORK/filters.txt" "$DIR/records.db" "$TARGET_MS" \
+timeout -k 5 1800 taskset -c "$TIMER_CPU" python3 - "$ADMIN" "$RUNS" "$WORK/filters.txt" "$DIR/records.db" "$TARGET_MS" "$TOKEN_FILE" \
   >"$WORK/table.md" 2>"$LOGS/timer.err" <<'PY' || die "the timer failed (see $LOGS/timer.err)"
 import http.client, json, sqlite3, statistics, sys, time, urllib.parse
 
 admin, runs, filters_file, db, target_ms = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
+with open(sys.argv[6]) as f:
+    auth = {"Authorization": "Bearer " + f.read().strip()}
 host, port = admin.rsplit(":", 1)
 conn = http.client.HTTPConnection(host, int(port), timeout=60)
 
@@ -237,7 +251,7 @@ def get(query):
     for attempt in (0, 1):
         try:
             t0 = time.perf_counter()
-            conn.request("GET", path)
+            conn.request("GET", path, headers=auth)
             resp = conn.getresponse()
             body = resp.read()
             return time.perf_counter() - t0, resp.status, body

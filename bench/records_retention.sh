@@ -15,7 +15,8 @@
 # a fresh sluice with a fresh --data-dir and --retain-bytes LIMIT (other
 # recording flags at their defaults: bodies up to 1 MiB are captured)
 # proxies `wrk -t1 -c4` of `GET /<size>` for the given time, while a
-# sampler adds up the sizes of records.db and records.db-wal every 100 ms.
+# sampler adds up the sizes of records.db (with the segment files of
+# records.blobs/) and records.db-wal every 100 ms.
 # After the load, once the recorder's queue is empty, /metrics gives the
 # records kept and the stored/dropped/retention counters; sluice is then
 # stopped and the files measured once more. sluice runs on core 1; nginx,
@@ -58,9 +59,9 @@ die() { log "ERROR: $*"; exit 1; }
 PIDS=()
 WORK=""
 LAST_PID=""
-start_bg() { # NAME CMD...; sets LAST_PID
+start_bg() { # NAME CMD...; sets LAST_PID (stdout logged with sluice's admin token masked)
   local name="$1"; shift
-  "$@" >"$LOGS/$name.out" 2>"$LOGS/$name.err" &
+  "$@" > >(sed -u 's/token=[^[:space:]&]*/token=<hidden>/g' >"$LOGS/$name.out") 2>"$LOGS/$name.err" &
   LAST_PID=$!
   PIDS+=("$LAST_PID")
 }
@@ -142,12 +143,20 @@ metric() {
 }
 mib() { case "$1" in ''|n/a) echo n/a ;; *) awk -v b="$1" 'BEGIN{printf "%.1f", b/1048576}' ;; esac; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b == 0) print "n/a"; else printf "%.1f%%", a*100/b }'; }
-db_bytes() { # DIR: records.db + records.db-wal
-  local d s w
+db_bytes() { # DIR: "STORE WAL", STORE being records.db plus the segment files (records.blobs/)
+  local d s w g
   d="$1"
   s=$(stat -c %s "$d/records.db" 2>/dev/null || echo 0)
   w=$(stat -c %s "$d/records.db-wal" 2>/dev/null || echo 0)
-  echo "$s $w"
+  g=$(find "$d/records.blobs" -maxdepth 1 -name '*.seg' -printf '%s\n' 2>/dev/null | awk '{t+=$1} END{print t+0}')
+  echo "$((s + g)) $w"
+}
+# GET an admin path with the bearer token sluice wrote to DATA/admin.token
+# (through a pipe, never on a command line).
+admin_get() { # DATA PATH
+  local token=""
+  { read -r token <"$1/admin.token"; } 2>/dev/null || true
+  timeout 10 curl -s --max-time 5 -H @<(printf 'Authorization: Bearer %s\n' "$token") "http://$ADMIN$2" || true
 }
 
 read -r P_NGINX P_PROXY P_ADMIN <<<"$(python3 -c '
@@ -231,12 +240,12 @@ EOF
   # Until the recorder has written what it queued (bounded), then 1 s
   # more of samples: retention runs after each batch.
   for _ in $(seq 300); do
-    q=$(timeout 10 curl -s --max-time 5 "http://$ADMIN/metrics" | metric sluice_records_queue)
+    q=$(admin_get "$data" /metrics | metric sluice_records_queue)
     case "$q" in 0|n/a) break ;; esac
     sleep 0.1
   done
   sleep 1
-  timeout 10 curl -s --max-time 5 "http://$ADMIN/metrics" >"$LOGS/metrics-$size.txt" || true
+  admin_get "$data" /metrics >"$LOGS/metrics-$size.txt"
   m="$LOGS/metrics-$size.txt"
   kept=$(metric sluice_records <"$m")
   stored=$(metric sluice_records_stored_total <"$m")
@@ -271,7 +280,7 @@ report() {
   echo
   echo "- command: \`$CMDLINE\` ($(date -u '+%Y-%m-%d %H:%M UTC'))"
   echo "- sluice: commit $GIT_REV, \`taskset -c $PROXY_CPU sluice --listen <port> --admin <port> --data-dir <fresh dir> --retain-bytes $LIMIT --log-level warn --workers 1\` (bodies up to 1 MiB captured, the default)"
-  echo "- load: \`wrk -t1 -c$CONNS -d${SECS}s\` through sluice, nginx serving random bytes; sizes of records.db + records.db-wal sampled every 100 ms while sluice ran"
+  echo "- load: \`wrk -t1 -c$CONNS -d${SECS}s\` through sluice, nginx serving random bytes; sizes of records.db + records.blobs/ + records.db-wal sampled every 100 ms while sluice ran"
   echo "- limit: $LIMIT = $LIMIT_BYTES bytes; target: never more than ${TOLERANCE_PCT}% over it"
   echo "- load average at start $LOAD_START, at end $LOAD_END (other work on the machine makes figures noisy)"
   echo
@@ -279,7 +288,7 @@ report() {
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
-  echo "*body MiB written* is (records stored − bodies dropped) × body size; bodies dropped were not captured because the recorder's queue body budget was spent, so they never reached the store. Samples: bench/out/records-retention-logs/samples-*.txt (ms, records.db bytes, records.db-wal bytes)."
+  echo "*body MiB written* is (records stored − bodies dropped) × body size; bodies dropped were not captured because the recorder's queue body budget was spent, so they never reached the store. Samples: bench/out/records-retention-logs/samples-*.txt (ms, records.db + segment bytes, records.db-wal bytes)."
 }
 report | tee "$OUT/records_retention.md"
 log "wrote $OUT/records_retention.md"

@@ -14,6 +14,18 @@ use sluice::config::{Config, RunArgs};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. mimalloc asks for
+/// them on its arena, so every 64 KiB page it touches in a fresh 2 MiB
+/// region made 2 MiB resident: 16 MiB of RSS at idle for 3 MiB of heap
+/// (measured with `MIMALLOC_SHOW_STATS=1`), and an RSS that says little
+/// about what the proxy holds. A proxy's heap is too small for the TLB
+/// savings to show. Failure (an old kernel) only leaves them on.
+fn no_huge_pages() {
+    // SAFETY: prctl with integer arguments; it changes only this process's
+    // THP policy for later page faults.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
@@ -72,6 +84,7 @@ enum RulesCommand {
 }
 
 fn main() {
+    no_huge_pages();
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Run(args)) => *args,

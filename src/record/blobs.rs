@@ -19,6 +19,7 @@
 //! read checks the entry's head (id and lengths within the file), so a
 //! damaged segment gives an error, never another record's bytes.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{IoSlice, Write};
@@ -186,16 +187,17 @@ impl Blobs {
 
     /// Appends the entries of `batch` (records with nothing to keep get
     /// none) and returns each record's location, in batch order.
-    pub fn append(&self, batch: &[Record]) -> Result<Vec<Option<i64>>, BlobError> {
+    pub fn append<R: Borrow<Record>>(&self, batch: &[R]) -> Result<Vec<Option<i64>>, BlobError> {
         let mut st = self.lock();
         let mut out = Vec::with_capacity(batch.len());
         let mut heads: Vec<[u8; HEAD]> = Vec::with_capacity(batch.len());
         for r in batch {
-            heads.push(head_of(r));
+            heads.push(head_of(r.borrow()));
         }
         let mut pending: Vec<IoSlice<'_>> = Vec::new();
         let mut pending_bytes = 0u64;
         for (r, head) in batch.iter().zip(heads.iter()) {
+            let r: &Record = r.borrow();
             let size = entry_size(r);
             if size == HEAD as u64 {
                 out.push(None);

@@ -34,7 +34,8 @@ pub struct UpstreamInfo {
 }
 
 struct Pending {
-    record: Record,
+    /// Boxed: it moves through the queue and the batch as a pointer.
+    record: Box<Record>,
     /// Content-Length of the response, to tell a finished body from a cut one.
     resp_expected: Option<u64>,
     resp_done: bool,
@@ -59,7 +60,7 @@ impl Exchange {
             recorder,
             started: Instant::now(),
             pending: Mutex::new(Pending {
-                record,
+                record: Box::new(record),
                 resp_expected: None,
                 resp_done: false,
                 submitted: false,
@@ -240,7 +241,12 @@ impl Drop for Exchange {
         }
         let record = std::mem::replace(
             r,
-            Record::new(RecordKind::Http, 0, String::new(), SystemTime::UNIX_EPOCH),
+            Box::new(Record::new(
+                RecordKind::Http,
+                0,
+                String::new(),
+                SystemTime::UNIX_EPOCH,
+            )),
         );
         self.recorder.submit(record);
     }

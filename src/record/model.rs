@@ -228,6 +228,11 @@ impl Record {
         }
     }
 
+    /// Captured body bytes (what the queue's body budget counts).
+    pub fn body_bytes(&self) -> usize {
+        self.req_body.captured + self.resp_body.captured
+    }
+
     /// Bytes this record's row takes in the database (and its WAL),
     /// roughly: what a batch is cut at. Header blocks and bodies go to the
     /// segment files, not through the WAL.

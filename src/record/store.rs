@@ -16,6 +16,7 @@
 //! touched; `records.db` (and its WAL files) are never followed through a
 //! symbolic link.
 
+use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -323,7 +324,11 @@ impl Store {
     /// Stores one batch: entries appended to the segments first, then the
     /// rows in one transaction; `committed` runs under the writer lock
     /// once the rows are in (the writer's running count moves there).
-    pub fn insert(&self, batch: &[Record], committed: impl FnOnce()) -> Result<(), StoreError> {
+    pub fn insert<R: Borrow<Record>>(
+        &self,
+        batch: &[R],
+        committed: impl FnOnce(),
+    ) -> Result<(), StoreError> {
         let mut c = self
             .writer
             .lock()
@@ -610,9 +615,9 @@ fn bind_row(
 
 /// Inserts the rows of one batch in one transaction; `at` holds each
 /// record's entry in the segments ([`Blobs::append`]).
-pub fn insert_batch(
+pub fn insert_batch<R: Borrow<Record>>(
     conn: &mut Connection,
-    batch: &[Record],
+    batch: &[R],
     at: &[Option<i64>],
 ) -> rusqlite::Result<()> {
     static WIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -633,7 +638,7 @@ pub fn insert_batch(
                     bind_row(
                         &mut stmt,
                         1 + k * INSERT_WIDTH,
-                        r,
+                        r.borrow(),
                         at.get(done + k).copied().flatten(),
                     )?;
                 }
@@ -641,7 +646,12 @@ pub fn insert_batch(
             } else {
                 let mut stmt = tx.prepare_cached(one)?;
                 for (k, r) in chunk.iter().enumerate() {
-                    bind_row(&mut stmt, 1, r, at.get(done + k).copied().flatten())?;
+                    bind_row(
+                        &mut stmt,
+                        1,
+                        r.borrow(),
+                        at.get(done + k).copied().flatten(),
+                    )?;
                     stmt.raw_execute()?;
                 }
             }
