@@ -392,7 +392,7 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         short_slice();
-        lower_priority();
+        let mut priority = Priority::start();
         let max_batch_bytes = store::batch_bytes(&self.config);
         // An eighth of the queue's body budget: the budget frees in steps
         // that small, so bodies arriving meanwhile still fit.
@@ -451,6 +451,7 @@ impl Writer {
                     std::thread::sleep(BATCH_NAP);
                 }
                 self.write(&mut batch);
+                priority.follow(self.pressure());
             }
             let check_age = last_age_check.elapsed() >= AGE_CHECK_EVERY;
             if check_age || got {
@@ -463,6 +464,16 @@ impl Writer {
                 break;
             }
         }
+    }
+
+    /// How full the queue is: the fuller of its record count and its body
+    /// bytes, as a share of their bounds.
+    fn pressure(&self) -> f64 {
+        let records = self.stats.queued.load(Ordering::Relaxed) as f64
+            / self.config.queue_records.max(1) as f64;
+        let bodies = self.stats.queued_body_bytes.load(Ordering::Relaxed) as f64
+            / self.config.queue_body_bytes.max(1) as f64;
+        records.max(bodies)
     }
 
     // Boxed on purpose: a record is built on a worker and handed through
@@ -566,21 +577,73 @@ fn short_slice() {
     }
 }
 
-/// Nice 5 for the writer thread: when it and a proxy worker both want the
-/// core, the worker gets three quarters of it (the writer needs a few
-/// percent at line rate), and the scheduler preempts a batch in progress
-/// for a worker sooner. Failure only means default priority.
-fn lower_priority() {
-    // SAFETY: gettid and setpriority on this thread only.
-    let rc = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 5)
+/// The writer's niceness while it keeps up: when it and a proxy worker
+/// both want the core, the worker gets three quarters of it (the writer
+/// needs a few percent for small exchanges), and the scheduler preempts a
+/// batch in progress for a worker sooner.
+const NICE_KEEPING_UP: i32 = 5;
+/// Once its queue is half full (bodies arriving at line rate cost a copy
+/// each, more than a quarter of a shared core): a body dropped is lost for
+/// good, a worker slowed for a moment is not.
+const NICE_BEHIND: i32 = 0;
+
+/// The writer thread's priority, moved only on a change of regime.
+struct Priority {
+    nice: i32,
+    /// Whether this process may raise the priority back (root, or an
+    /// RLIMIT_NICE that allows it); without that the writer never lowers
+    /// it, so it cannot be stuck behind at nice 5.
+    adaptive: bool,
+}
+
+impl Priority {
+    fn start() -> Priority {
+        let adaptive = may_raise() && set_nice(NICE_KEEPING_UP);
+        if !adaptive {
+            tracing::debug!(
+                "record writer keeps the default priority (it could not raise it back)"
+            );
+        }
+        Priority {
+            nice: if adaptive { NICE_KEEPING_UP } else { 0 },
+            adaptive,
+        }
+    }
+
+    /// `pressure`: the fuller share of the queue (records or body bytes).
+    fn follow(&mut self, pressure: f64) {
+        let want = if pressure >= 0.5 {
+            NICE_BEHIND
+        } else if pressure <= 0.125 {
+            NICE_KEEPING_UP
+        } else {
+            self.nice
+        };
+        if self.adaptive && want != self.nice && set_nice(want) {
+            self.nice = want;
+        }
+    }
+}
+
+/// Whether this process may lower a thread's nice value back to 0: root,
+/// or an RLIMIT_NICE of 20 or more (the limit allows nice down to 20 − it).
+fn may_raise() -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    if rc != 0 {
-        tracing::debug!(
-            error = %std::io::Error::last_os_error(),
-            "record writer keeps the default priority"
-        );
+    // SAFETY: geteuid has no arguments; getrlimit writes into `lim`.
+    unsafe {
+        libc::geteuid() == 0
+            || (libc::getrlimit(libc::RLIMIT_NICE, &mut lim) == 0 && lim.rlim_cur >= 20)
+    }
+}
+
+fn set_nice(nice: i32) -> bool {
+    // SAFETY: gettid and setpriority on this thread only.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice) == 0
     }
 }
 
