@@ -576,7 +576,8 @@ pub fn detail(conn: &Reader<'_>, id: u64) -> rusqlite::Result<Option<Detail>> {
     }))
 }
 
-/// The stored parts of record `id`, if it has any.
+/// The stored parts of record `id`, if it has any (none either when its
+/// segment is gone: see below).
 pub fn entry(conn: &Reader<'_>, id: u64) -> rusqlite::Result<Option<Entry>> {
     use rusqlite::OptionalExtension;
     let at: Option<i64> = conn
@@ -587,7 +588,17 @@ pub fn entry(conn: &Reader<'_>, id: u64) -> rusqlite::Result<Option<Entry>> {
         .flatten();
     match at {
         None => Ok(None),
-        Some(at) => conn.blobs.entry(at, id).map(Some).map_err(blob_error),
+        Some(at) => match conn.blobs.entry(at, id) {
+            Ok(e) => Ok(Some(e)),
+            // A reader's snapshot can still show a row whose segment
+            // retention has just removed (or the segment is damaged):
+            // the record reads as having nothing stored, so a listing or
+            // a HAR export carries on rather than failing whole.
+            Err(e) => {
+                tracing::debug!(error = %e, "record read without its stored parts");
+                Ok(None)
+            }
+        },
     }
 }
 

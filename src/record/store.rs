@@ -866,6 +866,24 @@ mod tests {
     }
 
     #[test]
+    fn a_row_whose_segment_is_gone_reads_as_nothing_stored() {
+        // A reader's snapshot may still show rows that retention has just
+        // deleted, whose segment went with them.
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1 << 30);
+        store.insert(&[record(1, "a.test", 500)], || {}).unwrap();
+        store.blobs.retire_through(u64::MAX);
+        let (d, body) = store
+            .read(|c| {
+                let d = query::detail(c, 1)?.unwrap();
+                Ok((d, query::body(c, 1, BodyDir::Response)?))
+            })
+            .unwrap();
+        assert_eq!(d.summary.url, "http://a.test/1");
+        assert!(d.req_headers.is_empty() && body.is_empty());
+    }
+
+    #[test]
     fn deletes_and_retention_remove_segments_with_their_records() {
         let dir = tempfile::tempdir().unwrap();
         // 4 MiB budget: 256 KiB segments.
