@@ -395,8 +395,12 @@ impl Writer {
         let mut priority = Priority::start();
         let max_batch_bytes = store::batch_bytes(&self.config);
         // An eighth of the queue's body budget: the budget frees in steps
-        // that small, so bodies arriving meanwhile still fit.
-        let max_batch_body = (self.config.queue_body_bytes / 8).max(1);
+        // that small, so bodies arriving meanwhile still fit. And at most a
+        // segment: retention runs after each batch, so one batch never
+        // takes the store more than a segment past its byte limit.
+        let max_batch_body = (self.config.queue_body_bytes / 8)
+            .min(store::segment_bytes(&self.config) as usize)
+            .max(1);
         let mut last_age_check = Instant::now() - AGE_CHECK_EVERY;
         let mut batch: Vec<Box<Record>> = Vec::with_capacity(1024);
         loop {

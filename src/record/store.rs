@@ -534,7 +534,7 @@ fn holdings(conn: &Connection) -> rusqlite::Result<Holdings> {
 
 /// A segment is closed for appends at this size: small against the byte
 /// limit, because the oldest segment is freed whole.
-fn segment_bytes(rec: &Recording) -> u64 {
+pub fn segment_bytes(rec: &Recording) -> u64 {
     (rec.retain_bytes / 16).clamp(64 * 1024, 64 * 1024 * 1024)
 }
 
