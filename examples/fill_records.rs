@@ -317,9 +317,9 @@ fn make_record(
     r.id = id;
     r.started_us = started_us;
     r.version = "HTTP/1.1".into();
-    r.upstream_addr = Some(format!("93.184.{}.{}:443", rank % 256, rank / 256 + 10));
+    r.upstream_addr = Some(format!("93.184.{}.{}:443", rank % 256, rank / 256 + 10).into());
     if rng.unit() < 0.05 {
-        r.user = Some((rng.pick(&["alice", "bob", "ci-runner", "carol"])).to_string());
+        r.user = Some((rng.pick(&["alice", "bob", "ci-runner", "carol"])).into());
     }
 
     if rng.unit() < 0.08 {
@@ -327,7 +327,7 @@ fn make_record(
         r.kind = RecordKind::Tunnel;
         r.method = "CONNECT".into();
         r.url = format!("{host}:443");
-        r.host = host.clone();
+        r.host = host.as_str().into();
         r.status = Some(200);
         r.req_body.size = rng.lognormal(4000.0, 1.5) as u64;
         r.resp_body.size = rng.lognormal(60_000.0, 2.0) as u64;
@@ -352,11 +352,11 @@ fn make_record(
             ("OPTIONS", 1.0),
             ("PATCH", 1.0),
         ])
-        .to_string();
+        .into();
     let path_index = rng.weighted(path_weights);
     let path = fill_template(PATHS[path_index].0, rng);
     r.url = format!("http://{host}{path}");
-    r.host = host.clone();
+    r.host = host.as_str().into();
     r.upstream_conn_id = Some(conn_id + 1_000_000);
 
     let failed = rng.unit() < 0.005;

@@ -7,12 +7,11 @@
 //! body) lets go, so an exchange cut short is recorded too, with why.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::model::{Record, RecordKind};
+use super::model::Record;
 use super::redact;
 use super::Recorder;
 
@@ -39,7 +38,6 @@ struct Pending {
     /// Content-Length of the response, to tell a finished body from a cut one.
     resp_expected: Option<u64>,
     resp_done: bool,
-    submitted: bool,
     /// What sluice itself did to the exchange (not a rule), listed with
     /// the rules in the record: `(kind, note)`.
     notes: Vec<(&'static str, &'static str)>,
@@ -50,7 +48,8 @@ pub struct Exchange {
     recorder: Arc<Recorder>,
     started: Instant,
     body_limit: usize,
-    pending: Mutex<Pending>,
+    /// `None` once submitted.
+    pending: Mutex<Option<Pending>>,
 }
 
 impl Exchange {
@@ -59,13 +58,12 @@ impl Exchange {
             body_limit: recorder.body_limit(),
             recorder,
             started: Instant::now(),
-            pending: Mutex::new(Pending {
+            pending: Mutex::new(Some(Pending {
                 record: Box::new(record),
                 resp_expected: None,
                 resp_done: false,
-                submitted: false,
                 notes: Vec::new(),
-            }),
+            })),
         }
     }
 
@@ -75,12 +73,14 @@ impl Exchange {
 
     fn with(&self, f: impl FnOnce(&mut Pending)) {
         if let Ok(mut p) = self.pending.lock() {
-            f(&mut p);
+            if let Some(p) = p.as_mut() {
+                f(p);
+            }
         }
     }
 
     pub fn set_user(&self, user: &str) {
-        self.with(|p| p.record.user = Some(user.to_string()));
+        self.with(|p| p.record.user = Some(user.into()));
     }
 
     /// The rules that touched this exchange and what each changed
@@ -143,7 +143,7 @@ impl Exchange {
             p.resp_expected = expected_len;
             if let Some(u) = upstream {
                 r.upstream_conn_id = Some(u.conn_id);
-                r.upstream_addr = Some(u.addr.to_string());
+                r.upstream_addr = Some(compact_str::format_compact!("{}", u.addr));
                 let fresh = !u.claimed.swap(true, std::sync::atomic::Ordering::Relaxed);
                 if fresh {
                     let queued = u.connect_started.saturating_duration_since(self.started);
@@ -213,13 +213,9 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         let at = self.offset_us();
-        let Ok(p) = self.pending.get_mut() else {
+        let Some(mut p) = self.pending.get_mut().ok().and_then(Option::take) else {
             return;
         };
-        if p.submitted {
-            return;
-        }
-        p.submitted = true;
         let r = &mut p.record;
         let body_complete = p.resp_done || p.resp_expected == Some(r.resp_body.size);
         if r.status.is_some() && !body_complete && r.error.is_none() {
@@ -239,15 +235,6 @@ impl Drop for Exchange {
             ));
             r.rules = serde_json::to_string(&list).unwrap_or_default();
         }
-        let record = std::mem::replace(
-            r,
-            Box::new(Record::new(
-                RecordKind::Http,
-                0,
-                String::new(),
-                SystemTime::UNIX_EPOCH,
-            )),
-        );
-        self.recorder.submit(record);
+        self.recorder.submit(p.record);
     }
 }

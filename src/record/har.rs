@@ -755,7 +755,7 @@ mod tests {
                 let mut r = Record::new(
                     RecordKind::Http,
                     id,
-                    "127.0.0.1:5000".into(),
+                    "127.0.0.1:5000",
                     std::time::SystemTime::now(),
                 );
                 r.id = id;

@@ -173,17 +173,18 @@ impl Recorder {
         let mut r = Record::new(
             RecordKind::Http,
             conn_id,
-            client.to_string(),
+            compact_str::format_compact!("{client}"),
             SystemTime::now(),
         );
-        r.method = method.as_str().to_string();
+        r.method = method.as_str().into();
         r.url = uri.to_string();
         r.host = uri
             .host()
             .unwrap_or_default()
             .trim_matches(|c| c == '[' || c == ']')
-            .to_ascii_lowercase();
-        r.version = format!("{version:?}");
+            .into();
+        r.host.make_ascii_lowercase();
+        r.version = version_name(version).into();
         Some(Arc::new(Exchange::new(self.clone(), r)))
     }
 
@@ -209,9 +210,9 @@ impl Recorder {
         let mut r = Record::new(RecordKind::Tunnel, conn_id, client.to_string(), wall);
         r.method = "CONNECT".into();
         r.url = target.to_string();
-        r.host = host_of(target);
+        r.host = host_of(target).into();
         r.version = "HTTP/1.1".into();
-        r.user = user.map(str::to_string);
+        r.user = user.map(Into::into);
         r.status = Some(status);
         r.error = Some(error.to_string());
         r.rules = rules.to_string();
@@ -246,9 +247,9 @@ impl Recorder {
             RecordKind::Tunnel => "CONNECT".into(),
             _ => "RELAY".into(),
         };
-        r.host = host_of(&target);
+        r.host = host_of(&target).into();
         r.url = target;
-        r.upstream_addr = addr;
+        r.upstream_addr = addr.map(Into::into);
         r.version = match kind {
             RecordKind::Tunnel => "HTTP/1.1".into(),
             _ => "TCP".into(),
@@ -257,7 +258,7 @@ impl Recorder {
         r.user = e
             .user()
             .filter(|u| e.client.is_none_or(|c| c.ip().to_string() != *u))
-            .map(str::to_string);
+            .map(Into::into);
         if kind == RecordKind::Tunnel {
             r.status = Some(200);
         }
@@ -368,6 +369,18 @@ pub struct FailedConnect<'a> {
     pub started: Instant,
     /// The rules that matched the CONNECT (JSON list, empty if none).
     pub rules: &'a str,
+}
+
+/// The name a record gives an HTTP version.
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
 }
 
 /// The host part of `host:port` (brackets removed), lower-cased.
@@ -660,19 +673,19 @@ fn summary_of(r: &Record) -> Summary {
         started_us: r.started_us,
         conn_id: r.conn_id,
         upstream_conn_id: r.upstream_conn_id,
-        client: r.client.clone(),
-        user: r.user.clone(),
-        method: r.method.clone(),
+        client: r.client.to_string(),
+        user: r.user.as_ref().map(|u| u.to_string()),
+        method: r.method.to_string(),
         url: r.url.clone(),
-        host: r.host.clone(),
-        version: r.version.clone(),
+        host: r.host.to_string(),
+        version: r.version.to_string(),
         status: r.status,
         req_size: r.req_body.size,
         resp_size: r.resp_body.size,
         content_type: model::header_value(&r.resp_headers, "content-type"),
         duration_ms: r.timings.total_us.map(|t| t as f64 / 1000.0),
         total_us: r.timings.total_us,
-        upstream_addr: r.upstream_addr.clone(),
+        upstream_addr: r.upstream_addr.as_ref().map(|a| a.to_string()),
         error: r.error.clone(),
         close_reason: r.close_reason.clone(),
         rules: query::parse_rules(&r.rules),

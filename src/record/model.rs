@@ -9,6 +9,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use compact_str::CompactString;
 
 /// What a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,21 +175,23 @@ pub struct Record {
     pub conn_id: u64,
     /// The upstream connection's id in the inventory, where one was used.
     pub upstream_conn_id: Option<u64>,
-    pub client: String,
-    pub user: Option<String>,
+    // The short fields are inline strings: no heap allocation of their own
+    // per exchange (they are almost always under 24 bytes).
+    pub client: CompactString,
+    pub user: Option<CompactString>,
     /// Wall-clock start, microseconds since the Unix epoch.
     pub started_us: i64,
-    pub method: String,
+    pub method: CompactString,
     pub url: String,
-    pub host: String,
-    pub version: String,
+    pub host: CompactString,
+    pub version: CompactString,
     pub status: Option<u16>,
     pub req_headers: Vec<u8>,
     pub resp_headers: Vec<u8>,
     pub req_body: CapturedBody,
     pub resp_body: CapturedBody,
     pub timings: Timings,
-    pub upstream_addr: Option<String>,
+    pub upstream_addr: Option<CompactString>,
     pub error: Option<String>,
     /// Why a tunnel or relay connection closed.
     pub close_reason: Option<String>,
@@ -201,19 +204,24 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn new(kind: RecordKind, conn_id: u64, client: String, started: SystemTime) -> Record {
+    pub fn new(
+        kind: RecordKind,
+        conn_id: u64,
+        client: impl Into<CompactString>,
+        started: SystemTime,
+    ) -> Record {
         Record {
             id: 0,
             kind,
             conn_id,
             upstream_conn_id: None,
-            client,
+            client: client.into(),
             user: None,
             started_us: unix_micros(started),
-            method: String::new(),
+            method: CompactString::default(),
             url: String::new(),
-            host: String::new(),
-            version: String::new(),
+            host: CompactString::default(),
+            version: CompactString::default(),
             status: None,
             req_headers: Vec::new(),
             resp_headers: Vec::new(),
@@ -280,17 +288,19 @@ pub fn header_pairs(block: &[u8]) -> Vec<(String, String)> {
 /// The first value of `name` (case-insensitive) in a header block, found
 /// without splitting the whole block.
 pub fn header_value(block: &[u8], name: &str) -> Option<String> {
+    header_text(block, name).map(|v| v.into_owned())
+}
+
+/// [`header_value`], borrowed from the block where it is UTF-8.
+pub fn header_text<'b>(block: &'b [u8], name: &str) -> Option<std::borrow::Cow<'b, str>> {
     block.split(|&b| b == b'\n').find_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let colon = line.iter().position(|&b| b == b':')?;
         if !line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
             return None;
         }
-        Some(
-            String::from_utf8_lossy(&line[colon + 1..])
-                .trim_start()
-                .to_string(),
-        )
+        let value = line[colon + 1..].trim_ascii_start();
+        Some(String::from_utf8_lossy(value))
     })
 }
 

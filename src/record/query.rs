@@ -709,7 +709,7 @@ mod tests {
                 let mut r = Record::new(
                     RecordKind::Http,
                     1,
-                    "127.0.0.1:1".into(),
+                    "127.0.0.1:1",
                     std::time::SystemTime::now(),
                 );
                 r.id = id;

@@ -24,7 +24,7 @@ pub const REDACTED: &str = "(redacted by sluice)";
 /// would have been) forwarded, without credentials meant for sluice.
 pub fn request_block(headers: &HeaderMap) -> Vec<u8> {
     let named = connection_named(headers);
-    let mut out = Vec::with_capacity(headers.len() * 32);
+    let mut out = Vec::with_capacity(block_len(headers));
     for (name, value) in headers {
         if crate::http::headers::is_hop_by_hop(name) || named.iter().any(|n| n == name) {
             continue;
@@ -36,11 +36,20 @@ pub fn request_block(headers: &HeaderMap) -> Vec<u8> {
 
 /// The response header block a record keeps.
 pub fn response_block(headers: &HeaderMap) -> Vec<u8> {
-    let mut out = Vec::with_capacity(headers.len() * 32);
+    let mut out = Vec::with_capacity(block_len(headers));
     for (name, value) in headers {
         push_line(&mut out, name, value);
     }
     out
+}
+
+/// The block's size as the headers stand (redacting the admin's cookie
+/// rarely lengthens it): one allocation, no growing.
+fn block_len(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 fn push_line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
