@@ -9,7 +9,7 @@
 #   bench/run.sh --rev HEAD build a committed revision (git archive) instead of
 #                           the working tree, e.g. while others edit src/
 #   bench/run.sh --bin PATH use a sluice binary built already (no build; no
-#                           section R, which needs the rules generator);
+#                           section U, which needs the rules generator);
 #                           bench/compare.sh alternates two of them
 #
 # Load generators and origins run on core 0, the proxy under test on core 1.
@@ -197,7 +197,7 @@ if [ -n "$BIN" ]; then
   log "using the prebuilt $BIN"
   SLUICE_BUILT="$BIN"
   RULES_GEN=""
-  ONLY="${ONLY//R/}"
+  ONLY="${ONLY//U/}"
 elif [ -z "$REV" ]; then
   log "building sluice from the working tree (release)"
   (cd "$ROOT" && timeout 1800 cargo build --release --bin sluice --example rules_bench >&2) || die "cargo build --release failed"
@@ -589,6 +589,11 @@ if want R && [ "$HAVE_RECORDING" = 1 ]; then
   settle_metrics "$REC_ON_ADMIN" "$LOGS/R-sluice-on-metrics.txt"
   note_mem "R, after big" "recording on" "$REC_ON_PID"
   note_mem "R, after big" "\`--record off\`" "$REC_OFF_PID"
+  # Idle for 5 s: what stays resident once the bodies are stored (a parking
+  # worker hands freed pages back, src/heap.rs).
+  sleep 5
+  note_mem "R, big, then 5 s idle" "recording on" "$REC_ON_PID"
+  note_mem "R, big, then 5 s idle" "\`--record off\`" "$REC_OFF_PID"
   # Counts after both workloads, and the small workload's share of them
   # (the big one's is the difference).
   rmetric() { metric "$@" <"$LOGS/R-sluice-on-metrics.txt"; }

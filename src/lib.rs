@@ -16,6 +16,7 @@ pub mod cli;
 pub mod cli_ca;
 pub mod cli_records;
 pub mod config;
+pub mod heap;
 pub mod http;
 pub mod metrics;
 pub mod net;
@@ -435,7 +436,7 @@ pub fn init_logging(level: &str) {
 pub fn run(config: Config) -> i32 {
     init_logging(&config.process.log_level);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
+    rt.enable_all().on_thread_park(heap::collect_if_due);
     if let Some(n) = config.process.workers {
         rt.worker_threads(n);
     }
