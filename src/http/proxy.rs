@@ -289,10 +289,21 @@ async fn forward(
     if upgrade.is_some() {
         conn.takeover.expect();
     }
-    let resp = upstream_request(parts, body, &rules, &target, ctx, conn, obs).await?;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return switched(resp, upgrade, &rules, &target, ctx, conn, inflight, obs);
-    }
+    let resp = match upstream_request(parts, body, &rules, &target, ctx, conn, obs).await {
+        Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let relayed = switched(resp, upgrade, &rules, &target, ctx, conn, inflight, obs);
+            if relayed.is_err() {
+                conn.takeover.settle();
+            }
+            return relayed;
+        }
+        other => {
+            if upgrade.is_some() {
+                conn.takeover.settle();
+            }
+            other?
+        }
+    };
     let (parts, body) = response_rules(resp, &mut rules, conn, &ctx.config, obs).await?;
     Ok(body_phase(
         parts,

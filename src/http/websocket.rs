@@ -60,7 +60,12 @@ impl TakeoverSlot {
         self.0.expecting.store(true, Ordering::Relaxed);
     }
 
-    /// Whether an upgrade request has left on this connection.
+    /// The upgrade request was answered without a switch.
+    pub fn settle(&self) {
+        self.0.expecting.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether an upgrade request is out, its answer not yet relayed.
     pub fn expecting(&self) -> bool {
         self.0.expecting.load(Ordering::Relaxed)
     }

@@ -119,7 +119,7 @@ async fn recording_proxy(tweak: impl FnOnce(&mut sluice::Config)) -> sluice::Pro
 async fn upgrade_request(
     s: &mut TcpStream,
     target: &str,
-    host: SocketAddr,
+    host: impl std::fmt::Display,
     connection: &str,
 ) -> (String, String) {
     let key = generate_key();
@@ -149,14 +149,17 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 /// An absolute-form upgrade to `origin` through the proxy at `proxy`,
 /// asserted to switch; the client WebSocket over that connection.
 async fn open_forward(proxy: SocketAddr, origin: SocketAddr) -> WebSocketStream<TcpStream> {
+    open_url(proxy, &format!("ws://{origin}/echo"), origin).await
+}
+
+/// [`open_forward`] to any `url`, with `host` as the Host header.
+async fn open_url(
+    proxy: SocketAddr,
+    url: &str,
+    host: impl std::fmt::Display,
+) -> WebSocketStream<TcpStream> {
     let mut s = TcpStream::connect(proxy).await.expect("proxy accepts");
-    let (head, key) = upgrade_request(
-        &mut s,
-        &format!("ws://{origin}/echo"),
-        origin,
-        "keep-alive, X-Hop, Upgrade",
-    )
-    .await;
+    let (head, key) = upgrade_request(&mut s, url, host, "keep-alive, X-Hop, Upgrade").await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
         header(&head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
@@ -321,6 +324,32 @@ async fn absolute_form_upgrade_is_relayed_and_recorded_as_one_101() {
             notes.contains("upgraded to WebSocket"),
             "the record says what became of the connection: {d}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_rules_apply_to_an_upgrade() {
+    bounded(Duration::from_secs(20), async {
+        let mut origin = WsOrigin::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.txt");
+        std::fs::write(
+            &rules,
+            format!("chat.test {} reqHeaders://x-set=1\n", origin.addr),
+        )
+        .unwrap();
+        let proxy = proxy::start(|c| c.rules.rules_file = Some(rules)).await;
+        // chat.test resolves nowhere: only the rule's upstream reaches it.
+        let mut ws = open_url(proxy.addr, "ws://chat.test/echo", "chat.test").await;
+        ws.send(Message::text("mapped")).await.unwrap();
+        assert_eq!(next_msg(&mut ws).await, Message::text("mapped"));
+        let h = origin.heads.lock().unwrap()[0].clone();
+        assert_eq!(h["x-set"], "1", "{h:?}");
+        assert_eq!(h["host"], "chat.test", "{h:?}");
+        assert_eq!(h["upgrade"], "websocket", "{h:?}");
+        ws.send(Message::Close(None)).await.unwrap();
+        assert!(matches!(origin.next_seen().await, Seen::Close(None)));
     })
     .await;
 }
@@ -603,6 +632,38 @@ async fn a_101_sluice_cannot_carry_is_answered_502() {
             eventually(Duration::from_secs(5), || proxy.registry.live_total() == 0).await,
             "nothing is left holding the refused switches"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upgrade_inside_intercepted_https_is_refused_clearly() {
+    use crate::support::https::{self, Opened};
+    use crate::support::pki::{pki, OriginCert};
+    bounded(Duration::from_secs(20), async {
+        let origin = origin::https(pki().origin_config(OriginCert::Valid, &[b"http/1.1"])).await;
+        let proxy = proxy::start(|c| pki().intercept_all(c)).await;
+        let Opened::Tls(mut tls) = https::open(proxy.addr, origin, &[b"http/1.1"])
+            .await
+            .expect("the tunnel opens")
+        else {
+            panic!("CONNECT refused");
+        };
+        tls.get_mut()
+            .write_all(
+                format!(
+                    "GET /chat HTTP/1.1\r\nHost: localhost:{}\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                    origin.port(),
+                    generate_key()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let resp = client::read_response(&mut tls).await.unwrap();
+        assert_eq!(resp.status, 501);
+        assert!(resp.text().contains("intercepted HTTPS"), "{}", resp.text());
     })
     .await;
 }
