@@ -6,7 +6,8 @@
 #        libnss3-tools (certutil: the browser's trust in sluice's CA),
 #        git (a clone through interception), python3-pip when pip is missing
 #   npm: tests/ui/node_modules (playwright-core, pinned in package-lock.json)
-#   pip: requests, httpx[http2] (real Python clients through interception)
+#   pip: requests, httpx[http2] (real Python clients through interception),
+#        websockets (a real WebSocket client through a CONNECT tunnel)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,9 +31,9 @@ if [ ! -d tests/ui/node_modules/playwright-core ]; then
 fi
 # Debian's own python3 refuses pip installs outside a venv (PEP 668)
 # unless told; older pips ignore both variables.
-if ! python3 -c "import requests, httpx, h2" >/dev/null 2>&1; then
+if ! python3 -c "import requests, httpx, h2, websockets" >/dev/null 2>&1; then
   PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore \
-    python3 -m pip install --quiet requests 'httpx[http2]'
+    python3 -m pip install --quiet requests 'httpx[http2]' websockets
 fi
 
 cargo test --release "$@"

@@ -164,6 +164,14 @@ pub struct InflightGuard {
 }
 
 impl InflightGuard {
+    /// Observes the request's duration now (a 101: the request is over,
+    /// though the connection stays busy carrying what it switched to).
+    pub fn observe_now(&mut self) {
+        if let Some((started, h)) = self.timing.take() {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+    }
+
     pub fn observe_total(
         &mut self,
         started: Instant,

@@ -128,6 +128,8 @@ pub struct ConnCtx {
     pub(super) origin: Arc<Origin>,
     /// A tunnel opened on this connection is drained with it.
     pub(super) shutdown: Shutdown,
+    /// Where a relayed 101 leaves the WebSocket relay for the watchdog.
+    pub(super) takeover: super::websocket::TakeoverSlot,
 }
 
 pub(super) fn proxy_is_self(ctx: &HttpContext, host: &str, port: u16) -> bool {

@@ -42,6 +42,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a head asks to switch to WebSocket (RFC 6455 4.1): `Upgrade`
+/// lists `websocket` and `Connection` lists `upgrade`, tokens compared
+/// without regard to case, either header possibly repeated or listing more.
+pub fn asks_websocket(headers: &HeaderMap) -> bool {
+    lists_token(headers, &header::UPGRADE, "websocket")
+        && lists_token(headers, &header::CONNECTION, "upgrade")
+}
+
+/// Whether an answer's `Upgrade` names WebSocket as the protocol switched to.
+pub fn upgrades_to_websocket(headers: &HeaderMap) -> bool {
+    lists_token(headers, &header::UPGRADE, "websocket")
+}
+
+fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// [`strip_hop_by_hop`] for a hop that agreed to switch to WebSocket: the
+/// switch itself (`Upgrade: websocket`, `Connection: Upgrade`) crosses,
+/// made anew so nothing else a `Connection` header named comes along;
+/// every other hop-by-hop header still goes.
+pub fn strip_hop_by_hop_upgrading(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+}
+
 /// Why a request's `Transfer-Encoding` cannot be forwarded.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UnsupportedCoding(pub String);
@@ -117,6 +149,43 @@ mod tests {
         assert!(h.contains_key("x-kept") && h.contains_key("content-length"));
         add_via(&mut h, http::Version::HTTP_11);
         assert_eq!(h["via"], "1.1 sluice");
+    }
+
+    #[test]
+    fn websocket_upgrade_is_asked_in_any_case_and_list() {
+        let ask = |upgrade: &str, connection: &[&str]| {
+            let mut h = HeaderMap::new();
+            h.insert("upgrade", upgrade.parse().unwrap());
+            for c in connection {
+                h.append("connection", c.parse().unwrap());
+            }
+            asks_websocket(&h)
+        };
+        assert!(ask("websocket", &["Upgrade"]));
+        assert!(ask("WebSocket", &["keep-alive, UPGRADE"]));
+        assert!(ask("websocket", &["keep-alive", "upgrade"]));
+        assert!(!ask("h2c", &["Upgrade"]));
+        assert!(!ask("websocket", &["keep-alive"]));
+        assert!(!ask("websocket", &[]));
+    }
+
+    #[test]
+    fn upgrading_keeps_only_the_switch() {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", "WebSocket".parse().unwrap());
+        h.insert("connection", "keep-alive, Upgrade, X-Hop".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("proxy-authorization", "Basic Zm9vOmJhcg==".parse().unwrap());
+        h.insert(
+            "sec-websocket-key",
+            "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+        );
+        strip_hop_by_hop_upgrading(&mut h);
+        assert_eq!(h.len(), 3, "{h:?}");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "Upgrade");
+        assert!(h.contains_key("sec-websocket-key"));
     }
 
     #[test]

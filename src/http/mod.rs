@@ -23,6 +23,7 @@ mod tamper;
 mod throttle;
 mod tunnel;
 mod upstream;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -170,8 +170,10 @@ impl Pinned {
                 .max_headers(config.client.max_headers)
                 .handshake(io)
                 .await?;
+            // With upgrades: a WebSocket request for the tunnel's host
+            // takes this connection over after its 101.
             let driver = Box::pin(async move {
-                let _ = conn.await;
+                let _ = conn.with_upgrades().await;
             });
             Ok((Pinned::H1(Mutex::new(send)), driver))
         }

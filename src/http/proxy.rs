@@ -16,18 +16,24 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use super::activity::InflightGuard;
 use super::answer::{Failure, ProxyBody};
 use super::body::{BodyError, BoxError, Direction, MeteredBody};
 use super::context::{ConnCtx, HttpContext};
-use super::headers::{add_via, normalize_transfer_encoding, strip_hop_by_hop, UnsupportedCoding};
+use super::headers::{
+    add_via, normalize_transfer_encoding, strip_hop_by_hop, strip_hop_by_hop_upgrading,
+    UnsupportedCoding,
+};
 use super::observe::{ExchangeObserver, Observers};
 use super::tamper;
 use super::throttle::ThrottledBody;
+use super::websocket;
 use crate::net::ConnectError;
 use crate::record::capture::UpstreamInfo;
 use crate::registry::{CloseReason, ConnState, Side};
+use crate::relay::RelayLimits;
 use crate::rules::{apply_header_edits, rewrite_uri, Answer, Plan, RequestInfo, Scheme, MAX_BODY};
 use crate::users::auth::Verdict;
 use tokio::time::Instant;
@@ -83,6 +89,15 @@ pub async fn handle(
         return Ok(resp);
     }
     conn.entry.requests.fetch_add(1, Ordering::Relaxed);
+    // The client connection's side of a WebSocket switch, claimed before
+    // the request is taken apart.
+    let upgrade = websocket::asks(&req).then(|| hyper::upgrade::on(&mut req));
+    if upgrade.is_some() {
+        // A client may name the WebSocket URL itself (`GET ws://host/`).
+        if let Some(uri) = websocket::http_url(req.uri()) {
+            *req.uri_mut() = uri;
+        }
+    }
     let method = req.method().clone();
     let exchange =
         ctx.recorder
@@ -125,7 +140,7 @@ pub async fn handle(
     };
     obs.identified(&user, ctx.auth.is_some());
     inflight.observe_total(started, ctx.metrics.request_seconds.clone());
-    match forward(req, &ctx, &conn, inflight, &obs).await {
+    match forward(req, upgrade, &ctx, &conn, inflight, &obs).await {
         Ok(resp) => {
             obs.finished(resp.status().as_u16());
             Ok(resp)
@@ -240,6 +255,7 @@ enum Relayed {
 /// inputs; what happens is told to `obs`.
 async fn forward(
     req: Request<Incoming>,
+    upgrade: Option<OnUpgrade>,
     ctx: &HttpContext,
     conn: &ConnCtx,
     inflight: InflightGuard,
@@ -260,9 +276,34 @@ async fn forward(
             Requested::Answered(resp) => return Ok(resp),
             Requested::Forward(rules, authority) => (rules, authority),
         };
-    let target = target(&mut parts, authority, &rules, ctx)?;
+    if upgrade.is_some() && conn.origin.is_tls() {
+        obs.request_head(&parts.headers);
+        return Err(websocket::not_here(
+            "WebSocket inside intercepted HTTPS is not relayed yet: pass this host through \
+             (passthrough://) to use it",
+        )
+        .into());
+    }
+    let target = target(&mut parts, authority, &rules, ctx, upgrade.is_some())?;
     obs.request_head(&parts.headers);
-    let resp = upstream_request(parts, body, &rules, &target, ctx, conn, obs).await?;
+    if upgrade.is_some() {
+        conn.takeover.expect();
+    }
+    let resp = match upstream_request(parts, body, &rules, &target, ctx, conn, obs).await {
+        Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let relayed = switched(resp, upgrade, &rules, &target, ctx, conn, inflight, obs);
+            if relayed.is_err() {
+                conn.takeover.settle();
+            }
+            return relayed;
+        }
+        other => {
+            if upgrade.is_some() {
+                conn.takeover.settle();
+            }
+            other?
+        }
+    };
     let (parts, body) = response_rules(resp, &mut rules, conn, &ctx.config, obs).await?;
     Ok(body_phase(
         parts,
@@ -422,6 +463,7 @@ fn target(
     authority: http::uri::Authority,
     rules: &Rules<'_>,
     ctx: &HttpContext,
+    upgrading: bool,
 ) -> Result<Target, Stop> {
     strip_hop_by_hop(&mut parts.headers);
     if let Err(UnsupportedCoding(coding)) = normalize_transfer_encoding(&mut parts.headers) {
@@ -485,6 +527,11 @@ fn target(
             target.mapped_by = Some(up.rule.to_string());
         }
         apply_header_edits(&mut parts.headers, p.req_headers.iter().map(|c| c.action));
+    }
+    if upgrading {
+        // After the rules' edits: the switch crosses whatever they did,
+        // and nothing else hop-by-hop does.
+        strip_hop_by_hop_upgrading(&mut parts.headers);
     }
     parts.version = Version::HTTP_11;
     Ok(target)
@@ -670,6 +717,50 @@ async fn response_rules(
         rule_sleep(d.action, conn).await?;
     }
     Ok((parts, Relayed::Rewritten(body)))
+}
+
+/// A 101 from the upstream: relayed when the request asked for WebSocket
+/// and the upstream switched to it, with the switch's headers kept, the
+/// rules' head edits applied and the relay left for the connection's
+/// watchdog ([`websocket::take_over`]); anything else is answered 502.
+/// Nothing here waits: a tunnel's upstream connection has already handed
+/// itself over, and the client's 101 must follow.
+#[allow(clippy::too_many_arguments)]
+fn switched(
+    mut resp: Response<Incoming>,
+    upgrade: Option<OnUpgrade>,
+    rules: &Rules<'_>,
+    target: &Target,
+    ctx: &HttpContext,
+    conn: &ConnCtx,
+    mut inflight: InflightGuard,
+    obs: &Observers,
+) -> Result<Response<ProxyBody>, Stop> {
+    let client = websocket::accept_switch(&resp, upgrade, &target.label)?;
+    let upstream = hyper::upgrade::on(&mut resp);
+    let (mut parts, _empty) = resp.into_parts();
+    add_via(&mut parts.headers, parts.version);
+    if let Some(p) = &rules.plan {
+        tamper::edit_response_head(p, &rules.client_headers, &mut parts);
+    }
+    strip_hop_by_hop_upgrading(&mut parts.headers);
+    // Sizes 0: the record is the switch; what follows is not HTTP.
+    obs.response_head(
+        parts.status.as_u16(),
+        &parts.headers,
+        Some(0),
+        parts.extensions.get::<UpstreamInfo>(),
+    );
+    obs.note("websocket", websocket::NOTE);
+    inflight.observe_now();
+    let carry = websocket::Carry {
+        entry: conn.entry.clone(),
+        limits: RelayLimits::new(&ctx.config.relay_limits),
+        handover: ctx.config.client.header_timeout,
+        busy: inflight,
+    };
+    websocket::take_over(&conn.takeover, client, upstream, carry);
+    Ok(Response::from_parts(parts, super::answer::empty()))
 }
 
 /// Body: the response body as the client gets it — counted, tapped for

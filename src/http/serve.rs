@@ -27,6 +27,7 @@ use super::context::{ConnCtx, HttpContext};
 use super::io::{ClientIo, ClientMeter};
 use super::origin::Origin;
 use super::proxy;
+use super::websocket::TakeoverSlot;
 use crate::registry::{CloseReason, ConnGuard, ConnState, NextDeadline, PhaseView, Side};
 use crate::transport::{ClientStream, Metered};
 use crate::Shutdown;
@@ -92,6 +93,7 @@ pub async fn serve_stream<F>(
     let entry = guard.entry().clone();
     let activity = Activity::new();
     show_phase(&entry, &activity, ctx);
+    let takeover = TakeoverSlot::default();
     let conn_ctx = ConnCtx {
         entry: entry.clone(),
         activity: activity.clone(),
@@ -99,6 +101,7 @@ pub async fn serve_stream<F>(
         client_fd: std::os::fd::AsRawFd::as_raw_fd(stream.tcp()),
         origin,
         shutdown: shutdown.clone(),
+        takeover: takeover.clone(),
     };
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| {
@@ -112,12 +115,12 @@ pub async fn serve_stream<F>(
                 .server
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
-            watch(conn, &activity, guard, ctx, shutdown, companion).await
+            watch(conn, &activity, guard, ctx, shutdown, companion, &takeover).await
         }
         HttpVersion::H2 => {
             let io: ClientIo = Metered::new(stream, ClientMeter::http2(activity.clone()));
             let conn = ctx.server_h2.serve_connection(TokioIo::new(io), service);
-            watch(conn, &activity, guard, ctx, shutdown, companion).await
+            watch(conn, &activity, guard, ctx, shutdown, companion, &takeover).await
         }
     }
 }
@@ -152,7 +155,9 @@ fn show_phase(entry: &crate::registry::ConnEntry, activity: &Arc<Activity>, ctx:
     }));
 }
 
-/// The watchdog: header and idle deadlines by phase, shutdown, kill.
+/// The watchdog: header and idle deadlines by phase, shutdown, kill;
+/// then, when hyper handed the connection over after a relayed 101, the
+/// WebSocket relay, in this same task.
 async fn watch<C, F>(
     conn: C,
     activity: &Activity,
@@ -160,6 +165,7 @@ async fn watch<C, F>(
     ctx: &HttpContext,
     shutdown: &Shutdown,
     companion: F,
+    takeover: &TakeoverSlot,
 ) where
     C: Graceful,
     F: Future<Output = ()>,
@@ -173,6 +179,7 @@ async fn watch<C, F>(
         .header_timeout
         .min(cfg.client.client_idle_timeout);
     let (mut draining, mut companion_done) = (false, false);
+    let mut upgraded = None;
     loop {
         let next = match activity.phase() {
             Phase::Busy => Instant::now() + recheck,
@@ -188,6 +195,8 @@ async fn watch<C, F>(
                 } else if let Err(e) = r {
                     tracing::debug!(error = %proxy::error_chain(&e), "client connection failed");
                     guard.set_reason(reason_from_hyper(&e));
+                } else {
+                    upgraded = takeover.take();
                 }
                 break;
             }
@@ -221,7 +230,9 @@ async fn watch<C, F>(
             // sent any more; the ones in flight finish.
             _ = &mut companion, if !companion_done => {
                 companion_done = true;
-                if !draining {
+                // An upgraded tunnel connection ends as it switches; the
+                // client's 101 is still to be written.
+                if !draining && !takeover.expecting() {
                     draining = true;
                     conn.as_mut().stop_gracefully();
                 }
@@ -230,6 +241,18 @@ async fn watch<C, F>(
                 guard.set_reason(entry.reason().unwrap_or(CloseReason::KilledByAdmin));
                 break;
             }
+        }
+    }
+    let Some(relay) = upgraded else {
+        return;
+    };
+    // A tunnel's own upstream connection hands itself over only while its
+    // driver (the companion) runs; the relay watches the kill itself.
+    tokio::pin!(relay);
+    loop {
+        tokio::select! {
+            _ = relay.as_mut() => break,
+            _ = &mut companion, if !companion_done => companion_done = true,
         }
     }
 }

@@ -129,6 +129,15 @@ pub struct UpstreamConn {
     _guard: ConnGuard,
 }
 
+impl UpstreamConn {
+    /// The socket, out of the pool's hands (after a WebSocket upgrade
+    /// took the connection), with the guard that still owns it: keep the
+    /// guard until the socket is closed.
+    pub fn into_socket(self) -> (TcpStream, ConnGuard) {
+        (self.io.into_inner().into_inner(), self._guard)
+    }
+}
+
 /// Counts an upstream socket's bytes into its registry entry.
 pub struct EntryBytes(Arc<ConnEntry>);
 

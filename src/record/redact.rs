@@ -21,12 +21,16 @@ pub const ADMIN_COOKIE: &str = "sluice_admin";
 pub const REDACTED: &str = "(redacted by sluice)";
 
 /// The request header block a record keeps: the headers as they were (or
-/// would have been) forwarded, without credentials meant for sluice.
+/// would have been) forwarded, without credentials meant for sluice. A
+/// WebSocket upgrade keeps its `Upgrade` and `Connection`: they cross.
 pub fn request_block(headers: &HeaderMap) -> Vec<u8> {
     let named = connection_named(headers);
+    let switching = crate::http::headers::asks_websocket(headers);
     let mut out = Vec::with_capacity(block_len(headers));
     for (name, value) in headers {
-        if crate::http::headers::is_hop_by_hop(name) || named.iter().any(|n| n == name) {
+        let switch = switching && (name == header::UPGRADE || name == header::CONNECTION);
+        if !switch && (crate::http::headers::is_hop_by_hop(name) || named.iter().any(|n| n == name))
+        {
             continue;
         }
         push_line(&mut out, name, value);
@@ -168,6 +172,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("x-kept: yes"), "{text}");
+    }
+
+    #[test]
+    fn a_websocket_upgrade_keeps_its_switch_but_no_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("proxy-authorization", "Basic dTpw".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        let text = block_text(request_block(&h));
+        assert_eq!(text, "upgrade: websocket\r\nconnection: upgrade\r\n");
     }
 
     #[test]

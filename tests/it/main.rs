@@ -28,3 +28,4 @@ mod tunnel;
 mod tunnel_layers;
 mod ui_api;
 mod ui_browser;
+mod websocket;

@@ -1,0 +1,318 @@
+//! WebSocket on the request path (RFC 6455 over HTTP/1.1): which requests
+//! ask to switch ([`asks`]), which upstream 101s are relayed
+//! ([`accept_switch`]), and the takeover after the 101 ([`take_over`]):
+//! both connections leave hyper, and sluice's own duplex relay
+//! ([`crate::relay::relay`]) carries the frames as bytes, unframed and
+//! unchanged, under the tunnel lifecycle (idle deadline, half-close grace,
+//! resets passed on, live byte counters).
+//!
+//! Invariants: the takeover runs in the client connection's own task (its
+//! serving watchdog awaits it, see [`TakeoverSlot`]), so the connection's
+//! guard owns both sockets until the relay ends and its close reason is
+//! the relay's; a client connection serves no HTTP after its 101; the
+//! upgrade's record is the 101 exchange, submitted as the 101 goes out, so
+//! a long WebSocket holds no pending record.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::activity::InflightGuard;
+use super::answer::Failure;
+use super::headers::{asks_websocket, upgrades_to_websocket};
+use super::io::ClientIo;
+use super::upstream::UpstreamConn;
+use crate::registry::{CloseReason, ConnEntry, ConnGuard, ConnState, Side};
+use crate::relay::{relay, write_all, RelayLimits};
+
+/// What a record's notes say about an upgraded exchange.
+pub const NOTE: &str = "the connection was upgraded to WebSocket and relayed as bytes \
+     (messages are not recorded yet)";
+
+/// The relay after a 101, for the connection's watchdog to run.
+pub type Takeover = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where the request path leaves a takeover for the watchdog of its
+/// connection. A 101 ends HTTP on the connection, so there is at most
+/// one; `expecting` is set before an upgrade request leaves, because a
+/// tunnel's own upstream connection ends the moment it is upgraded, which
+/// the watchdog must not take for the upstream going away.
+#[derive(Clone, Default)]
+pub struct TakeoverSlot(Arc<SlotInner>);
+
+#[derive(Default)]
+struct SlotInner {
+    takeover: Mutex<Option<Takeover>>,
+    expecting: AtomicBool,
+}
+
+impl TakeoverSlot {
+    /// An upgrade request is about to leave.
+    pub fn expect(&self) {
+        self.0.expecting.store(true, Ordering::Relaxed);
+    }
+
+    /// The upgrade request was answered without a switch.
+    pub fn settle(&self) {
+        self.0.expecting.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether an upgrade request is out, its answer not yet relayed.
+    pub fn expecting(&self) -> bool {
+        self.0.expecting.load(Ordering::Relaxed)
+    }
+
+    fn put(&self, t: Takeover) {
+        if let Ok(mut slot) = self.0.takeover.lock() {
+            *slot = Some(t);
+        }
+    }
+
+    /// The takeover a relayed 101 left, if any.
+    pub fn take(&self) -> Option<Takeover> {
+        self.0.takeover.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// Whether `req` asks to switch to WebSocket: an HTTP/1.1 `GET` with
+/// `Upgrade: websocket` and `Connection: upgrade` (RFC 6455 4.1).
+pub fn asks<B>(req: &Request<B>) -> bool {
+    req.method() == Method::GET
+        && req.version() == Version::HTTP_11
+        && asks_websocket(req.headers())
+}
+
+/// An upgrade request's `ws://` (`wss://`) URL as the `http://`
+/// (`https://`) URL it stands for (RFC 6455 3: same authority, same
+/// path), so the one request path routes it; `None` for any other URL.
+pub fn http_url(uri: &http::Uri) -> Option<http::Uri> {
+    let scheme = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("ws") => http::uri::Scheme::HTTP,
+        Some(s) if s.eq_ignore_ascii_case("wss") => http::uri::Scheme::HTTPS,
+        _ => return None,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.scheme = Some(scheme);
+    http::Uri::from_parts(parts).ok()
+}
+
+/// The client's side of a 101 the upstream sent: `Ok` with the client
+/// connection's pending upgrade when the request asked for WebSocket and
+/// the upstream switched to it, else the 502 that answers instead (a 101
+/// relayed for a switch sluice cannot carry would leave the client
+/// waiting on a dead connection).
+pub fn accept_switch<B>(
+    resp: &Response<B>,
+    client: Option<OnUpgrade>,
+    label: &str,
+) -> Result<OnUpgrade, Failure> {
+    let refuse =
+        |why: String| Failure::new(StatusCode::BAD_GATEWAY, Side::Upstream, "upgrade", why);
+    let Some(client) = client else {
+        return Err(refuse(format!(
+            "upstream {label} answered 101 Switching Protocols to a request that did not ask to upgrade"
+        )));
+    };
+    if !upgrades_to_websocket(resp.headers()) {
+        let to = resp
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(no Upgrade header)");
+        return Err(refuse(format!(
+            "upstream {label} switched protocols to `{to}`; sluice relays only WebSocket upgrades"
+        )));
+    }
+    Ok(client)
+}
+
+/// Refuses a WebSocket upgrade where sluice cannot relay one yet.
+pub fn not_here(why: &str) -> Failure {
+    Failure::new(StatusCode::NOT_IMPLEMENTED, Side::Sluice, "upgrade", why)
+}
+
+/// What the takeover needs besides the two pending upgrades.
+pub struct Carry {
+    /// The client connection's entry: counters, state, deadline, reason.
+    pub entry: Arc<ConnEntry>,
+    pub limits: RelayLimits,
+    /// How long hyper may take to hand over both connections.
+    pub handover: Duration,
+    /// Keeps the connection busy (no keep-alive deadline) while it relays.
+    pub busy: InflightGuard,
+}
+
+/// Leaves the relay of an accepted 101 in `slot`, for the connection's
+/// watchdog to run once hyper has written the 101.
+pub fn take_over(slot: &TakeoverSlot, client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
+    slot.put(Box::pin(run(client, upstream, carry)));
+}
+
+async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
+    let Carry {
+        entry,
+        limits,
+        handover,
+        busy,
+    } = carry;
+    let legs = async { tokio::try_join!(client_leg(client), upstream_leg(upstream)) };
+    let legs = tokio::select! {
+        r = tokio::time::timeout(handover, legs) => r,
+        _ = entry.kill.cancelled() => return,
+    };
+    let ((client, client_rest), upstream) = match legs {
+        Ok(Ok(legs)) => legs,
+        Ok(Err(reason)) => {
+            entry.set_reason(reason);
+            return;
+        }
+        Err(_) => {
+            entry.set_reason(CloseReason::Error(
+                Side::Sluice,
+                format!(
+                    "the upgraded connections were not handed over within {}",
+                    humantime::format_duration(handover)
+                ),
+            ));
+            return;
+        }
+    };
+    entry.set_state(ConnState::Streaming);
+    // What hyper read past each head (the client's first frames, the
+    // upstream's greeting right behind its 101) goes first.
+    let leftovers = async {
+        if !client_rest.is_empty() {
+            write_all(&upstream.tcp, &client_rest)
+                .await
+                .map_err(|e| CloseReason::from_io(Side::Upstream, &e))?;
+            entry
+                .bytes_up
+                .fetch_add(client_rest.len() as u64, Ordering::Relaxed);
+        }
+        if !upstream.rest.is_empty() {
+            write_all(&client, &upstream.rest)
+                .await
+                .map_err(|e| CloseReason::from_io(Side::Client, &e))?;
+            entry
+                .bytes_down
+                .fetch_add(upstream.rest.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limits.idle, leftovers).await {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => {
+            entry.set_reason(reason);
+            return;
+        }
+        Err(_) => {
+            entry.set_reason(CloseReason::IdleTimeout);
+            return;
+        }
+    }
+    let pool_kill = upstream.guard.as_ref().map(|g| g.entry().kill.clone());
+    let killed_upstream = async {
+        match pool_kill {
+            Some(k) => k.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = relay(&client, &upstream.tcp, limits, &entry) => {}
+        // Killing the pooled upstream leg (admin) ends the WebSocket too.
+        _ = killed_upstream => entry.set_reason(CloseReason::KilledByAdmin),
+    }
+    // The sockets close here, before the guards that own them deregister.
+    drop((client, upstream));
+    drop(busy);
+}
+
+/// The client connection, back from hyper after it wrote the 101, as its
+/// TCP socket and the bytes hyper read past the request head.
+async fn client_leg(on: OnUpgrade) -> Result<(TcpStream, Bytes), CloseReason> {
+    let upgraded = on
+        .await
+        .map_err(|e| CloseReason::Error(Side::Client, format!("WebSocket upgrade failed: {e}")))?;
+    let parts = upgraded
+        .downcast::<TokioIo<ClientIo>>()
+        .map_err(|_| sluice_fault("upgraded client stream of unexpected type"))?;
+    let stream = parts
+        .io
+        .into_inner()
+        .into_inner()
+        .unread(parts.read_buf)
+        .map_err(|e| sluice_fault(&e.to_string()))?;
+    stream
+        .into_tcp()
+        .map_err(|_| sluice_fault("a decrypted stream cannot be relayed as bytes"))
+}
+
+/// The upstream connection after its 101.
+struct UpstreamLeg {
+    // Declared before the guard: the socket closes before the guard
+    // deregisters it.
+    tcp: TcpStream,
+    /// Bytes hyper read past the 101 head.
+    rest: Bytes,
+    /// A pooled connection's own guard; a tunnel's upstream socket is
+    /// owned by the tunnel's guard, which outlives this.
+    guard: Option<ConnGuard>,
+}
+
+async fn upstream_leg(on: OnUpgrade) -> Result<UpstreamLeg, CloseReason> {
+    let upgraded = on.await.map_err(|e| {
+        CloseReason::Error(Side::Upstream, format!("WebSocket upgrade failed: {e}"))
+    })?;
+    // From the pool, or a plain tunnel's own connection.
+    let upgraded = match upgraded.downcast::<UpstreamConn>() {
+        Ok(parts) => {
+            let (tcp, guard) = parts.io.into_socket();
+            return Ok(UpstreamLeg {
+                tcp,
+                rest: parts.read_buf,
+                guard: Some(guard),
+            });
+        }
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => Ok(UpstreamLeg {
+            tcp: parts.io.into_inner(),
+            rest: parts.read_buf,
+            guard: None,
+        }),
+        Err(_) => Err(sluice_fault("upgraded upstream stream of unexpected type")),
+    }
+}
+
+fn sluice_fault(why: &str) -> CloseReason {
+    CloseReason::Error(Side::Sluice, why.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_urls_route_as_http() {
+        let u = |s: &str| s.parse::<http::Uri>().unwrap();
+        assert_eq!(
+            http_url(&u("ws://example.test:8080/chat?x=1")),
+            Some(u("http://example.test:8080/chat?x=1"))
+        );
+        assert_eq!(
+            http_url(&u("WSS://example.test/")),
+            Some(u("https://example.test/"))
+        );
+        assert_eq!(http_url(&u("http://example.test/")), None);
+        assert_eq!(http_url(&u("/chat")), None);
+    }
+}

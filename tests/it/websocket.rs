@@ -1,0 +1,669 @@
+//! WebSocket through sluice (issue 15, part 1): a real WebSocket origin
+//! (tokio-tungstenite, echoing), real clients (tokio-tungstenite over a
+//! hand-written absolute-form upgrade, and Python's `websockets` through
+//! a CONNECT tunnel), and what sluice shows of it: the 101 record, the
+//! relay's idle deadline, the sockets it releases, and the answers it
+//! gives to upgrades that do not happen.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use sluice::config::{DataDir, Recording};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::support::admin::{self, get_json, wait_records};
+use crate::support::client::{self, read_head_unbuffered};
+use crate::support::{bounded, eventually, netns, origin, proxy};
+
+/// What the echo origin saw.
+#[derive(Debug)]
+enum Seen {
+    /// The close frame a client sent.
+    Close(Option<CloseFrame>),
+    /// A connection ended (after a close, or cut).
+    Ended,
+}
+
+/// A WebSocket echo origin: echoes text and binary messages (whole, as
+/// reassembled from fragments), answers pings (tungstenite does), echoes
+/// a close frame; keeps every upgrade request's headers and tells the
+/// test each close and each end.
+struct WsOrigin {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<http::HeaderMap>>>,
+    seen: mpsc::Receiver<Seen>,
+}
+
+impl WsOrigin {
+    async fn start() -> WsOrigin {
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (tx, seen) = mpsc::channel(64);
+        let kept = heads.clone();
+        let addr = origin::raw(move |stream| {
+            let (kept, tx) = (kept.clone(), tx.clone());
+            async move {
+                // The signature is tungstenite's callback's.
+                #[allow(clippy::result_large_err)]
+                let keep = |req: &Request, resp: Response| {
+                    kept.lock().unwrap().push(req.headers().clone());
+                    Ok(resp)
+                };
+                let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+                let accepted =
+                    tokio_tungstenite::accept_hdr_async_with_config(stream, keep, Some(config))
+                        .await;
+                let Ok(mut ws) = accepted else {
+                    let _ = tx.try_send(Seen::Ended);
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    let echoed = match msg {
+                        Message::Text(_) | Message::Binary(_) => ws.send(msg).await,
+                        Message::Close(frame) => {
+                            let _ = tx.try_send(Seen::Close(frame));
+                            // tungstenite echoes the close frame; flushing
+                            // sends it.
+                            ws.flush().await
+                        }
+                        _ => Ok(()),
+                    };
+                    if echoed.is_err() {
+                        break;
+                    }
+                }
+                let _ = tx.try_send(Seen::Ended);
+            }
+        })
+        .await;
+        WsOrigin { addr, heads, seen }
+    }
+
+    async fn next_seen(&mut self) -> Seen {
+        tokio::time::timeout(Duration::from_secs(10), self.seen.recv())
+            .await
+            .expect("the origin reports within 10 s")
+            .expect("the origin's channel stays open")
+    }
+}
+
+/// An in-process sluice with the admin API and in-memory records.
+async fn recording_proxy(tweak: impl FnOnce(&mut sluice::Config)) -> sluice::Proxy {
+    proxy::start(|c| {
+        c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.record = Recording {
+            data_dir: DataDir::Memory,
+            ..Recording::default()
+        };
+        tweak(c)
+    })
+    .await
+}
+
+/// Writes a WebSocket upgrade request for `target` (absolute form through
+/// the proxy, or origin form inside a tunnel) on `s` and reads the answer's
+/// head without a byte past it. `connection` is the client's Connection
+/// header (several tokens, in any case, are allowed).
+async fn upgrade_request(
+    s: &mut TcpStream,
+    target: &str,
+    host: impl std::fmt::Display,
+    connection: &str,
+) -> (String, String) {
+    let key = generate_key();
+    s.write_all(
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
+             Connection: {connection}\r\nKeep-Alive: timeout=5\r\nX-Hop: dropped\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("the upgrade request is written");
+    let head = read_head_unbuffered(s)
+        .await
+        .expect("an answer head arrives");
+    (head, key)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// An absolute-form upgrade to `origin` through the proxy at `proxy`,
+/// asserted to switch; the client WebSocket over that connection.
+async fn open_forward(proxy: SocketAddr, origin: SocketAddr) -> WebSocketStream<TcpStream> {
+    open_url(proxy, &format!("ws://{origin}/echo"), origin).await
+}
+
+/// [`open_forward`] to any `url`, with `host` as the Host header.
+async fn open_url(
+    proxy: SocketAddr,
+    url: &str,
+    host: impl std::fmt::Display,
+) -> WebSocketStream<TcpStream> {
+    let mut s = TcpStream::connect(proxy).await.expect("proxy accepts");
+    let (head, key) = upgrade_request(&mut s, url, host, "keep-alive, X-Hop, Upgrade").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        header(&head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+        "{head}"
+    );
+    assert!(
+        header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("upgrade")),
+        "{head}"
+    );
+    assert_eq!(
+        header(&head, "sec-websocket-accept"),
+        Some(derive_accept_key(key.as_bytes()).as_str()),
+        "{head}"
+    );
+    let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+    WebSocketStream::from_raw_socket(s, Role::Client, Some(config)).await
+}
+
+/// The next message that is not a pong... or the pong, when asked.
+async fn next_msg<S>(ws: &mut WebSocketStream<S>) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("the stream is open")
+        .expect("the message is well formed")
+}
+
+/// Message after message, the whole WebSocket vocabulary: text, binary,
+/// a fragmented text, a ping, a 5 MiB binary, and a close with a code,
+/// which must reach the origin intact and come back.
+async fn conversation<S>(ws: &mut WebSocketStream<S>, origin: &mut WsOrigin)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(Message::text("hello through sluice"))
+        .await
+        .unwrap();
+    assert_eq!(next_msg(ws).await, Message::text("hello through sluice"));
+
+    let binary: Vec<u8> = (0..=255u8).rev().collect();
+    ws.send(Message::binary(binary.clone())).await.unwrap();
+    assert_eq!(next_msg(ws).await, Message::binary(binary));
+
+    // One text message in three frames: the origin reassembles what
+    // sluice passed on frame for frame.
+    for (part, op, last) in [
+        ("frag", OpCode::Data(Data::Text), false),
+        ("ment", OpCode::Data(Data::Continue), false),
+        ("ed", OpCode::Data(Data::Continue), true),
+    ] {
+        ws.send(Message::Frame(Frame::message(part, op, last)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(next_msg(ws).await, Message::text("fragmented"));
+
+    ws.send(Message::Ping("are you there".into()))
+        .await
+        .unwrap();
+    assert_eq!(next_msg(ws).await, Message::Pong("are you there".into()));
+
+    let mut big = vec![0u8; 5 << 20];
+    crate::support::pattern(15, 0, &mut big);
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    match next_msg(ws).await {
+        Message::Binary(back) => {
+            assert_eq!(back.len(), big.len());
+            assert!(back == big, "the 5 MiB message came back changed");
+        }
+        other => panic!("expected the big binary back, got {other:?}"),
+    }
+
+    let bye = CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "done, thanks".into(),
+    };
+    ws.send(Message::Close(Some(bye.clone()))).await.unwrap();
+    match origin.next_seen().await {
+        Seen::Close(Some(f)) => assert_eq!(f, bye, "the close frame reached the origin intact"),
+        other => panic!("expected the client's close at the origin, got {other:?}"),
+    }
+    match next_msg(ws).await {
+        Message::Close(Some(f)) => assert_eq!(f, bye, "the origin's echoed close came back"),
+        other => panic!("expected the origin's close, got {other:?}"),
+    }
+    assert!(matches!(origin.next_seen().await, Seen::Ended));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_upgrade_is_relayed_and_recorded_as_one_101() {
+    bounded(Duration::from_secs(30), async {
+        let mut origin = WsOrigin::start().await;
+        let proxy = recording_proxy(|_| {}).await;
+        let admin = proxy.admin_addr.unwrap();
+        let mut ws = open_forward(proxy.addr, origin.addr).await;
+
+        // The origin saw the switch and nothing else hop-by-hop.
+        let h = origin.heads.lock().unwrap()[0].clone();
+        assert_eq!(h["upgrade"], "websocket", "{h:?}");
+        assert_eq!(h["connection"], "Upgrade", "{h:?}");
+        assert_eq!(h["via"], "1.1 sluice", "{h:?}");
+        assert!(
+            !h.contains_key("keep-alive") && !h.contains_key("x-hop"),
+            "{h:?}"
+        );
+
+        // While it is open, the client connection streams (not idle, not
+        // reading headers) and counts the WebSocket's bytes.
+        let client_addr = ws.get_ref().local_addr().unwrap();
+        ws.send(Message::text("count me")).await.unwrap();
+        assert_eq!(next_msg(&mut ws).await, Message::text("count me"));
+        let row = admin::row_for(admin, client_addr, "http")
+            .await
+            .expect("the upgraded connection is in the inventory");
+        assert_eq!(row["state"], "streaming", "{row}");
+
+        conversation(&mut ws, &mut origin).await;
+        // The client's close was answered: the client leg ends cleanly.
+        assert!(tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("the client leg closes")
+            .is_none_or(|r| r.is_err()),);
+        drop(ws);
+        assert!(
+            eventually(Duration::from_secs(5), || proxy.registry.live_total() == 0).await,
+            "both legs released"
+        );
+
+        let rows = wait_records(admin, "kind=http", 1).await;
+        assert_eq!(rows.len(), 1, "one record for the upgrade: {rows:#?}");
+        let r = &rows[0];
+        assert_eq!(r["status"], 101, "{r}");
+        assert_eq!(r["url"], format!("http://{}/echo", origin.addr), "{r}");
+        assert_eq!(r["req_size"], 0, "{r}");
+        assert_eq!(r["resp_size"], 0, "{r}");
+        assert!(r["error"].is_null(), "{r}");
+        let d = get_json(admin, &format!("/api/records/{}", r["id"])).await;
+        let has = |block: &Value, name: &str, value: &str| {
+            block.as_array().unwrap().iter().any(|p| {
+                p[0].as_str().unwrap().eq_ignore_ascii_case(name)
+                    && p[1].as_str().unwrap().eq_ignore_ascii_case(value)
+            })
+        };
+        assert!(has(&d["request"]["headers"], "upgrade", "websocket"), "{d}");
+        assert!(
+            has(&d["request"]["headers"], "connection", "upgrade"),
+            "{d}"
+        );
+        assert!(
+            has(&d["response"]["headers"], "upgrade", "websocket"),
+            "{d}"
+        );
+        assert!(
+            has(&d["response"]["headers"], "connection", "upgrade"),
+            "{d}"
+        );
+        let notes = d["rules"].to_string();
+        assert!(
+            notes.contains("upgraded to WebSocket"),
+            "the record says what became of the connection: {d}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_rules_apply_to_an_upgrade() {
+    bounded(Duration::from_secs(20), async {
+        let mut origin = WsOrigin::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.txt");
+        std::fs::write(
+            &rules,
+            format!("chat.test {} reqHeaders://x-set=1\n", origin.addr),
+        )
+        .unwrap();
+        let proxy = proxy::start(|c| c.rules.rules_file = Some(rules)).await;
+        // chat.test resolves nowhere: only the rule's upstream reaches it.
+        let mut ws = open_url(proxy.addr, "ws://chat.test/echo", "chat.test").await;
+        ws.send(Message::text("mapped")).await.unwrap();
+        assert_eq!(next_msg(&mut ws).await, Message::text("mapped"));
+        let h = origin.heads.lock().unwrap()[0].clone();
+        assert_eq!(h["x-set"], "1", "{h:?}");
+        assert_eq!(h["host"], "chat.test", "{h:?}");
+        assert_eq!(h["upgrade"], "websocket", "{h:?}");
+        ws.send(Message::Close(None)).await.unwrap();
+        assert!(matches!(origin.next_seen().await, Seen::Close(None)));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_client_inside_a_connect_tunnel() {
+    bounded(Duration::from_secs(30), async {
+        let mut origin = WsOrigin::start().await;
+        let proxy = recording_proxy(|_| {}).await;
+        let admin = proxy.admin_addr.unwrap();
+        let tunnel = client::connect_tunnel(proxy.addr, origin.addr)
+            .await
+            .expect("CONNECT opens");
+        let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+        let (mut ws, resp) = tokio_tungstenite::client_async_with_config(
+            format!("ws://{}/in-tunnel", origin.addr),
+            tunnel,
+            Some(config),
+        )
+        .await
+        .expect("the WebSocket handshake completes inside the tunnel");
+        assert_eq!(resp.status(), 101);
+        conversation(&mut ws, &mut origin).await;
+        drop(ws);
+        assert!(
+            eventually(Duration::from_secs(5), || proxy.registry.live_total() == 0).await,
+            "the tunnel and both its legs are released"
+        );
+        let rows = wait_records(admin, "kind=http", 1).await;
+        assert!(
+            rows.iter()
+                .any(|r| r["status"] == 101 && r["url"].as_str().unwrap().ends_with("/in-tunnel")),
+            "{rows:#?}"
+        );
+    })
+    .await;
+}
+
+const PYTHON_CLIENT: &str = r#"
+import asyncio, json, os
+from websockets.asyncio.client import connect
+
+async def main():
+    out = {}
+    async with connect(os.environ["URL"], proxy=os.environ["PROXY"], max_size=None,
+                       open_timeout=10, close_timeout=10) as ws:
+        await ws.send("hello from python")
+        out["text"] = await ws.recv()
+        await ws.send(b"\x00\x01binary\xff")
+        out["binary"] = (await ws.recv()).hex()
+        await ws.send(["frag", "ment", "ed"])
+        out["fragmented"] = await ws.recv()
+        pong = await ws.ping(b"python ping")
+        await asyncio.wait_for(pong, 10)
+        out["pong"] = True
+        big = bytes(range(256)) * (6 * 1024 * 1024 // 256)
+        await ws.send(big)
+        back = await ws.recv()
+        out["big"] = back == big
+        out["big_len"] = len(back)
+        await ws.close(code=4001, reason="python says bye")
+        out["close_code"] = ws.close_code
+        out["close_reason"] = ws.close_reason
+    print(json.dumps(out))
+
+asyncio.run(asyncio.wait_for(main(), 20))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_through_a_connect_tunnel() {
+    bounded(Duration::from_secs(40), async {
+        let probe = tokio::process::Command::new("python3")
+            .args(["-c", "import websockets"])
+            .output()
+            .await;
+        assert!(
+            probe.is_ok_and(|o| o.status.success()),
+            "this test needs python3 with websockets; ./test.sh installs it"
+        );
+        let mut origin = WsOrigin::start().await;
+        let proxy = recording_proxy(|_| {}).await;
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new("python3")
+                .arg("-c")
+                .arg(PYTHON_CLIENT)
+                .env("URL", format!("ws://{}/py", origin.addr))
+                .env("PROXY", format!("http://{}", proxy.addr))
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("python finishes within 30 s")
+        .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "python failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("no JSON from python ({e}): {stdout}"));
+        assert_eq!(v["text"], "hello from python", "{v}");
+        assert_eq!(v["binary"], "000162696e617279ff", "{v}");
+        assert_eq!(v["fragmented"], "fragmented", "{v}");
+        assert_eq!(v["pong"], true, "{v}");
+        assert_eq!(v["big"], true, "{v}");
+        assert_eq!(v["big_len"], 6 * 1024 * 1024, "{v}");
+        assert_eq!(v["close_code"], 4001, "{v}");
+        assert_eq!(v["close_reason"], "python says bye", "{v}");
+        match origin.next_seen().await {
+            Seen::Close(Some(f)) => {
+                assert_eq!(u16::from(f.code), 4001);
+                assert_eq!(f.reason.as_str(), "python says bye");
+            }
+            other => panic!("expected python's close at the origin, got {other:?}"),
+        }
+        // The tunnel came through CONNECT: the upgrade was the tunnel's
+        // plain HTTP, served by the one request path.
+        let h = origin.heads.lock().unwrap()[0].clone();
+        assert_eq!(h["via"], "1.1 sluice", "{h:?}");
+        assert!(
+            eventually(Duration::from_secs(5), || proxy.registry.live_total() == 0).await,
+            "the tunnel is released"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_websocket_is_closed_by_the_tunnel_idle_deadline() {
+    bounded(Duration::from_secs(30), async {
+        let mut origin = WsOrigin::start().await;
+        let sluice = proxy::spawn(&["--idle-timeout", "1s"]).await;
+        let pid = sluice.pid();
+        let admin = sluice.admin.expect("admin is on");
+        let mut ws = open_forward(sluice.addr, origin.addr).await;
+        ws.send(Message::text("one, then silence")).await.unwrap();
+        assert_eq!(next_msg(&mut ws).await, Message::text("one, then silence"));
+        let established = || {
+            netns::tcp_sockets_of(pid)
+                .into_iter()
+                .filter(|(_, r)| r.state == netns::TCP_ESTABLISHED)
+                .count()
+        };
+        assert_eq!(
+            established(),
+            2,
+            "sluice holds the client and upstream legs"
+        );
+
+        let quiet = tokio::time::Instant::now();
+        let end = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("sluice closes the idle WebSocket");
+        let waited = quiet.elapsed();
+        assert!(
+            end.as_ref().is_none_or(|r| r.is_err()),
+            "the client leg is closed, not sent a message: {end:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(800),
+            "closed after {waited:?}, before the 1 s idle deadline"
+        );
+        assert!(
+            matches!(origin.next_seen().await, Seen::Ended),
+            "the upstream leg is closed too"
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || established() == 0).await,
+            "sluice still holds sockets: {:?}",
+            netns::tcp_sockets_of(pid)
+        );
+        let m = admin::metrics(admin).await;
+        assert_eq!(
+            m.must(
+                "sluice_connections_closed_total",
+                &[("reason", "idle_timeout")]
+            ),
+            1.0
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn upgrade_answered_200_is_relayed_as_a_normal_response() {
+    bounded(Duration::from_secs(20), async {
+        let origin = origin::serve(|req: hyper::Request<hyper::body::Incoming>| async move {
+            let seen = format!(
+                "upgrade={:?} connection={:?}",
+                req.headers().get("upgrade"),
+                req.headers().get("connection")
+            );
+            Ok::<_, std::convert::Infallible>(
+                hyper::Response::builder()
+                    .header("content-type", "text/plain")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(seen)))
+                    .unwrap(),
+            )
+        })
+        .await;
+        let proxy = recording_proxy(|_| {}).await;
+        let admin = proxy.admin_addr.unwrap();
+        let s = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut c = client::Client::from_stream(s);
+        c.send(
+            format!(
+                "GET ws://{origin}/not-a-socket HTTP/1.1\r\nHost: {origin}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                generate_key()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let resp = c.read_response().await.unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            resp.text(),
+            "upgrade=Some(\"websocket\") connection=Some(\"Upgrade\")"
+        );
+        assert!(resp.header("upgrade").is_none());
+        // Still HTTP: the connection serves the next request.
+        let again = c.get(origin, "/after").await.unwrap();
+        assert_eq!(again.status, 200);
+        let rows = wait_records(admin, "kind=http", 2).await;
+        assert!(rows.iter().all(|r| r["status"] == 200), "{rows:#?}");
+    })
+    .await;
+}
+
+/// An origin that answers every request `101 Switching Protocols` with
+/// `Upgrade: {to}`, then holds the connection open.
+async fn switching_origin(to: &'static str) -> SocketAddr {
+    origin::raw(move |mut s| async move {
+        origin::read_request_head(&mut s).await;
+        let _ = s
+            .write_all(
+                format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: {to}\r\nConnection: Upgrade\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_101_sluice_cannot_carry_is_answered_502() {
+    bounded(Duration::from_secs(20), async {
+        let proxy = recording_proxy(|_| {}).await;
+        // A switch to another protocol than the WebSocket asked for.
+        let h2c = switching_origin("h2c").await;
+        let resp = client::exchange(
+            proxy.addr,
+            format!(
+                "GET ws://{h2c}/ HTTP/1.1\r\nHost: {h2c}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                generate_key()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status, 502);
+        assert!(resp.text().contains("`h2c`"), "{}", resp.text());
+
+        // A switch nobody asked for.
+        let ws = switching_origin("websocket").await;
+        let resp = client::get_once(proxy.addr, ws, "/plain").await.unwrap();
+        assert_eq!(resp.status, 502);
+        assert!(
+            resp.text().contains("did not ask to upgrade"),
+            "{}",
+            resp.text()
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || proxy.registry.live_total() == 0).await,
+            "nothing is left holding the refused switches"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upgrade_inside_intercepted_https_is_refused_clearly() {
+    use crate::support::https::{self, Opened};
+    use crate::support::pki::{pki, OriginCert};
+    bounded(Duration::from_secs(20), async {
+        let origin = origin::https(pki().origin_config(OriginCert::Valid, &[b"http/1.1"])).await;
+        let proxy = proxy::start(|c| pki().intercept_all(c)).await;
+        let Opened::Tls(mut tls) = https::open(proxy.addr, origin, &[b"http/1.1"])
+            .await
+            .expect("the tunnel opens")
+        else {
+            panic!("CONNECT refused");
+        };
+        tls.get_mut()
+            .write_all(
+                format!(
+                    "GET /chat HTTP/1.1\r\nHost: localhost:{}\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                    origin.port(),
+                    generate_key()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let resp = client::read_response(&mut tls).await.unwrap();
+        assert_eq!(resp.status, 501);
+        assert!(resp.text().contains("intercepted HTTPS"), "{}", resp.text());
+    })
+    .await;
+}
