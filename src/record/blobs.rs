@@ -44,7 +44,7 @@ const HEAD: usize = 24;
 /// Offsets take the low 40 bits of a location (1 TiB per segment).
 const OFFSET_BITS: u32 = 40;
 /// The retired file kept for the next segment to be written over.
-const SPARE: &str = "spare.seg";
+pub const SPARE: &str = "spare.seg";
 
 /// The four parts of an entry, in stored order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

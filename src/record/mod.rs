@@ -22,6 +22,7 @@ pub mod query;
 pub mod redact;
 pub mod store;
 
+use compact_str::CompactString;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -178,12 +179,7 @@ impl Recorder {
         );
         r.method = method.as_str().into();
         r.url = uri.to_string();
-        r.host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_matches(|c| c == '[' || c == ']')
-            .into();
-        r.host.make_ascii_lowercase();
+        r.host = host_name(uri.host().unwrap_or_default());
         r.version = version_name(version).into();
         Some(Arc::new(Exchange::new(self.clone(), r)))
     }
@@ -207,10 +203,15 @@ impl Recorder {
         let wall = SystemTime::now()
             .checked_sub(started.elapsed())
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut r = Record::new(RecordKind::Tunnel, conn_id, client.to_string(), wall);
+        let mut r = Record::new(
+            RecordKind::Tunnel,
+            conn_id,
+            compact_str::format_compact!("{client}"),
+            wall,
+        );
         r.method = "CONNECT".into();
         r.url = target.to_string();
-        r.host = host_of(target).into();
+        r.host = host_of(target);
         r.version = "HTTP/1.1".into();
         r.user = user.map(Into::into);
         r.status = Some(status);
@@ -235,7 +236,10 @@ impl Recorder {
         let wall = SystemTime::now()
             .checked_sub(age)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let client = e.client.map(|a| a.to_string()).unwrap_or_default();
+        let client = e
+            .client
+            .map(|a| compact_str::format_compact!("{a}"))
+            .unwrap_or_default();
         let mut r = Record::new(kind, e.id, client, wall);
         // Tunnels name their upstream "target (address)".
         let upstream = e.upstream().unwrap_or_default();
@@ -247,7 +251,7 @@ impl Recorder {
             RecordKind::Tunnel => "CONNECT".into(),
             _ => "RELAY".into(),
         };
-        r.host = host_of(&target).into();
+        r.host = host_of(&target);
         r.url = target;
         r.upstream_addr = addr.map(Into::into);
         r.version = match kind {
@@ -384,10 +388,15 @@ fn version_name(v: http::Version) -> &'static str {
 }
 
 /// The host part of `host:port` (brackets removed), lower-cased.
-fn host_of(target: &str) -> String {
-    crate::net::split_host_port(target)
-        .map(|(h, _)| h.to_ascii_lowercase())
-        .unwrap_or_else(|| target.to_ascii_lowercase())
+fn host_of(target: &str) -> CompactString {
+    host_name(crate::net::split_host_port(target).map_or(target, |(h, _)| h))
+}
+
+/// A host as records keep it: without IPv6 brackets, lower-cased, inline.
+fn host_name(host: &str) -> CompactString {
+    let mut h = CompactString::from(host.trim_matches(|c| c == '[' || c == ']'));
+    h.make_ascii_lowercase();
+    h
 }
 
 /// The writer thread: batches, commits, retention, feed.

@@ -918,7 +918,7 @@ mod tests {
         let files: Vec<String> = std::fs::read_dir(dir.path().join(super::super::blobs::BLOB_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "spare.seg")
+            .filter(|n| n != super::super::blobs::SPARE)
             .collect();
         assert_eq!(files.len(), store.blobs.segments(), "{files:?}");
         // Deleting everything by filter frees every segment.
