@@ -280,10 +280,11 @@ pub fn render_table(rows: &[Value]) -> String {
         "HOST",
         "PATH",
         "SIZE",
+        "MSGS",
         "DURATION",
         "ERROR",
     ];
-    let mut table: Vec<[String; 8]> = vec![header.map(str::to_string)];
+    let mut table: Vec<[String; 9]> = vec![header.map(str::to_string)];
     for r in rows {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
         let started = s("started");
@@ -309,11 +310,12 @@ pub fn render_table(rows: &[Value]) -> String {
             s("host"),
             path,
             size,
+            message_count(&r["messages"]),
             duration,
             error,
         ]);
     }
-    let mut widths = [0usize; 8];
+    let mut widths = [0usize; 9];
     for row in &table {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -323,13 +325,13 @@ pub fn render_table(rows: &[Value]) -> String {
     for row in &table {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
-            if i == 7 {
+            if i == 8 {
                 line.push_str(cell);
                 break;
             }
             // Numbers right-aligned, text left-aligned.
             let pad = widths[i] - cell.chars().count();
-            if matches!(i, 2 | 5 | 6) {
+            if matches!(i, 2 | 5 | 6 | 7) {
                 line.push_str(&" ".repeat(pad));
                 line.push_str(cell);
             } else {
@@ -342,6 +344,19 @@ pub fn render_table(rows: &[Value]) -> String {
         o.push('\n');
     }
     o
+}
+
+/// A WebSocket's or event stream's message count: `-` for a record that
+/// carries none, `seen/stored` when the budget left some unstored.
+fn message_count(m: &Value) -> String {
+    let (Some(seen), Some(stored)) = (m["seen"].as_u64(), m["stored"].as_u64()) else {
+        return "-".into();
+    };
+    if seen == stored {
+        seen.to_string()
+    } else {
+        format!("{seen}/{stored}")
+    }
 }
 
 /// Path and query of an HTTP URL; tunnels and relays show their target.
@@ -538,10 +553,21 @@ mod tests {
                 "host": "x", "url": "http://x/", "kind": "http", "resp_size": 0,
                 "duration_ms": 1500.0, "error": "upstream refused"
             }),
+            serde_json::json!({
+                "started": "2026-11-26T10:00:03.000000Z", "method": "GET", "status": 101,
+                "host": "ws", "url": "http://ws/chat", "kind": "http", "resp_size": 0,
+                "duration_ms": 2.0, "error": null,
+                "messages": {"seen": 12, "stored": 5, "bytes": 100, "unstored": "budget"}
+            }),
         ];
         let t = render_table(&rows);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 3, "{t}");
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[0].contains("MSGS"));
+        assert!(
+            lines[3].contains(" 12/5 ") && lines[3].contains(" 101 "),
+            "{t}"
+        );
         assert!(lines[0].starts_with("TIME(UTC)"));
         assert!(lines[1].contains("10:00:01.234") && lines[1].contains("404"));
         assert!(lines[1].contains("/missing") && lines[1].contains("2.0 KiB"));

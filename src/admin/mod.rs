@@ -28,6 +28,7 @@ mod debug;
 mod har;
 mod inventory;
 pub mod limits;
+mod messages;
 mod records;
 mod reply;
 mod router;

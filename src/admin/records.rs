@@ -89,7 +89,7 @@ pub fn store_of(st: &AdminState) -> Result<Arc<Store>, Refusal> {
 }
 
 /// Runs a store query off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Refusal> {
     match tokio::task::spawn_blocking(f).await {
@@ -227,7 +227,7 @@ pub async fn heavy_permit(st: &AdminState) -> Result<tokio::sync::OwnedSemaphore
 }
 
 /// A 503 refusal with `Retry-After`.
-fn busy(r: Refusal) -> Response {
+pub(super) fn busy(r: Refusal) -> Response {
     let mut resp = r.into_response();
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));

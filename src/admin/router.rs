@@ -18,7 +18,7 @@ use axum::Router;
 
 use super::reply::error;
 use super::state::AdminState;
-use super::{auth, ca, debug, har, inventory, records, rules, status, ui};
+use super::{auth, ca, debug, har, inventory, messages, records, rules, status, ui};
 
 /// The routes served without the token: the CA's trust page and its
 /// certificate (never the key).
@@ -42,6 +42,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/har", get(har::har))
         .route("/api/records/{id}", get(records::one))
         .route("/api/records/{id}/body/{dir}", get(records::body))
+        .route("/api/records/{id}/messages", get(messages::list))
+        .route("/api/records/{id}/messages/live", get(messages::live))
         .route("/api/rules", get(rules::get_rules).put(rules::put_rules))
         .route("/api/rules/test", get(rules::test_rules))
         .route("/api/rules/validate", post(rules::validate_rules))

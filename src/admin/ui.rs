@@ -47,6 +47,7 @@ static ASSETS: &[Asset] = &[
     asset!("vlist.js", JS),
     asset!("detail.js", JS),
     asset!("body.js", JS),
+    asset!("messages.js", JS),
     asset!("connections.js", JS),
     asset!("dashboard.js", JS),
     asset!("rules.js", JS),

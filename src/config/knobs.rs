@@ -114,6 +114,16 @@ knobs! {
     record_body_limit: usize = value "BYTES" [default "1MiB"]
         "Bytes of each request and response body to record; 0 records no bodies"
         => |r| r.bytes_at_most(64 * MIB, "at most 64MiB per body").map(|n| n as usize);
+    ws_message_limit: usize = value "BYTES" [default "64KiB"]
+        "Bytes of each WebSocket message and server-sent event to record (longer ones are \
+         flagged truncated)"
+        => |r| r.bytes_at_most(16 * MIB, "at most 16MiB per message").map(|n| n as usize);
+    ws_connection_messages: u64 = value "N" [default "10000"]
+        "Messages recorded per WebSocket or event stream; past it they are only counted"
+        => |r| r.count(0, u32::MAX as u64);
+    ws_connection_bytes: u64 = value "BYTES" [default "16MiB"]
+        "Message bytes recorded per WebSocket or event stream; past it they are only counted"
+        => |r| r.bytes_at_most(1024 * MIB, "at most 1GiB per connection");
     retain_records: u64 = value "N" [default "1000000"]
         "Keep at most this many records"
         => |r| r.count(1, u32::MAX as u64);

@@ -158,6 +158,12 @@ pub struct Recording {
     pub data_dir: DataDir,
     /// Per body, bytes captured; 0 captures no bodies.
     pub body_limit: usize,
+    /// Per WebSocket message or server-sent event, bytes captured.
+    pub message_limit: usize,
+    /// Per WebSocket or event stream, messages and payload bytes stored;
+    /// past either, messages are counted only.
+    pub connection_messages: u64,
+    pub connection_message_bytes: u64,
     pub retain_records: u64,
     pub retain_bytes: u64,
     pub retain_age: Duration,

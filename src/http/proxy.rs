@@ -276,14 +276,6 @@ async fn forward(
             Requested::Answered(resp) => return Ok(resp),
             Requested::Forward(rules, authority) => (rules, authority),
         };
-    if upgrade.is_some() && conn.origin.is_tls() {
-        obs.request_head(&parts.headers);
-        return Err(websocket::not_here(
-            "WebSocket inside intercepted HTTPS is not relayed yet: pass this host through \
-             (passthrough://) to use it",
-        )
-        .into());
-    }
     let target = target(&mut parts, authority, &rules, ctx, upgrade.is_some())?;
     obs.request_head(&parts.headers);
     if upgrade.is_some() {
@@ -753,11 +745,31 @@ fn switched(
     );
     obs.note("websocket", websocket::NOTE);
     inflight.observe_now();
+    // The record is the switch: stored now, its messages follow under
+    // its id (nothing of the exchange is pending while the socket lives).
+    let log = obs.tap().and_then(|x| x.submit_now()).map(|(id, started)| {
+        Arc::new(websocket::MessageLog::new(
+            ctx.recorder.clone(),
+            id,
+            started,
+        ))
+    });
+    // throttle:// paces the messages each way as it paces bodies.
+    let rate = |r: Option<&crate::rules::Chosen<&crate::rules::Rate>>| {
+        r.map_or(0, |c| c.action.bytes_per_sec())
+    };
+    let mut limits = RelayLimits::new(&ctx.config.relay_limits);
+    if let Some(p) = &rules.plan {
+        limits.up_rate = rate(p.req_throttle.as_ref());
+        limits.down_rate = rate(p.throttle.as_ref());
+    }
     let carry = websocket::Carry {
         entry: conn.entry.clone(),
-        limits: RelayLimits::new(&ctx.config.relay_limits),
+        limits,
         handover: ctx.config.client.header_timeout,
         busy: inflight,
+        log,
+        deflate: websocket::deflate_agreed(&parts.headers),
     };
     websocket::take_over(&conn.takeover, client, upstream, carry);
     Ok(Response::from_parts(parts, super::answer::empty()))

@@ -374,6 +374,19 @@ impl Collector for RecorderCollector {
             ConstCounter::new(n).encode(m.encode_family(&[("what", what)])?)?;
         }
         let mut m = enc.encode_descriptor(
+            "record_messages",
+            "WebSocket messages and server-sent events: stored, counted only because their connection's budget was spent (over_budget), or because the recorder's queue was full (dropped)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (what, n) in [
+            ("stored", get(&s.messages_stored)),
+            ("over_budget", get(&s.messages_over_budget)),
+            ("dropped", get(&s.messages_dropped)),
+        ] {
+            ConstCounter::new(n).encode(m.encode_family(&[("what", what)])?)?;
+        }
+        let mut m = enc.encode_descriptor(
             "records_retention_deleted",
             "Records deleted by retention (count, bytes or age limit)",
             None,

@@ -5,12 +5,18 @@
 //! limit (large captured frames are zero-copy slices); the record is submitted
 //! exactly once, when the last holder (handler, request body, response
 //! body) lets go, so an exchange cut short is recorded too, with why.
+//! An event stream's record goes at its response head instead: its body
+//! becomes messages ([`EventStream`]) under that record, and its end an
+//! update, sent exactly once, when the body ends or the last holder goes.
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::event_stream::{is_event_stream, EventStream};
+use super::message_log::{End, MessageLog};
+use super::messages::Direction;
 use super::model::Record;
 use super::redact;
 use super::Recorder;
@@ -50,6 +56,17 @@ pub struct Exchange {
     body_limit: usize,
     /// `None` once submitted.
     pending: Mutex<Option<Pending>>,
+    /// Set at the head of an event stream whose record was submitted.
+    events: Mutex<Option<Events>>,
+}
+
+/// An event stream being split into its record's messages.
+struct Events {
+    reader: EventStream,
+    log: MessageLog,
+    /// Body bytes that passed.
+    size: u64,
+    error: Option<String>,
 }
 
 impl Exchange {
@@ -64,6 +81,7 @@ impl Exchange {
                 resp_done: false,
                 notes: Vec::new(),
             })),
+            events: Mutex::new(None),
         }
     }
 
@@ -168,11 +186,50 @@ impl Exchange {
             // which the tap cannot see; the head arriving bounds it.
             r.timings.sent_us.get_or_insert(at);
         });
+        if is_event_stream(status, headers) {
+            self.start_events();
+        }
+    }
+
+    /// Submits the record of an event stream at its head; its events
+    /// follow as messages.
+    fn start_events(&self) {
+        let Some(p) = self.pending.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        let Some(id) = self.finish(p, true) else {
+            return;
+        };
+        let log = MessageLog::new(self.recorder.clone(), id, self.started);
+        if let Ok(mut e) = self.events.lock() {
+            *e = Some(Events {
+                reader: EventStream::new(log.limit()),
+                log,
+                size: 0,
+                error: None,
+            });
+        }
+    }
+
+    /// Runs `f` on the event stream, if this exchange is one.
+    fn with_events(&self, f: impl FnOnce(&mut Events)) -> bool {
+        match self.events.lock() {
+            Ok(mut e) => e.as_mut().map(f).is_some(),
+            Err(_) => false,
+        }
     }
 
     pub fn response_chunk(&self, data: &Bytes) {
-        let limit = self.body_limit;
-        self.with(|p| p.record.resp_body.push(data, limit));
+        let streamed = self.with_events(|e| {
+            e.size += data.len() as u64;
+            let log = &e.log;
+            e.reader
+                .feed(data, &mut |m| log.message(Direction::Receive, m));
+        });
+        if !streamed {
+            let limit = self.body_limit;
+            self.with(|p| p.record.resp_body.push(data, limit));
+        }
     }
 
     pub fn response_done(&self) {
@@ -181,14 +238,27 @@ impl Exchange {
             p.resp_done = true;
             p.record.timings.total_us.get_or_insert(at);
         });
+        self.with_events(|e| {
+            e.log.finish(End {
+                resp_size: Some(e.size),
+                close_reason: Some("eof".into()),
+                error: e.error.take(),
+                ..End::default()
+            })
+        });
     }
 
     /// The exchange failed; the first error wins (it is the cause).
     pub fn fail(&self, error: impl Into<String>) {
         let error = error.into();
-        self.with(|p| {
-            p.record.error.get_or_insert(error);
+        let streamed = self.with_events(|e| {
+            e.error.get_or_insert_with(|| error.clone());
         });
+        if !streamed {
+            self.with(|p| {
+                p.record.error.get_or_insert(error);
+            });
+        }
     }
 
     /// sluice answered itself (an error answer): status and headers of that
@@ -210,14 +280,22 @@ impl Exchange {
     }
 }
 
-impl Drop for Exchange {
-    fn drop(&mut self) {
+impl Exchange {
+    /// Submits the record now (a 101, or an event stream's head: what
+    /// follows is messages, recorded under the id returned) instead of
+    /// when the last holder lets go. `None` when it was submitted before
+    /// or the queue did not take it.
+    pub fn submit_now(&self) -> Option<(u64, Instant)> {
+        let p = self.pending.lock().ok()?.take()?;
+        self.finish(p, true).map(|id| (id, self.started))
+    }
+
+    /// Submits the record; `streaming`: what follows the head is
+    /// recorded as messages, so no body is missing yet.
+    fn finish(&self, mut p: Pending, streaming: bool) -> Option<u64> {
         let at = self.offset_us();
-        let Some(mut p) = self.pending.get_mut().ok().and_then(Option::take) else {
-            return;
-        };
         let r = &mut p.record;
-        let body_complete = p.resp_done || p.resp_expected == Some(r.resp_body.size);
+        let body_complete = streaming || p.resp_done || p.resp_expected == Some(r.resp_body.size);
         if r.status.is_some() && !body_complete && r.error.is_none() {
             r.error = Some(format!(
                 "response cut short after {} bytes (client went away or the upstream stopped)",
@@ -235,6 +313,30 @@ impl Drop for Exchange {
             ));
             r.rules = serde_json::to_string(&list).unwrap_or_default();
         }
-        self.recorder.submit(p.record);
+        self.recorder.submit(p.record)
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.get_mut().ok().and_then(Option::take) {
+            self.finish(p, false);
+        }
+        // An event stream whose body did not end: cut short. (The log
+        // ignores this when the body's end was already reported.)
+        if let Some(e) = self.events.get_mut().ok().and_then(Option::take) {
+            let error = e.error.unwrap_or_else(|| {
+                format!(
+                    "event stream cut short after {} bytes (client went away or the upstream stopped)",
+                    e.size
+                )
+            });
+            e.log.finish(End {
+                resp_size: Some(e.size),
+                close_reason: Some("cut short".into()),
+                error: Some(error),
+                ..End::default()
+            });
+        }
     }
 }

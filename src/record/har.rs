@@ -18,6 +18,7 @@ use rusqlite::types::Value;
 use serde::Serialize;
 
 use super::decode;
+use super::messages::{self, MessageRow};
 use super::model::{rfc3339, BodyDir, RecordKind};
 use super::query::{self, BodyMeta, Detail, Filter, Phases};
 use super::store::{Reader, Store, StoreError};
@@ -29,6 +30,9 @@ pub use cookies::{request_cookies, response_cookies, Cookie};
 pub const PAGE: usize = 200;
 /// A response body decodes to at most this much in an export.
 pub const DECODE_CAP: usize = 16 * 1024 * 1024;
+/// At most this many messages of one record go in an export (the
+/// per-connection budget's ceiling).
+pub const MESSAGE_CAP: usize = 100_000;
 /// Output is handed to the sink once this much has gathered.
 pub const FLUSH_AT: usize = 64 * 1024;
 
@@ -127,6 +131,9 @@ pub struct Loaded {
     pub detail: Detail,
     pub req_body: Vec<u8>,
     pub resp_body: Vec<u8>,
+    /// Stored WebSocket messages or server-sent events, oldest first;
+    /// bounded by the per-connection message budget.
+    pub messages: Vec<MessageRow>,
 }
 
 fn load(c: &Reader<'_>, id: u64) -> rusqlite::Result<Option<Loaded>> {
@@ -143,10 +150,21 @@ fn load(c: &Reader<'_>, id: u64) -> rusqlite::Result<Option<Loaded>> {
     } else {
         Vec::new()
     };
+    let stored = detail.summary.messages.as_ref().map_or(0, |m| m.stored);
+    let messages = if stored > 0 {
+        let page = messages::Filter {
+            limit: MESSAGE_CAP,
+            ..messages::Filter::default()
+        };
+        messages::list(c, id, &page)?
+    } else {
+        Vec::new()
+    };
     Ok(Some(Loaded {
         detail,
         req_body,
         resp_body,
+        messages,
     }))
 }
 
@@ -189,6 +207,84 @@ pub struct Entry {
     pub close_reason: Option<String>,
     #[serde(rename = "_rules")]
     pub rules: serde_json::Value,
+    /// `websocket` for an upgraded connection, as Chrome writes it.
+    #[serde(rename = "_resourceType", skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<&'static str>,
+    /// A WebSocket's messages in Chrome's shape: Chrome DevTools and HAR
+    /// viewers that read Chrome's exports show them.
+    #[serde(rename = "_webSocketMessages", skip_serializing_if = "Vec::is_empty")]
+    pub web_socket_messages: Vec<WsMessage>,
+    /// A server-sent event stream's events (no standard field exists).
+    #[serde(rename = "_eventStreamMessages", skip_serializing_if = "Vec::is_empty")]
+    pub event_stream_messages: Vec<EventMessage>,
+}
+
+/// One WebSocket message as Chrome's HAR export has it.
+#[derive(Debug, Serialize)]
+pub struct WsMessage {
+    /// `send` (client to server) or `receive`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+    pub opcode: u8,
+    /// Text as is; binary (and a payload that is not UTF-8) base64.
+    pub data: String,
+    #[serde(rename = "_size")]
+    pub size: u64,
+    #[serde(rename = "_truncated", skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// One server-sent event.
+#[derive(Debug, Serialize)]
+pub struct EventMessage {
+    pub time: f64,
+    #[serde(rename = "eventName", skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(rename = "eventId", skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u64>,
+    pub data: String,
+    #[serde(rename = "_truncated", skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// Splits stored messages into WebSocket messages and SSE events.
+fn har_messages(rows: Vec<MessageRow>) -> (Vec<WsMessage>, Vec<EventMessage>) {
+    let mut ws = Vec::new();
+    let mut sse = Vec::new();
+    for m in rows {
+        let time = m.time_us as f64 / 1e6;
+        let data = m.text.or(m.base64).unwrap_or_default();
+        if let Some(ev) = m.event {
+            let field = |k: &str| ev.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            sse.push(EventMessage {
+                time,
+                event: field("event"),
+                id: field("id"),
+                retry: ev.get("retry").and_then(|v| v.as_u64()),
+                data,
+                truncated: m.truncated,
+            });
+            continue;
+        }
+        let data = match m.close {
+            // Chrome shows a close frame's payload; keep code and reason.
+            Some(c) => format!("{} {}", c.code, c.reason).trim_end().to_string(),
+            None => data,
+        };
+        ws.push(WsMessage {
+            kind: m.direction,
+            time,
+            opcode: messages::opcode::parse(m.opcode).unwrap_or(0),
+            data,
+            size: m.size,
+            truncated: m.truncated,
+        });
+    }
+    (ws, sse)
 }
 
 #[derive(Debug, Serialize)]
@@ -267,7 +363,14 @@ pub fn entry(l: Loaded) -> Entry {
         detail: d,
         req_body,
         resp_body,
+        messages,
     } = l;
+    let (web_socket_messages, event_stream_messages) = har_messages(messages);
+    let resource_type = d
+        .resp_headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket"))
+        .then_some("websocket");
     let s = d.summary;
     let kind = RecordKind::parse(s.kind).unwrap_or(RecordKind::Http);
     let phases = Phases::from_timings(&d.timings);
@@ -362,6 +465,9 @@ pub fn entry(l: Loaded) -> Entry {
         error: s.error,
         close_reason: s.close_reason,
         rules: s.rules,
+        resource_type,
+        web_socket_messages,
+        event_stream_messages,
     }
 }
 

@@ -16,7 +16,10 @@
 pub mod blobs;
 pub mod capture;
 pub mod decode;
+pub mod event_stream;
 pub mod har;
+pub mod message_log;
+pub mod messages;
 pub mod model;
 pub mod query;
 pub mod redact;
@@ -33,6 +36,7 @@ use tokio::sync::broadcast;
 use crate::config::Recording;
 use crate::registry::{CloseReason, ConnEntry, Kind};
 use capture::Exchange;
+use messages::{MessageRow, Queued, RecordUpdate};
 use model::{unix_micros, Record, RecordKind};
 use query::Summary;
 use store::{Store, StoreError};
@@ -65,15 +69,53 @@ pub struct RecorderStats {
     pub stored_now: AtomicU64,
     pub queued: AtomicUsize,
     pub queued_body_bytes: AtomicUsize,
+    /// WebSocket messages and events stored, and those counted only
+    /// because the queue was full.
+    pub messages_stored: AtomicU64,
+    pub messages_dropped: AtomicU64,
+    /// Messages counted but not stored: their connection's budget was
+    /// spent.
+    pub messages_over_budget: AtomicU64,
+}
+
+/// What goes through the queue to the writer.
+enum Item {
+    Record(Box<Record>),
+    Message(Box<Queued>),
+    Update(Box<RecordUpdate>),
+}
+
+impl Item {
+    /// Bytes it adds to a batch's WAL, roughly.
+    fn weight(&self) -> usize {
+        match self {
+            Item::Record(r) => r.weight(),
+            Item::Message(m) => 96 + m.payload.len() + m.meta.as_ref().map_or(0, |t| t.len()),
+            Item::Update(_) => 64,
+        }
+    }
+
+    /// Captured bytes it holds against the queue's body budget.
+    fn body_bytes(&self) -> usize {
+        match self {
+            Item::Record(r) => r.body_bytes(),
+            Item::Message(m) => m.payload.len(),
+            Item::Update(_) => 0,
+        }
+    }
 }
 
 /// The recorder of one sluice instance.
 pub struct Recorder {
     config: Recording,
-    tx: Option<SyncSender<Box<Record>>>,
+    tx: Option<SyncSender<Item>>,
     next_id: AtomicU64,
     pub stats: Arc<RecorderStats>,
     feed: broadcast::Sender<Arc<Summary>>,
+    messages: broadcast::Sender<Arc<MessageRow>>,
+    /// Final updates that found the queue full: the writer takes them on
+    /// its next pass (one per open WebSocket or event stream at most).
+    overflow: Arc<Mutex<Vec<RecordUpdate>>>,
     pub store: Option<Arc<Store>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     closing: Arc<AtomicBool>,
@@ -96,6 +138,8 @@ impl Recorder {
     /// nothing, with `--record off`).
     pub fn start(config: &Recording) -> Result<Arc<Recorder>, StoreError> {
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let (messages, _) = broadcast::channel(FEED_CAPACITY);
+        let overflow = Arc::new(Mutex::new(Vec::new()));
         let stats = Arc::new(RecorderStats::default());
         let closing = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
@@ -107,6 +151,8 @@ impl Recorder {
                 next_id: AtomicU64::new(1),
                 stats,
                 feed,
+                messages,
+                overflow,
                 store: None,
                 writer: Mutex::new(None),
                 closing,
@@ -116,6 +162,7 @@ impl Recorder {
         }
         let store = Store::open(config)?;
         let max_id = store.max_id()?;
+        let max_message_id = store.max_message_id()?;
         let count = store.count()?;
         stats.stored_now.store(count, Ordering::Relaxed);
         let (tx, rx) = mpsc::sync_channel(config.queue_records);
@@ -125,6 +172,9 @@ impl Recorder {
             rx,
             stats: stats.clone(),
             feed: feed.clone(),
+            messages: messages.clone(),
+            overflow: overflow.clone(),
+            next_message_id: max_message_id + 1,
             closing: closing.clone(),
             paused: paused.clone(),
             holding: holding.clone(),
@@ -139,6 +189,8 @@ impl Recorder {
             next_id: AtomicU64::new(max_id + 1),
             stats,
             feed,
+            messages,
+            overflow,
             store: Some(store),
             writer: Mutex::new(Some(handle)),
             closing,
@@ -282,10 +334,10 @@ impl Recorder {
 
     /// Hands a finished record to the writer without waiting. Bodies go
     /// first when the body budget is spent; the record goes when the queue
-    /// is full.
-    pub fn submit(&self, mut record: Box<Record>) {
+    /// is full. Returns the record's id when it was queued.
+    pub fn submit(&self, mut record: Box<Record>) -> Option<u64> {
         let Some(tx) = &self.tx else {
-            return;
+            return None;
         };
         let stats = &self.stats;
         stats.submitted.fetch_add(1, Ordering::Relaxed);
@@ -304,15 +356,17 @@ impl Recorder {
                     .fetch_add(body_bytes, Ordering::Relaxed);
             }
         }
-        record.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        record.id = id;
         stats.queued.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(record) {
+        match tx.try_send(Item::Record(record)) {
             Ok(()) => {
                 // Counted only for records that made it: a record dropped
                 // whole is one drop, not two.
                 if stripped {
                     stats.dropped_bodies.fetch_add(1, Ordering::Relaxed);
                 }
+                Some(id)
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 stats.queued.fetch_sub(1, Ordering::Relaxed);
@@ -320,8 +374,62 @@ impl Recorder {
                     .queued_body_bytes
                     .fetch_sub(body_bytes, Ordering::Relaxed);
                 stats.dropped_records.fetch_add(1, Ordering::Relaxed);
+                None
             }
         }
+    }
+
+    /// Hands one message to the writer without waiting; false when the
+    /// queue (its count or its byte budget) is full and it was not taken.
+    pub fn submit_message(&self, m: Box<Queued>) -> bool {
+        let Some(tx) = &self.tx else {
+            return false;
+        };
+        let stats = &self.stats;
+        let bytes = m.payload.len();
+        let queued = stats.queued_body_bytes.load(Ordering::Relaxed);
+        if queued + bytes > self.config.queue_body_bytes {
+            stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        stats.queued_body_bytes.fetch_add(bytes, Ordering::Relaxed);
+        stats.queued.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send(Item::Message(m)) {
+            Ok(()) => true,
+            Err(_) => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
+                stats.queued_body_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                stats.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Tells the writer what a stored record learnt since. A `last`
+    /// update (the end of a WebSocket) is kept aside when the queue is
+    /// full, so the record's final counters are never lost; others are
+    /// dropped then (a later one supersedes them).
+    pub fn update(&self, u: RecordUpdate, last: bool) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = tx.try_send(Item::Update(Box::new(u))) {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            let item = match e {
+                TrySendError::Full(i) | TrySendError::Disconnected(i) => i,
+            };
+            if let (true, Item::Update(u)) = (last, item) {
+                if let Ok(mut o) = self.overflow.lock() {
+                    o.push(*u);
+                }
+            }
+        }
+    }
+
+    /// Messages as they are stored (every record's; subscribers filter).
+    pub fn subscribe_messages(&self) -> broadcast::Receiver<Arc<MessageRow>> {
+        self.messages.subscribe()
     }
 
     /// New records as they are stored.
@@ -399,13 +507,47 @@ fn host_name(host: &str) -> CompactString {
     h
 }
 
+/// One batch as the writer gathers it. Boxed items on purpose: a record
+/// or message is built on a worker and handed through the queue and the
+/// batch as a pointer, not copied at each step.
+#[derive(Default)]
+#[allow(clippy::vec_box)]
+struct Batch {
+    records: Vec<Box<Record>>,
+    messages: Vec<Box<Queued>>,
+    updates: Vec<RecordUpdate>,
+}
+
+impl Batch {
+    fn push(&mut self, item: Item) {
+        match item {
+            Item::Record(r) => self.records.push(r),
+            Item::Message(m) => self.messages.push(m),
+            Item::Update(u) => self.updates.push(*u),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.records.len() + self.messages.len() + self.updates.len()
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.messages.clear();
+        self.updates.clear();
+    }
+}
+
 /// The writer thread: batches, commits, retention, feed.
 struct Writer {
     store: Arc<Store>,
     config: Recording,
-    rx: Receiver<Box<Record>>,
+    rx: Receiver<Item>,
     stats: Arc<RecorderStats>,
     feed: broadcast::Sender<Arc<Summary>>,
+    messages: broadcast::Sender<Arc<MessageRow>>,
+    overflow: Arc<Mutex<Vec<RecordUpdate>>>,
+    next_message_id: u64,
     closing: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
     holding: Arc<AtomicBool>,
@@ -424,7 +566,7 @@ impl Writer {
             .min(store::segment_bytes(&self.config) as usize)
             .max(1);
         let mut last_age_check = Instant::now() - AGE_CHECK_EVERY;
-        let mut batch: Vec<Box<Record>> = Vec::with_capacity(1024);
+        let mut batch = Batch::default();
         loop {
             if self.paused.load(Ordering::SeqCst) && !self.closing.load(Ordering::Relaxed) {
                 self.holding.store(true, Ordering::SeqCst);
@@ -437,6 +579,12 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            let mut first = first;
+            if first.is_none() && self.overflow.lock().is_ok_and(|o| !o.is_empty()) {
+                // Final updates kept aside while the queue was full.
+                first = Some(Item::Update(Box::default()));
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
             let got = first.is_some();
             if let Some(r) = first {
                 let mut bytes = r.weight();
@@ -502,39 +650,61 @@ impl Writer {
         records.max(bodies)
     }
 
-    // Boxed on purpose: a record is built on a worker and handed through
-    // the queue and the batch as a pointer, not a 600-byte copy at each step.
-    #[allow(clippy::vec_box)]
-    fn write(&mut self, batch: &mut Vec<Box<Record>>) {
-        let body_bytes: usize = batch
-            .iter()
-            .map(|r| r.req_body.captured + r.resp_body.captured)
-            .sum();
-        let n = batch.len();
+    fn write(&mut self, batch: &mut Batch) {
+        let body_bytes: usize = batch.records.iter().map(|r| r.body_bytes()).sum::<usize>()
+            + batch
+                .messages
+                .iter()
+                .map(|m| m.payload.len())
+                .sum::<usize>();
+        let items = batch.len();
+        let n = batch.records.len();
+        let mut updates = std::mem::take(&mut batch.updates);
+        if let Ok(mut o) = self.overflow.lock() {
+            updates.append(&mut o);
+        }
+        // Id 0: the placeholder that woke the writer for the overflow.
+        updates.retain(|u| u.id != 0);
+        let first_message_id = self.next_message_id;
+        self.next_message_id += batch.messages.len() as u64;
+        let later = store::Later {
+            messages: &batch.messages,
+            first_message_id,
+            updates: &updates,
+        };
         let stored_now = &self.stats.stored_now;
         // The count moves under the writer lock, as deletes through the
         // API do, so the two never race.
-        let result = self.store.insert(batch, || {
+        let result = self.store.insert_with(&batch.records, &later, || {
             stored_now.fetch_add(n as u64, Ordering::Relaxed);
         });
-        self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+        self.stats.queued.fetch_sub(items, Ordering::Relaxed);
         self.stats
             .queued_body_bytes
             .fetch_sub(body_bytes, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 self.stats.stored.fetch_add(n as u64, Ordering::Relaxed);
+                self.stats
+                    .messages_stored
+                    .fetch_add(batch.messages.len() as u64, Ordering::Relaxed);
                 if self.feed.receiver_count() > 0 {
-                    for r in batch.iter() {
+                    for r in batch.records.iter() {
                         let _ = self.feed.send(Arc::new(summary_of(r)));
+                    }
+                }
+                if self.messages.receiver_count() > 0 {
+                    for (k, m) in batch.messages.iter().enumerate() {
+                        let row = MessageRow::of(m, first_message_id + k as u64);
+                        let _ = self.messages.send(Arc::new(row));
                     }
                 }
             }
             Err(e) => {
                 self.stats
                     .write_errors
-                    .fetch_add(n as u64, Ordering::Relaxed);
-                tracing::error!(error = %e, records = n, "cannot store records");
+                    .fetch_add(items as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, records = n, messages = batch.messages.len(), "cannot store records");
             }
         }
         batch.clear();
@@ -699,6 +869,7 @@ fn summary_of(r: &Record) -> Summary {
         close_reason: r.close_reason.clone(),
         rules: query::parse_rules(&r.rules),
         tls: query::parse_tls(r.tls.as_deref()),
+        messages: None,
     }
 }
 
@@ -712,6 +883,7 @@ impl Recorder {
         let blobs = store.blobs.clone();
         store.write(|c| {
             let n = query::delete(c, f)?;
+            messages::delete_orphans(c)?;
             store::retire_unreferenced(c, &blobs)?;
             let _ = stored_now.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
                 Some(v.saturating_sub(n))

@@ -355,12 +355,17 @@ pub struct Summary {
     /// verified) or of a tunnel (`state`: intercepted, passthrough or
     /// refused, and why).
     pub tls: Option<serde_json::Value>,
+    /// WebSocket messages or server-sent events, when it carried any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<MessageCounts>,
 }
 
 /// Columns read for a [`Summary`], in [`summary_from_row`] order.
 pub const SUMMARY_COLUMNS: &str = "id, kind, started_us, conn_id, upstream_conn_id, client, user,
     method, url, host, version, status, req_size, resp_size, content_type, total_us,
-    upstream_addr, error, close_reason, rules, tls";
+    upstream_addr, error, close_reason, rules, tls, msg_seen, msg_stored, msg_bytes, msg_unstored";
+/// Columns in [`SUMMARY_COLUMNS`]: a query's own columns follow them.
+const SUMMARY_WIDTH: usize = 25;
 
 pub fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<Summary> {
     let total_us: Option<i64> = r.get(15)?;
@@ -390,7 +395,43 @@ pub fn summary_from_row(r: &Row<'_>) -> rusqlite::Result<Summary> {
         close_reason: r.get(18)?,
         rules: parse_rules(&rules),
         tls: parse_tls(r.get::<_, Option<String>>(20)?.as_deref()),
+        messages: MessageCounts::of(
+            r.get::<_, i64>(21)? as u64,
+            r.get::<_, i64>(22)? as u64,
+            r.get::<_, i64>(23)? as u64,
+            r.get(24)?,
+        ),
     })
+}
+
+/// A WebSocket's or event stream's message counters, in a summary.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageCounts {
+    /// Messages that passed, stored or not.
+    pub seen: u64,
+    pub stored: u64,
+    /// Payload bytes of every message that passed.
+    pub bytes: u64,
+    /// Why some were counted but not stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unstored: Option<String>,
+}
+
+impl MessageCounts {
+    /// `None` for a record that carried no messages.
+    pub fn of(
+        seen: u64,
+        stored: u64,
+        bytes: u64,
+        unstored: Option<String>,
+    ) -> Option<MessageCounts> {
+        (seen > 0 || unstored.is_some()).then_some(MessageCounts {
+            seen,
+            stored,
+            bytes,
+            unstored,
+        })
+    }
 }
 
 /// The stored TLS JSON object (`None` when absent or unreadable).
@@ -526,7 +567,7 @@ pub fn detail(conn: &Reader<'_>, id: u64) -> rusqlite::Result<Option<Detail>> {
         return Ok(None);
     };
     let summary = summary_from_row(r)?;
-    let at: Option<i64> = r.get(31)?;
+    let at: Option<i64> = r.get(SUMMARY_WIDTH + 10)?;
     // A record whose entry cannot be read still shows what its row holds.
     let blocks = at.map(|at| {
         conn.blobs.entry(at, id).and_then(|e| {
@@ -555,15 +596,25 @@ pub fn detail(conn: &Reader<'_>, id: u64) -> rusqlite::Result<Option<Detail>> {
         encoding: header_value(block, "content-encoding"),
         content_type: header_value(block, "content-type"),
     };
-    let req_body = meta(&req_block, summary.req_size, r.get(21)?, r.get(23)?);
-    let resp_body = meta(&resp_block, summary.resp_size, r.get(22)?, r.get(24)?);
+    let req_body = meta(
+        &req_block,
+        summary.req_size,
+        r.get(SUMMARY_WIDTH)?,
+        r.get(SUMMARY_WIDTH + 2)?,
+    );
+    let resp_body = meta(
+        &resp_block,
+        summary.resp_size,
+        r.get(SUMMARY_WIDTH + 1)?,
+        r.get(SUMMARY_WIDTH + 3)?,
+    );
     let timings = Timings {
-        queued_us: r.get(25)?,
-        dns_us: r.get(26)?,
-        connect_us: r.get(27)?,
-        tls_us: r.get(28)?,
-        sent_us: r.get(29)?,
-        ttfb_us: r.get(30)?,
+        queued_us: r.get(SUMMARY_WIDTH + 4)?,
+        dns_us: r.get(SUMMARY_WIDTH + 5)?,
+        connect_us: r.get(SUMMARY_WIDTH + 6)?,
+        tls_us: r.get(SUMMARY_WIDTH + 7)?,
+        sent_us: r.get(SUMMARY_WIDTH + 8)?,
+        ttfb_us: r.get(SUMMARY_WIDTH + 9)?,
         total_us: summary.total_us,
     };
     Ok(Some(Detail {

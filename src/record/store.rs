@@ -147,7 +147,7 @@ fn refuse_symlink(path: &Path) -> Result<(), StoreError> {
 
 /// Bumped whenever the tables change; a store of another version is moved
 /// aside (kept, not read) and a new one started.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -184,7 +184,13 @@ CREATE TABLE IF NOT EXISTS records (
     tls TEXT,
     -- Where the header blocks and bodies are: segment << 40 | offset
     -- (super::blobs); NULL when the record has none.
-    blob INTEGER
+    blob INTEGER,
+    -- WebSocket messages and server-sent events (super::messages): seen,
+    -- stored, payload bytes seen, why some were not stored.
+    msg_seen INTEGER NOT NULL DEFAULT 0,
+    msg_stored INTEGER NOT NULL DEFAULT 0,
+    msg_bytes INTEGER NOT NULL DEFAULT 0,
+    msg_unstored TEXT
 );
 -- Header blocks and bodies live in the segment files, so that the scans a
 -- filter needs read small rows and a body is one append. No secondary
@@ -329,12 +335,24 @@ impl Store {
         batch: &[R],
         committed: impl FnOnce(),
     ) -> Result<(), StoreError> {
+        self.insert_with(batch, &Later::default(), committed)
+    }
+
+    /// [`Store::insert`], with messages and record updates committed in
+    /// the same transaction after the rows (a message's record is in this
+    /// batch or an earlier one).
+    pub fn insert_with<R: Borrow<Record>>(
+        &self,
+        batch: &[R],
+        later: &Later<'_>,
+        committed: impl FnOnce(),
+    ) -> Result<(), StoreError> {
         let mut c = self
             .writer
             .lock()
             .map_err(|e| StoreError::Poisoned(e.to_string()))?;
         let at = self.blobs.append(batch)?;
-        insert_batch(&mut c, batch, &at)?;
+        insert_batch(&mut c, batch, &at, later)?;
         committed();
         Ok(())
     }
@@ -353,6 +371,11 @@ impl Store {
             })
         })
         .map(|n| n.max(0) as u64)
+    }
+
+    /// The largest message id stored (0 when none): ids continue from it.
+    pub fn max_message_id(&self) -> Result<u64, StoreError> {
+        self.read(|c| super::messages::max_id(c))
     }
 
     /// Bytes on disk (database, WAL and segments), or in memory.
@@ -491,6 +514,7 @@ fn init(conn: &Connection, rec: &Recording) -> rusqlite::Result<()> {
         ));
     }
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(super::messages::TABLE)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
@@ -620,6 +644,7 @@ pub fn insert_batch<R: Borrow<Record>>(
     conn: &mut Connection,
     batch: &[R],
     at: &[Option<i64>],
+    later: &Later<'_>,
 ) -> rusqlite::Result<()> {
     static WIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -659,7 +684,22 @@ pub fn insert_batch<R: Borrow<Record>>(
             done += chunk.len();
         }
     }
+    if !later.messages.is_empty() {
+        super::messages::insert(&tx, later.messages, later.first_message_id)?;
+    }
+    for u in later.updates {
+        super::messages::apply(&tx, u)?;
+    }
     tx.commit()
+}
+
+/// What a batch carries besides new records: messages (their ids from
+/// `first_message_id` on) and updates of stored records.
+#[derive(Default)]
+pub struct Later<'a> {
+    pub messages: &'a [Box<super::messages::Queued>],
+    pub first_message_id: u64,
+    pub updates: &'a [super::messages::RecordUpdate],
 }
 
 /// Records looked at per step of the age limit.
@@ -764,6 +804,7 @@ fn delete_oldest(conn: &mut Connection, blobs: &Blobs, n: u64) -> rusqlite::Resu
         Some(id) => delete_through(conn, blobs, id),
         None => {
             let n = conn.execute("DELETE FROM records", [])? as u64;
+            conn.execute("DELETE FROM messages", [])?;
             blobs.retire_through(u64::MAX);
             Ok(n)
         }
@@ -774,6 +815,7 @@ fn delete_oldest(conn: &mut Connection, blobs: &Blobs, n: u64) -> rusqlite::Resu
 /// held only such records.
 fn delete_through(conn: &mut Connection, blobs: &Blobs, id: i64) -> rusqlite::Result<u64> {
     let n = conn.execute("DELETE FROM records WHERE id <= ?1", [id])? as u64;
+    super::messages::delete_through(conn, id)?;
     blobs.retire_through(id.max(0) as u64);
     Ok(n)
 }

@@ -52,26 +52,33 @@ impl RelayLimits {
 /// Time of the last byte moved, in milliseconds since `base`. Written by both
 /// directions, read lazily by the deadline check, so the hot path never
 /// touches the timer wheel.
-struct Activity {
-    base: Instant,
+pub(super) struct Activity {
+    pub(super) base: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn touch(&self) {
+    pub(super) fn new(base: Instant) -> Activity {
+        Activity {
+            base,
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn touch(&self) {
         let ms = self.base.elapsed().as_millis() as u64;
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    fn last(&self) -> Instant {
+    pub(super) fn last(&self) -> Instant {
         self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 
 /// Failure of one direction, attributed to the socket that failed.
-struct PumpError {
-    side: Side,
-    error: io::Error,
+pub(super) struct PumpError {
+    pub(super) side: Side,
+    pub(super) error: io::Error,
 }
 
 /// After this many bytes in one direction, the flow is bulk and moves to
@@ -245,10 +252,7 @@ pub async fn relay(
     limits: RelayLimits,
     entry: &ConnEntry,
 ) -> CloseReason {
-    let activity = Activity {
-        base: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    };
+    let activity = Activity::new(Instant::now());
     let up = pump(
         client,
         Side::Client,

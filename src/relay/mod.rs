@@ -1,5 +1,6 @@
-//! Byte relays: the duplex copy with deadlines, CONNECT tunnels and port
-//! relays.
+//! Byte relays: the duplex copy with deadlines (between TCP sockets, and
+//! between any two streams with a tap on each direction), CONNECT tunnels
+//! and port relays.
 //!
 //! Invariants: per-tunnel memory is bounded by two copy buffers of
 //! `buffer_size`, allocated only while data flows; every tunnel has an idle
@@ -11,9 +12,11 @@ mod duplex;
 mod pace;
 mod port;
 mod splice;
+mod streams;
 
 pub use deadline::Deadlines;
 pub(crate) use duplex::write_all;
 pub use duplex::{relay, RelayLimits};
 pub use pace::Pacer;
 pub use port::{refuse_relay_loops, serve_relay, RelayShared};
+pub use streams::{relay_streams, Leg, Tap};

@@ -32,7 +32,7 @@ use crate::support::pki::{pki, OriginCert};
 use crate::support::{bounded, origin, pattern_sha256, proxy};
 
 const BOTH: &[&[u8]] = &[b"h2", b"http/1.1"];
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// An intercepting proxy with an admin server, then `tweak`ed.
 async fn intercepting(tweak: impl FnOnce(&mut Config)) -> Proxy {
@@ -46,7 +46,7 @@ async fn intercepting(tweak: impl FnOnce(&mut Config)) -> Proxy {
 
 /// `program`, with none of this process's proxy settings (each client is
 /// told its proxy explicitly), killed if the test drops it.
-fn client(program: &str) -> Command {
+pub(crate) fn client(program: &str) -> Command {
     let mut c = Command::new(program);
     for var in [
         "http_proxy",
@@ -82,6 +82,33 @@ async fn run(what: &str, mut cmd: Command, within: Duration) -> Output {
 }
 
 /// Fails (never skips) when a client the test needs is missing.
+/// Fails unless Chromium, certutil, Node.js and the test's node modules
+/// are there.
+pub(crate) fn require_browser(test: &str) {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push("Debian's chromium (apt-get install chromium)".to_string());
+    }
+    if std::process::Command::new("certutil")
+        .arg("-H")
+        .output()
+        .is_err()
+    {
+        missing.push("certutil (apt-get install libnss3-tools)".to_string());
+    }
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        missing.push("Node.js (node)".to_string());
+    }
+    if !ui_dir().join("node_modules/playwright-core").exists() {
+        missing.push("the test's node modules (npm ci --prefix tests/ui)".to_string());
+    }
+    require(missing, test);
+}
+
 fn require(missing: Vec<String>, test: &str) {
     assert!(
         missing.is_empty(),
@@ -382,13 +409,13 @@ async fn page_route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
     Ok(r)
 }
 
-fn ui_dir() -> PathBuf {
+pub(crate) fn ui_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
 }
 
 /// A HOME for the browser whose NSS database (`.pki/nssdb`, where
 /// Chromium on Linux looks) trusts sluice's team CA to identify sites.
-async fn browser_home() -> tempfile::TempDir {
+pub(crate) async fn browser_home() -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
     let db = home.path().join(".pki/nssdb");
     std::fs::create_dir_all(&db).unwrap();
@@ -462,28 +489,7 @@ fn assert_page_loaded(got: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_loads_a_page_of_many_subresources_over_h2_through_interception() {
-    let mut missing = Vec::new();
-    if !Path::new(CHROMIUM).exists() {
-        missing.push("Debian's chromium (apt-get install chromium)".to_string());
-    }
-    if std::process::Command::new("certutil")
-        .arg("-H")
-        .output()
-        .is_err()
-    {
-        missing.push("certutil (apt-get install libnss3-tools)".to_string());
-    }
-    if std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        missing.push("Node.js (node)".to_string());
-    }
-    if !ui_dir().join("node_modules/playwright-core").exists() {
-        missing.push("the test's node modules (npm ci --prefix tests/ui)".to_string());
-    }
-    require(missing, "browser interception");
+    require_browser("browser interception");
     bounded(Duration::from_secs(90), async {
         let origin =
             origin::https_with(pki().origin_config(OriginCert::Valid, BOTH), page_route).await;

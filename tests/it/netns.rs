@@ -21,19 +21,41 @@ use crate::support::netns::{tcp_table, Netns, TcpRow};
 use crate::support::{bounded, eventually, origin, pattern, proxy};
 
 /// The client, run inside the namespace. `echo`: one exchange through the
-/// tunnel, then sleep. `stream`: read forever, so that sluice always has
+/// tunnel, then sleep. `ws`: a WebSocket through the forward path (no
+/// CONNECT), one message echoed, then sleep. `stream`: read forever, so that sluice always has
 /// data in flight towards it. Prints `ready` once the tunnel carries bytes.
 const CLIENT_PY: &str = r#"
 import socket, sys, time
 proxy_ip, proxy_port, target, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 s = socket.create_connection((proxy_ip, proxy_port), timeout=10)
+def head_of(what):
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        b = s.recv(1)
+        if not b:
+            sys.exit("closed before the %s answer" % what)
+        head += b
+    return head
+if mode == "ws":
+    # A WebSocket by absolute-form upgrade, one masked "hi" echoed.
+    s.sendall(("GET http://%s/vanish HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n" % (target, target)).encode())
+    head = head_of("upgrade")
+    if not head.startswith(b"HTTP/1.1 101"):
+        sys.exit("upgrade refused: %r" % head)
+    mask = b"\x01\x02\x03\x04"
+    s.sendall(b"\x81\x82" + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(b"hi")))
+    got = b""
+    while len(got) < 4:
+        got += s.recv(4 - len(got))
+    if got != b"\x81\x02hi":
+        sys.exit("echo: %r" % got)
+    print("ready", flush=True)
+    time.sleep(3600)
+    sys.exit(0)
 s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)).encode())
-head = b""
-while not head.endswith(b"\r\n\r\n"):
-    b = s.recv(1)
-    if not b:
-        sys.exit("closed before the CONNECT answer")
-    head += b
+head = head_of("CONNECT")
 if not head.startswith(b"HTTP/1.1 200"):
     sys.exit("CONNECT failed: %r" % head)
 s.settimeout(None)
@@ -359,6 +381,58 @@ async fn silent_idle_client_is_found_by_unanswered_keepalive_probes() {
             left.is_empty(),
             "sockets towards the client remain: {left:?}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_vanishing_without_fin_releases_both_legs() {
+    use crate::websocket::{Seen, WsOrigin};
+    bounded(Duration::from_secs(60), async move {
+        let ns = Netns::create();
+        let mut origin = WsOrigin::start().await;
+        let proxy = proxy_for(&ns).await;
+        let client = start_client(&ns, proxy.addr, origin.addr, "ws").await;
+        assert!(
+            !sockets_towards(&ns).is_empty(),
+            "the client leg is visible"
+        );
+        assert!(
+            all_acked(&ns).await,
+            "the client acknowledged everything: the WebSocket is idle"
+        );
+        let live = proxy.registry.live_total();
+        assert!(live >= 2, "both legs are registered: {live}");
+
+        vanish(&ns, client).await;
+        let cut = Instant::now();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            proxy.registry.live_total(),
+            live,
+            "nothing ends by itself: the peer is merely silent"
+        );
+        let released =
+            eventually(Duration::from_secs(10), || proxy.registry.live_total() == 0).await;
+        let took = cut.elapsed();
+        assert!(
+            released,
+            "the WebSocket of a vanished client still live after {took:?}"
+        );
+        eprintln!("vanished WebSocket client released after {took:?}");
+        // The upstream leg went with it: the origin sees its end.
+        loop {
+            match origin.next_seen().await {
+                Seen::Ended => break,
+                Seen::Close(_) => continue,
+            }
+        }
+        let left = sockets_towards(&ns);
+        assert!(
+            left.is_empty(),
+            "sockets towards the client remain: {left:?}"
+        );
+        assert_eq!(proxy.registry.closed("idle_timeout"), 0);
     })
     .await;
 }

@@ -1,7 +1,10 @@
-//! WebSocket through sluice (issue 15, part 1): a real WebSocket origin
-//! (tokio-tungstenite, echoing), real clients (tokio-tungstenite over a
-//! hand-written absolute-form upgrade, and Python's `websockets` through
-//! a CONNECT tunnel), and what sluice shows of it: the 101 record, the
+//! WebSocket through sluice: a real WebSocket origin (tokio-tungstenite,
+//! echoing, plain or over TLS; Python's `websockets` with
+//! permessage-deflate), real clients (tokio-tungstenite over a
+//! hand-written absolute-form upgrade, inside a CONNECT tunnel and inside
+//! an intercepted HTTPS tunnel; Python's `websockets` through CONNECT),
+//! and what sluice shows of it: the 101 record and its messages (paged,
+//! filtered, inflated, cut at the limit, counted past the budget), the
 //! relay's idle deadline, the sockets it releases, and the answers it
 //! gives to upgrades that do not happen.
 
@@ -30,7 +33,7 @@ use crate::support::{bounded, eventually, netns, origin, proxy};
 
 /// What the echo origin saw.
 #[derive(Debug)]
-enum Seen {
+pub(crate) enum Seen {
     /// The close frame a client sent.
     Close(Option<CloseFrame>),
     /// A connection ended (after a close, or cut).
@@ -41,62 +44,175 @@ enum Seen {
 /// reassembled from fragments), answers pings (tungstenite does), echoes
 /// a close frame; keeps every upgrade request's headers and tells the
 /// test each close and each end.
-struct WsOrigin {
-    addr: SocketAddr,
+pub(crate) struct WsOrigin {
+    pub(crate) addr: SocketAddr,
     heads: Arc<Mutex<Vec<http::HeaderMap>>>,
     seen: mpsc::Receiver<Seen>,
 }
 
 impl WsOrigin {
-    async fn start() -> WsOrigin {
+    pub(crate) async fn start() -> WsOrigin {
+        WsOrigin::start_with(None).await
+    }
+
+    /// The origin, speaking TLS with `tls` when given (`wss://`).
+    pub(crate) async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> WsOrigin {
         let heads = Arc::new(Mutex::new(Vec::new()));
         let (tx, seen) = mpsc::channel(64);
         let kept = heads.clone();
         let addr = origin::raw(move |stream| {
-            let (kept, tx) = (kept.clone(), tx.clone());
+            let (kept, tx, tls) = (kept.clone(), tx.clone(), tls.clone());
             async move {
-                // The signature is tungstenite's callback's.
-                #[allow(clippy::result_large_err)]
-                let keep = |req: &Request, resp: Response| {
-                    kept.lock().unwrap().push(req.headers().clone());
-                    Ok(resp)
-                };
-                let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
-                let accepted =
-                    tokio_tungstenite::accept_hdr_async_with_config(stream, keep, Some(config))
-                        .await;
-                let Ok(mut ws) = accepted else {
-                    let _ = tx.try_send(Seen::Ended);
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    let echoed = match msg {
-                        Message::Text(_) | Message::Binary(_) => ws.send(msg).await,
-                        Message::Close(frame) => {
-                            let _ = tx.try_send(Seen::Close(frame));
-                            // tungstenite echoes the close frame; flushing
-                            // sends it.
-                            ws.flush().await
+                match tls {
+                    Some(config) => {
+                        let accepted = tokio_rustls::TlsAcceptor::from(config).accept(stream).await;
+                        match accepted {
+                            Ok(s) => echo_ws(s, kept, tx).await,
+                            Err(_) => {
+                                let _ = tx.try_send(Seen::Ended);
+                            }
                         }
-                        _ => Ok(()),
-                    };
-                    if echoed.is_err() {
-                        break;
                     }
+                    None => echo_ws(stream, kept, tx).await,
                 }
-                let _ = tx.try_send(Seen::Ended);
             }
         })
         .await;
         WsOrigin { addr, heads, seen }
     }
 
-    async fn next_seen(&mut self) -> Seen {
+    pub(crate) async fn next_seen(&mut self) -> Seen {
         tokio::time::timeout(Duration::from_secs(10), self.seen.recv())
             .await
             .expect("the origin reports within 10 s")
             .expect("the origin's channel stays open")
     }
+}
+
+/// The echo origin's side of one connection.
+async fn echo_ws<S>(stream: S, kept: Arc<Mutex<Vec<http::HeaderMap>>>, tx: mpsc::Sender<Seen>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // The signature is tungstenite's callback's.
+    #[allow(clippy::result_large_err)]
+    let keep = |req: &Request, resp: Response| {
+        kept.lock().unwrap().push(req.headers().clone());
+        Ok(resp)
+    };
+    let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+    let accepted =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, keep, Some(config)).await;
+    let Ok(mut ws) = accepted else {
+        let _ = tx.try_send(Seen::Ended);
+        return;
+    };
+    while let Some(Ok(msg)) = ws.next().await {
+        let echoed = match msg {
+            Message::Text(_) | Message::Binary(_) => ws.send(msg).await,
+            Message::Close(frame) => {
+                let _ = tx.try_send(Seen::Close(frame));
+                // tungstenite echoes the close frame; flushing sends it.
+                ws.flush().await
+            }
+            _ => Ok(()),
+        };
+        if echoed.is_err() {
+            break;
+        }
+    }
+    let _ = tx.try_send(Seen::Ended);
+}
+
+/// Every stored message of record `id`, page after page (small pages, so
+/// the cursor is exercised), once its counters say `seen` passed and the
+/// WebSocket's end was recorded.
+async fn messages_of(admin: SocketAddr, id: &Value, seen: u64) -> (Value, Vec<Value>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let d = get_json(admin, &format!("/api/records/{id}")).await;
+        let done = d["messages"]["seen"].as_u64() == Some(seen) && !d["close_reason"].is_null();
+        if done {
+            break d;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "record {id} never counted {seen} messages and its end: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut all = Vec::new();
+    let mut cursor: Option<u64> = None;
+    loop {
+        let q = cursor.map_or(String::new(), |c| format!("&cursor={c}"));
+        let page = get_json(admin, &format!("/api/records/{id}/messages?limit=3{q}")).await;
+        all.extend(page["messages"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_u64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    (record, all)
+}
+
+/// The `(direction, opcode, text)` of each message, for comparing.
+fn shape(msgs: &[Value]) -> Vec<(String, String, String)> {
+    msgs.iter()
+        .map(|m| {
+            (
+                m["direction"].as_str().unwrap_or_default().to_string(),
+                m["opcode"].as_str().unwrap_or_default().to_string(),
+                m["text"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What [`conversation`] records, in order.
+fn conversation_shape() -> Vec<(String, String, String)> {
+    let t = |d: &str, o: &str, x: &str| (d.to_string(), o.to_string(), x.to_string());
+    vec![
+        t("send", "text", "hello through sluice"),
+        t("receive", "text", "hello through sluice"),
+        t("send", "binary", ""),
+        t("receive", "binary", ""),
+        t("send", "text", "fragmented"),
+        t("receive", "text", "fragmented"),
+        t("send", "ping", "are you there"),
+        t("receive", "pong", "are you there"),
+        t("send", "binary", ""),
+        t("receive", "binary", ""),
+        t("send", "close", "done, thanks"),
+        t("receive", "close", "done, thanks"),
+    ]
+}
+
+/// Checks the recorded [`conversation`] beyond its shape: payloads,
+/// fragments, the big message cut at the limit, the close code.
+fn check_conversation(msgs: &[Value]) {
+    assert_eq!(shape(msgs), conversation_shape(), "{msgs:#?}");
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let binary: Vec<u8> = (0..=255u8).rev().collect();
+    assert_eq!(msgs[2]["base64"], b64.encode(&binary), "{}", msgs[2]);
+    assert_eq!(msgs[4]["size"], 10);
+    let big = &msgs[8];
+    assert_eq!(big["size"], 5 << 20, "{big}");
+    assert_eq!(big["captured"], 64 * 1024, "{big}");
+    assert_eq!(big["truncated"], true, "{big}");
+    let mut want = vec![0u8; 5 << 20];
+    crate::support::pattern(15, 0, &mut want);
+    assert_eq!(
+        big["base64"],
+        b64.encode(&want[..64 * 1024]),
+        "the capture is the unmasked payload's start"
+    );
+    for close in &msgs[10..12] {
+        assert_eq!(close["close"]["code"], 4000, "{close}");
+        assert_eq!(close["close"]["reason"], "done, thanks", "{close}");
+    }
+    let seqs: Vec<u64> = msgs.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
 
 /// An in-process sluice with the admin API and in-memory records.
@@ -296,10 +412,24 @@ async fn absolute_form_upgrade_is_relayed_and_recorded_as_one_101() {
         let r = &rows[0];
         assert_eq!(r["status"], 101, "{r}");
         assert_eq!(r["url"], format!("http://{}/echo", origin.addr), "{r}");
-        assert_eq!(r["req_size"], 0, "{r}");
-        assert_eq!(r["resp_size"], 0, "{r}");
         assert!(r["error"].is_null(), "{r}");
-        let d = get_json(admin, &format!("/api/records/{}", r["id"])).await;
+        // The two "count me" messages, then the conversation's.
+        let (d, msgs) = messages_of(admin, &r["id"], 14).await;
+        assert_eq!(
+            shape(&msgs[..2]),
+            vec![
+                ("send".into(), "text".into(), "count me".into()),
+                ("receive".into(), "text".into(), "count me".into())
+            ]
+        );
+        check_conversation(&msgs[2..]);
+        let s = &d;
+        assert_eq!(s["messages"]["stored"], 14, "{s}");
+        assert!(s["messages"]["unstored"].is_null(), "{s}");
+        assert!(s["close_reason"].as_str().is_some(), "{s}");
+        // Sizes: what crossed after the switch, each way (frames and all).
+        assert!(s["req_size"].as_u64().unwrap() > 5 << 20, "{s}");
+        assert!(s["resp_size"].as_u64().unwrap() > 5 << 20, "{s}");
         let has = |block: &Value, name: &str, value: &str| {
             block.as_array().unwrap().iter().any(|p| {
                 p[0].as_str().unwrap().eq_ignore_ascii_case(name)
@@ -636,34 +766,216 @@ async fn a_101_sluice_cannot_carry_is_answered_502() {
     .await;
 }
 
-#[tokio::test]
-async fn an_upgrade_inside_intercepted_https_is_refused_clearly() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_inside_intercepted_https_is_relayed_and_its_messages_recorded() {
     use crate::support::https::{self, Opened};
     use crate::support::pki::{pki, OriginCert};
-    bounded(Duration::from_secs(20), async {
-        let origin = origin::https(pki().origin_config(OriginCert::Valid, &[b"http/1.1"])).await;
-        let proxy = proxy::start(|c| pki().intercept_all(c)).await;
-        let Opened::Tls(mut tls) = https::open(proxy.addr, origin, &[b"http/1.1"])
+    bounded(Duration::from_secs(30), async {
+        let mut origin =
+            WsOrigin::start_with(Some(pki().origin_config(OriginCert::Valid, &[b"http/1.1"])))
+                .await;
+        let proxy = proxy::start(|c| {
+            pki().intercept_all(c);
+            c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .await;
+        let admin = proxy.admin_addr.unwrap();
+        let Opened::Tls(tls) = https::open(proxy.addr, origin.addr, &[b"http/1.1"])
             .await
             .expect("the tunnel opens")
         else {
             panic!("CONNECT refused");
         };
-        tls.get_mut()
-            .write_all(
-                format!(
-                    "GET /chat HTTP/1.1\r\nHost: localhost:{}\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                    origin.port(),
-                    generate_key()
-                )
-                .as_bytes(),
-            )
-            .await
-            .unwrap();
-        let resp = client::read_response(&mut tls).await.unwrap();
-        assert_eq!(resp.status, 501);
-        assert!(resp.text().contains("intercepted HTTPS"), "{}", resp.text());
+        let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+        let (mut ws, resp) = tokio_tungstenite::client_async_with_config(
+            format!("wss://localhost:{}/secure-chat", origin.addr.port()),
+            tls.into_inner(),
+            Some(config),
+        )
+        .await
+        .expect("the WebSocket handshake completes inside the decrypted tunnel");
+        assert_eq!(resp.status(), 101);
+        conversation(&mut ws, &mut origin).await;
+        drop(ws);
+        assert!(
+            eventually(Duration::from_secs(5), || proxy.registry.live_total() == 0).await,
+            "the tunnel and both its legs are released"
+        );
+        let rows = wait_records(admin, "kind=http", 1).await;
+        let r = rows
+            .iter()
+            .find(|r| r["status"] == 101)
+            .unwrap_or_else(|| panic!("no 101 record: {rows:#?}"));
+        assert_eq!(
+            r["url"],
+            format!("https://localhost:{}/secure-chat", origin.addr.port()),
+            "{r}"
+        );
+        assert_eq!(r["tls"]["sni"], "localhost", "{r}");
+        let (_, msgs) = messages_of(admin, &r["id"], 12).await;
+        check_conversation(&msgs);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_connection_budget_messages_are_counted_not_stored() {
+    bounded(Duration::from_secs(30), async {
+        let mut origin = WsOrigin::start().await;
+        let proxy = recording_proxy(|c| c.record.connection_messages = 5).await;
+        let admin = proxy.admin_addr.unwrap();
+        let mut ws = open_forward(proxy.addr, origin.addr).await;
+        // A 16 MiB message first: relayed whole, recorded to the limit.
+        let mut big = vec![0u8; 16 << 20];
+        crate::support::pattern(3, 0, &mut big);
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        match next_msg(&mut ws).await {
+            Message::Binary(back) => assert!(back == big, "the 16 MiB message came back changed"),
+            other => panic!("expected the 16 MiB binary back, got {other:?}"),
+        }
+        for i in 0..10 {
+            let text = format!("message {i}");
+            ws.send(Message::text(text.clone())).await.unwrap();
+            assert_eq!(next_msg(&mut ws).await, Message::text(text));
+        }
+        ws.send(Message::Close(None)).await.unwrap();
+        assert!(matches!(origin.next_seen().await, Seen::Close(None)));
+        assert!(matches!(next_msg(&mut ws).await, Message::Close(None)));
+        drop(ws);
+        let rows = wait_records(admin, "kind=http", 1).await;
+        // 2 big, 20 texts, 2 closes.
+        let (d, msgs) = messages_of(admin, &rows[0]["id"], 24).await;
+        let counts = &d["messages"];
+        assert_eq!(counts["stored"], 5, "{counts}");
+        assert!(
+            counts["unstored"]
+                .as_str()
+                .is_some_and(|w| w.contains("budget")),
+            "{counts}"
+        );
+        assert!(
+            counts["bytes"].as_u64().unwrap() >= 2 * (16 << 20),
+            "{counts}"
+        );
+        assert_eq!(msgs.len(), 5, "{msgs:#?}");
+        assert_eq!(msgs[0]["size"], 16 << 20);
+        assert_eq!(msgs[0]["captured"], 64 * 1024);
+        assert_eq!(msgs[0]["truncated"], true);
+        assert_eq!(msgs[4]["text"], "message 1");
+        let m = admin::metrics(admin).await;
+        assert_eq!(
+            m.must("sluice_record_messages_total", &[("what", "stored")]),
+            5.0
+        );
+        assert_eq!(
+            m.must("sluice_record_messages_total", &[("what", "over_budget")]),
+            19.0
+        );
+        assert_eq!(
+            m.must("sluice_record_messages_total", &[("what", "dropped")]),
+            0.0
+        );
+        // Filters: one direction, one opcode.
+        let sent = get_json(
+            admin,
+            &format!(
+                "/api/records/{}/messages?direction=send&opcode=text",
+                rows[0]["id"]
+            ),
+        )
+        .await;
+        let sent = sent["messages"].as_array().unwrap();
+        assert_eq!(sent.len(), 2, "{sent:#?}");
+        assert!(sent
+            .iter()
+            .all(|m| m["direction"] == "send" && m["opcode"] == "text"));
+        let bad = admin::get(
+            admin,
+            &format!("/api/records/{}/messages?direction=up", rows[0]["id"]),
+        )
+        .await;
+        assert_eq!(bad.status, 400, "{}", bad.text());
+        assert!(bad.text().contains("direction"), "{}", bad.text());
+    })
+    .await;
+}
+
+const PYTHON_DEFLATE: &str = r#"
+import asyncio, json, os
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+
+async def main():
+    out = {}
+    async with serve(echo, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        out["port"] = port
+        async with connect(f"ws://127.0.0.1:{port}/deflate", proxy=os.environ["PROXY"],
+                           open_timeout=10, close_timeout=10) as ws:
+            out["extensions"] = [e.name for e in ws.protocol.extensions]
+            back = []
+            for i in range(3):
+                await ws.send(os.environ["TEXT"] + str(i))
+                back.append(await ws.recv())
+            out["back"] = back
+    print(json.dumps(out))
+
+asyncio.run(asyncio.wait_for(main(), 20))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permessage_deflate_messages_are_recorded_inflated() {
+    bounded(Duration::from_secs(40), async {
+        let proxy = recording_proxy(|_| {}).await;
+        let admin = proxy.admin_addr.unwrap();
+        let text = "compress me, compress me again, and once more ".repeat(40);
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new("python3")
+                .arg("-c")
+                .arg(PYTHON_DEFLATE)
+                .env("PROXY", format!("http://{}", proxy.addr))
+                .env("TEXT", &text)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("python finishes within 30 s")
+        .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "python failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("no JSON from python ({e}): {stdout}"));
+        assert_eq!(v["extensions"][0], "permessage-deflate", "{v}");
+        for i in 0..3 {
+            assert_eq!(v["back"][i], format!("{text}{i}"));
+        }
+        let rows = wait_records(admin, "kind=http", 1).await;
+        let (_, msgs) = messages_of(admin, &rows[0]["id"], 8).await;
+        let data: Vec<&Value> = msgs.iter().filter(|m| m["opcode"] == "text").collect();
+        assert_eq!(data.len(), 6, "{msgs:#?}");
+        for (k, m) in data.iter().enumerate() {
+            assert_eq!(m["compressed"], true, "{m}");
+            assert!(m["problem"].is_null(), "{m}");
+            assert_eq!(m["text"], format!("{text}{}", k / 2), "shown inflated: {m}");
+            assert!(
+                m["size"].as_u64().unwrap() < text.len() as u64 / 4,
+                "sent compressed: {m}"
+            );
+        }
+        // Later messages lean on the earlier ones' window (context takeover).
+        assert!(
+            data[2]["size"].as_u64() < data[0]["size"].as_u64(),
+            "{msgs:#?}"
+        );
     })
     .await;
 }

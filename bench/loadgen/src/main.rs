@@ -1,6 +1,7 @@
 //! Benchmark-only helper for bench/run.sh: the TCP servers (echo, bulk
 //! source/sink) and the clients for the CONNECT figures (bulk throughput,
-//! tunnel setup rate, idle tunnel memory). Not part of sluice.
+//! tunnel setup rate, idle tunnel memory) and, in `ws`, the WebSocket
+//! server and clients for bench/ws.sh. Not part of sluice.
 //!
 //! Every client prints one machine-readable line starting with `RESULT `
 //! (space-separated key=value pairs) that run.sh parses; anything else goes
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod ws;
+
 const USAGE: &str = "usage:
   loadgen ports N                         print N free loopback ports
   loadgen wait-port ADDR [TIMEOUT_MS]     wait until ADDR accepts connections
@@ -23,6 +26,10 @@ const USAGE: &str = "usage:
   loadgen rate --target ADDR [--proxy ADDR] --conc N --secs S [--msg BYTES]
   loadgen idle --target ADDR --proxy ADDR --count N --pid PID [--settle-ms MS]
   loadgen hold --target ADDR --proxy ADDR --tunnels N [--idle-http M] --secs S
+  loadgen ws-serve --addr ADDR
+  loadgen ws-echo --target ADDR [--proxy ADDR] --conc N --secs S [--msg BYTES]
+                  [--per-conn M] [--total T] [--pid PID]
+  loadgen ws-bulk --target ADDR [--proxy ADDR] --bytes N [--size BYTES]
 
 bulk protocol (bulk server): client sends 'U' or 'D' + u64 big-endian length;
 'U': client sends that many bytes, server answers one byte 'K' at the end;
@@ -102,6 +109,9 @@ fn main() {
         "rate" => local.block_on(&rt, rate(Opts::parse(rest))),
         "idle" => local.block_on(&rt, idle(Opts::parse(rest))),
         "hold" => local.block_on(&rt, hold(Opts::parse(rest))),
+        "ws-serve" => local.block_on(&rt, ws::serve(Opts::parse(rest))),
+        "ws-echo" => local.block_on(&rt, ws::echo(Opts::parse(rest))),
+        "ws-bulk" => local.block_on(&rt, ws::bulk(Opts::parse(rest))),
         _ => die(USAGE),
     }
 }

@@ -34,7 +34,7 @@ function paged(container, pre, total, pageSize, chunk) {
   step();
 }
 
-function hexLines(data, start, end) {
+export function hexLines(data, start, end) {
   const lines = [];
   for (let off = start; off < end; off += 16) {
     const row = data.subarray(off, Math.min(off + 16, end));
@@ -54,7 +54,7 @@ function hexLines(data, start, end) {
   return lines.join('');
 }
 
-function base64Bytes(b64) {
+export function base64Bytes(b64) {
   const bin = atob(b64);
   const out = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);

@@ -1,13 +1,28 @@
 // The detail pane of one record: summary, timing waterfall, rules that
 // touched it, TLS (both legs of an intercepted exchange, or what became
-// of a tunnel), "copy as curl", request and response headers and bodies.
+// of a tunnel), "copy as curl", request and response headers and bodies,
+// and the messages of a WebSocket or event stream (live while it is open).
 
 import { apiJson, showError, showInfo } from './api.js';
 import { bytes, ms, el } from './format.js';
 import { renderBody } from './body.js';
 import { tlsRows } from './tls.js';
+import { MessagesView } from './messages.js';
 
 let current = 0;
+// The open record's messages view: its live feed ends with the pane.
+let messages = null;
+
+function dropMessages() {
+  if (messages) messages.close();
+  messages = null;
+}
+
+// A record whose exchange went on as messages: an upgrade that was taken
+// (101) or an event stream.
+function carriesMessages(d) {
+  return d.messages != null || d.status === 101 || /^text\/event-stream/i.test(d.content_type || '');
+}
 
 export function detailOpen() {
   return !document.getElementById('detail').hidden;
@@ -18,6 +33,7 @@ export function closeDetail() {
   pane.hidden = true;
   pane.replaceChildren();
   current = 0;
+  dropMessages();
 }
 
 function quote(s) {
@@ -90,6 +106,7 @@ export async function openDetail(summary) {
   pane.hidden = false;
   if (current === summary.id) return;
   current = summary.id;
+  dropMessages();
   pane.replaceChildren(el('div', { class: 'muted' }, `loading record ${summary.id}…`));
   let d;
   try {
@@ -115,6 +132,7 @@ export async function openDetail(summary) {
   const close = el('button', { title: 'Close (Esc)', onclick: closeDetail }, '×');
   const reqBody = el('div');
   const respBody = el('div');
+  const msgs = carriesMessages(d) ? el('div', { id: 'messages' }) : null;
   pane.replaceChildren(...[
     el('div', { class: 'toolbar' }, el('strong', {}, `#${d.id}`), copy, close),
     el('div', { class: 'url' }, el('strong', {}, d.method), ' ', d.url),
@@ -125,6 +143,7 @@ export async function openDetail(summary) {
     ].filter(Boolean).join(' · ')),
     d.error ? el('div', { class: 'error', style: 'color:var(--err)' }, `error: ${d.error}`) : null,
     curlOut,
+    msgs ? section(d.status === 101 ? 'Messages' : 'Events', msgs) : null,
     section('Timing', waterfall(d.timings)),
     d.tls ? section('TLS', tlsTable(d.tls)) : null,
     section('Rules', rulesList(d.rules)),
@@ -133,6 +152,7 @@ export async function openDetail(summary) {
     section('Response headers', headersTable(d.response.headers)),
     section('Response body', respBody),
   ].filter(Boolean));
+  if (msgs) messages = new MessagesView(msgs, d);
   try {
     renderBody(reqBody, d.id, 'request', d.request.body);
     renderBody(respBody, d.id, 'response', d.response.body);

@@ -77,7 +77,9 @@ function render(r, rec, i) {
   c[6].textContent = mark ? mark.text : '';
   c[6].title = mark ? mark.title : '';
   c[6].className = mark && mark.bad ? 'c-tls bad' : 'c-tls';
-  c[7].textContent = shortType(rec.content_type);
+  // WebSocket and event-stream rows: how many messages crossed.
+  const type = rec.status === 101 ? 'websocket' : shortType(rec.content_type);
+  c[7].textContent = rec.messages ? `${type} · ${rec.messages.seen.toLocaleString()} msg` : type;
   c[8].textContent = bytes(rec.resp_size);
   c[9].textContent = ms(rec.duration_ms);
   let cls = 'row';

@@ -1,17 +1,22 @@
 //! WebSocket on the request path (RFC 6455 over HTTP/1.1): which requests
 //! ask to switch ([`asks`]), which upstream 101s are relayed
 //! ([`accept_switch`]), and the takeover after the 101 ([`take_over`]):
-//! both connections leave hyper, and sluice's own duplex relay
-//! ([`crate::relay::relay`]) carries the frames as bytes, unframed and
-//! unchanged, under the tunnel lifecycle (idle deadline, half-close grace,
-//! resets passed on, live byte counters).
+//! both connections leave hyper (plain TCP, or TLS that sluice decrypts),
+//! and the stream relay ([`crate::relay::relay_streams`]) carries the
+//! frames as bytes, unframed and unchanged, under the tunnel lifecycle
+//! (idle deadline, half-close grace, resets passed on, live byte
+//! counters). A tap on each direction reads the frames as they pass
+//! ([`frames`]): a close frame starts the half-close grace (the closing
+//! handshake's deadline), and with recording on each message is queued
+//! for the store ([`tap`]).
 //!
 //! Invariants: the takeover runs in the client connection's own task (its
 //! serving watchdog awaits it, see [`TakeoverSlot`]), so the connection's
 //! guard owns both sockets until the relay ends and its close reason is
 //! the relay's; a client connection serves no HTTP after its 101; the
 //! upgrade's record is the 101 exchange, submitted as the 101 goes out, so
-//! a long WebSocket holds no pending record.
+//! a long WebSocket holds no pending record; its messages and its end are
+//! recorded against that record's id.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,12 +35,22 @@ use super::answer::Failure;
 use super::headers::{asks_websocket, upgrades_to_websocket};
 use super::io::ClientIo;
 use super::upstream::UpstreamConn;
+use crate::record::messages::Direction;
 use crate::registry::{CloseReason, ConnEntry, ConnGuard, ConnState, Side};
-use crate::relay::{relay, write_all, RelayLimits};
+use crate::relay::{relay_streams, RelayLimits, Tap};
+use crate::transport::ClientStream;
+use tokio::io::AsyncWriteExt;
+
+mod frames;
+mod tap;
+
+pub use crate::record::message_log::MessageLog;
+pub use frames::{deflate_agreed, Deflate};
+use tap::DirectionTap;
 
 /// What a record's notes say about an upgraded exchange.
-pub const NOTE: &str = "the connection was upgraded to WebSocket and relayed as bytes \
-     (messages are not recorded yet)";
+pub const NOTE: &str = "the connection was upgraded to WebSocket: its messages are \
+     recorded under this record (see its messages)";
 
 /// The relay after a 101, for the connection's watchdog to run.
 pub type Takeover = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -134,11 +149,6 @@ pub fn accept_switch<B>(
     Ok(client)
 }
 
-/// Refuses a WebSocket upgrade where sluice cannot relay one yet.
-pub fn not_here(why: &str) -> Failure {
-    Failure::new(StatusCode::NOT_IMPLEMENTED, Side::Sluice, "upgrade", why)
-}
-
 /// What the takeover needs besides the two pending upgrades.
 pub struct Carry {
     /// The client connection's entry: counters, state, deadline, reason.
@@ -148,6 +158,10 @@ pub struct Carry {
     pub handover: Duration,
     /// Keeps the connection busy (no keep-alive deadline) while it relays.
     pub busy: InflightGuard,
+    /// Where the messages go, when the 101's record was taken.
+    pub log: Option<Arc<MessageLog>>,
+    /// permessage-deflate as the 101 agreed: (client's, upstream's).
+    pub deflate: Option<(Deflate, Deflate)>,
 }
 
 /// Leaves the relay of an accepted 101 in `slot`, for the connection's
@@ -162,61 +176,108 @@ async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
         limits,
         handover,
         busy,
+        log,
+        deflate,
     } = carry;
+    let base = (
+        entry.bytes_up.load(Ordering::Relaxed),
+        entry.bytes_down.load(Ordering::Relaxed),
+    );
+    let mut up_tap = DirectionTap::new(Direction::Send, log.clone(), deflate.map(|d| d.0));
+    let mut down_tap = DirectionTap::new(Direction::Receive, log.clone(), deflate.map(|d| d.1));
+    let reason = relay_upgraded(
+        client,
+        upstream,
+        &entry,
+        limits,
+        handover,
+        &mut up_tap,
+        &mut down_tap,
+    )
+    .await;
+    if let Some(reason) = &reason {
+        entry.set_reason(reason.clone());
+    }
+    if let Some(log) = log {
+        let reason = reason
+            .or_else(|| entry.reason())
+            .unwrap_or(CloseReason::Eof);
+        let up = entry
+            .bytes_up
+            .load(Ordering::Relaxed)
+            .saturating_sub(base.0);
+        let down = entry
+            .bytes_down
+            .load(Ordering::Relaxed)
+            .saturating_sub(base.1);
+        let unreadable = up_tap.unreadable().or_else(|| down_tap.unreadable());
+        tap::finish(&log, &reason, up, down, unreadable);
+    }
+    drop(busy);
+}
+
+/// Waits for both connections back from hyper, writes what hyper read
+/// past each head, then relays; returns why it ended (`None`: the entry
+/// was killed, its reason already set).
+async fn relay_upgraded(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    entry: &ConnEntry,
+    limits: RelayLimits,
+    handover: Duration,
+    up_tap: &mut DirectionTap,
+    down_tap: &mut DirectionTap,
+) -> Option<CloseReason> {
     let legs = async { tokio::try_join!(client_leg(client), upstream_leg(upstream)) };
     let legs = tokio::select! {
         r = tokio::time::timeout(handover, legs) => r,
-        _ = entry.kill.cancelled() => return,
+        _ = entry.kill.cancelled() => return None,
     };
-    let ((client, client_rest), upstream) = match legs {
+    let ((mut client, client_rest), mut upstream) = match legs {
         Ok(Ok(legs)) => legs,
-        Ok(Err(reason)) => {
-            entry.set_reason(reason);
-            return;
-        }
+        Ok(Err(reason)) => return Some(reason),
         Err(_) => {
-            entry.set_reason(CloseReason::Error(
+            return Some(CloseReason::Error(
                 Side::Sluice,
                 format!(
                     "the upgraded connections were not handed over within {}",
                     humantime::format_duration(handover)
                 ),
-            ));
-            return;
+            ))
         }
     };
     entry.set_state(ConnState::Streaming);
     // What hyper read past each head (the client's first frames, the
-    // upstream's greeting right behind its 101) goes first.
+    // upstream's greeting right behind its 101) goes first, through the
+    // taps like every later byte.
     let leftovers = async {
         if !client_rest.is_empty() {
-            write_all(&upstream.tcp, &client_rest)
+            upstream
+                .stream
+                .write_all(&client_rest)
                 .await
                 .map_err(|e| CloseReason::from_io(Side::Upstream, &e))?;
             entry
                 .bytes_up
                 .fetch_add(client_rest.len() as u64, Ordering::Relaxed);
+            up_tap.passed(&client_rest);
         }
         if !upstream.rest.is_empty() {
-            write_all(&client, &upstream.rest)
+            client
+                .write_all(&upstream.rest)
                 .await
                 .map_err(|e| CloseReason::from_io(Side::Client, &e))?;
             entry
                 .bytes_down
                 .fetch_add(upstream.rest.len() as u64, Ordering::Relaxed);
+            down_tap.passed(&upstream.rest);
         }
         Ok(())
     };
     match tokio::time::timeout(limits.idle, leftovers).await {
         Ok(Ok(())) => {}
-        Ok(Err(reason)) => {
-            entry.set_reason(reason);
-            return;
-        }
-        Err(_) => {
-            entry.set_reason(CloseReason::IdleTimeout);
-            return;
-        }
+        Ok(Err(reason)) => return Some(reason),
+        Err(_) => return Some(CloseReason::IdleTimeout),
     }
     let pool_kill = upstream.guard.as_ref().map(|g| g.entry().kill.clone());
     let killed_upstream = async {
@@ -225,41 +286,67 @@ async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = relay(&client, &upstream.tcp, limits, &entry) => {}
+    let UpstreamLeg { stream, guard, .. } = upstream;
+    let relayed = async {
+        match stream {
+            UpstreamStream::Tcp(s) => {
+                relay_streams(client, s, limits, entry, Some(up_tap), Some(down_tap))
+                    .await
+                    .0
+            }
+            UpstreamStream::Tls(s) => {
+                relay_streams(client, *s, limits, entry, Some(up_tap), Some(down_tap))
+                    .await
+                    .0
+            }
+        }
+    };
+    // The streams close when the relay's future ends, before the pooled
+    // upstream's guard deregisters the socket.
+    let reason = tokio::select! {
+        r = relayed => r,
         // Killing the pooled upstream leg (admin) ends the WebSocket too.
-        _ = killed_upstream => entry.set_reason(CloseReason::KilledByAdmin),
-    }
-    // The sockets close here, before the guards that own them deregister.
-    drop((client, upstream));
-    drop(busy);
+        _ = killed_upstream => CloseReason::KilledByAdmin,
+    };
+    drop(guard);
+    Some(reason)
 }
 
-/// The client connection, back from hyper after it wrote the 101, as its
-/// TCP socket and the bytes hyper read past the request head.
-async fn client_leg(on: OnUpgrade) -> Result<(TcpStream, Bytes), CloseReason> {
+/// The client connection, back from hyper after it wrote the 101, and
+/// the bytes hyper read past the request head.
+async fn client_leg(on: OnUpgrade) -> Result<(ClientStream, Bytes), CloseReason> {
     let upgraded = on
         .await
         .map_err(|e| CloseReason::Error(Side::Client, format!("WebSocket upgrade failed: {e}")))?;
     let parts = upgraded
         .downcast::<TokioIo<ClientIo>>()
         .map_err(|_| sluice_fault("upgraded client stream of unexpected type"))?;
-    let stream = parts
-        .io
-        .into_inner()
-        .into_inner()
-        .unread(parts.read_buf)
-        .map_err(|e| sluice_fault(&e.to_string()))?;
-    stream
-        .into_tcp()
-        .map_err(|_| sluice_fault("a decrypted stream cannot be relayed as bytes"))
+    Ok((parts.io.into_inner().into_inner(), parts.read_buf))
+}
+
+/// The upstream stream after its 101: plain, or TLS sluice decrypts.
+enum UpstreamStream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl UpstreamStream {
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            UpstreamStream::Tcp(s) => s.write_all(data).await,
+            UpstreamStream::Tls(s) => {
+                s.write_all(data).await?;
+                s.flush().await
+            }
+        }
+    }
 }
 
 /// The upstream connection after its 101.
 struct UpstreamLeg {
     // Declared before the guard: the socket closes before the guard
     // deregisters it.
-    tcp: TcpStream,
+    stream: UpstreamStream,
     /// Bytes hyper read past the 101 head.
     rest: Bytes,
     /// A pooled connection's own guard; a tunnel's upstream socket is
@@ -271,21 +358,31 @@ async fn upstream_leg(on: OnUpgrade) -> Result<UpstreamLeg, CloseReason> {
     let upgraded = on.await.map_err(|e| {
         CloseReason::Error(Side::Upstream, format!("WebSocket upgrade failed: {e}"))
     })?;
-    // From the pool, or a plain tunnel's own connection.
+    // From the pool, or a tunnel's own connection (plain or intercepted).
     let upgraded = match upgraded.downcast::<UpstreamConn>() {
         Ok(parts) => {
             let (tcp, guard) = parts.io.into_socket();
             return Ok(UpstreamLeg {
-                tcp,
+                stream: UpstreamStream::Tcp(tcp),
                 rest: parts.read_buf,
                 guard: Some(guard),
             });
         }
         Err(upgraded) => upgraded,
     };
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            return Ok(UpstreamLeg {
+                stream: UpstreamStream::Tcp(parts.io.into_inner()),
+                rest: parts.read_buf,
+                guard: None,
+            })
+        }
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>() {
         Ok(parts) => Ok(UpstreamLeg {
-            tcp: parts.io.into_inner(),
+            stream: UpstreamStream::Tls(Box::new(parts.io.into_inner())),
             rest: parts.read_buf,
             guard: None,
         }),

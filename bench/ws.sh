@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# WebSocket benchmark: the loadgen WebSocket server (tokio-tungstenite) and
+# clients, direct and through sluice's forward path (absolute-form
+# upgrade, as a browser with an HTTP proxy sends for ws://), sluice with
+# its defaults (recording every message) and with --record off.
+#
+#   bench/ws.sh [--bin PATH] [--secs S] [--soak-total N]
+#
+# 1. echo: 50 connections, 64-byte binary messages, one in flight each
+#    (messages/s counts echoes: each is two messages through the proxy);
+# 2. bulk: one connection, 1 GiB as 64 KiB binary messages downstream;
+# 3. soak: a fresh sluice, recording on; 50 clients echo N (default
+#    500,000) 64-byte messages, 5,000 per connection (10,000 recorded
+#    messages, the per-connection budget) so every message is stored:
+#    1,000,000 recorded messages; the proxy's RSS at the start and every
+#    tenth, and the store's message rows at the end.
+# Load generator and server on core 0, the proxy on core 1.
+# Output: a Markdown table on stdout and in bench/out/ws.md.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+BIN="$HERE/../target/release/sluice"
+SECS=10
+SOAK=500000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) BIN="$2"; shift ;;
+    --secs) SECS="$2"; shift ;;
+    --soak-total) SOAK="$2"; shift ;;
+    *) echo "ws.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -x "$BIN" ] || (cd "$HERE/.." && cargo build --release >&2)
+(cd "$HERE/loadgen" && cargo build --release -q >&2)
+LG="$HERE/loadgen/target/release/loadgen"
+mkdir -p "$HERE/out"
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
+trap cleanup EXIT
+read -r WS_PORT SP AP <<<"$("$LG" ports 3)"
+WS="127.0.0.1:$WS_PORT"
+
+taskset -c 0 "$LG" ws-serve --addr "$WS" & PIDS+=($!)
+"$LG" wait-port "$WS"
+
+start_sluice() { # DATA-DIR EXTRA-ARGS... ; sets SLUICE_PID
+  taskset -c 1 "$BIN" --listen "127.0.0.1:$SP" --admin "127.0.0.1:$AP" --workers 1 \
+    --data-dir "$1" --log-level warn "${@:2}" >"$WORK/sluice.out" 2>&1 &
+  SLUICE_PID=$!
+  PIDS+=($SLUICE_PID)
+  "$LG" wait-port "127.0.0.1:$SP"
+}
+stop_sluice() { kill "$SLUICE_PID"; wait "$SLUICE_PID" 2>/dev/null || true; }
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+echo_run() { # PROXY-ARGS... -> RESULT line
+  timeout $((SECS + 30)) taskset -c 0 "$LG" ws-echo --target "$WS" "$@" --conc 50 --secs "$SECS" --msg 64
+}
+bulk_run() {
+  timeout 120 taskset -c 0 "$LG" ws-bulk --target "$WS" "$@" --bytes $((1 << 30)) --size 65536
+}
+rss() { awk '/^VmRSS/ {print int($2/1024)}' "/proc/$1/status"; }
+
+declare -A E B
+E[direct]=$(echo_run); B[direct]=$(bulk_run)
+start_sluice "$WORK/data-on"
+E[on]=$(echo_run --proxy "127.0.0.1:$SP"); B[on]=$(bulk_run --proxy "127.0.0.1:$SP")
+RSS_ON=$(rss "$SLUICE_PID")
+stop_sluice
+start_sluice "$WORK/data-off" --record off
+E[off]=$(echo_run --proxy "127.0.0.1:$SP"); B[off]=$(bulk_run --proxy "127.0.0.1:$SP")
+stop_sluice
+
+# Soak: 1,000,000 recorded messages into a fresh store.
+start_sluice "$WORK/data-soak"
+sleep 1
+SOAK_LINE=$(timeout 900 taskset -c 0 "$LG" ws-echo --target "$WS" --proxy "127.0.0.1:$SP" \
+  --conc 50 --secs 600 --msg 64 --per-conn 5000 --total "$SOAK" --pid "$SLUICE_PID")
+sleep 3 # the recorder's batch window, then the last sample
+RSS_END=$(rss "$SLUICE_PID")
+stop_sluice
+STORED=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from messages').fetchone()[0])" "$WORK/data-soak/records.db")
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1] or 0),float(sys.argv[2] or 0); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
+per_s() { echo "${E[$1]}" | field per_s; }
+p99() { echo "${E[$1]}" | field p99_us; }
+mbs() { echo "${B[$1]}" | field mb_per_s; }
+samples=$(echo "$SOAK_LINE" | field rss_kib)
+first=${samples%%,*}; first=${first#*:}
+{
+  echo "## WebSocket: direct vs sluice ($(date -u +%F), $(nproc) cores; loadgen on core 0, proxy on core 1)"
+  echo
+  echo "| figure | direct | sluice (recording on) | sluice --record off |"
+  echo "|---|---:|---:|---:|"
+  echo "| echo, 64-byte messages, 50 conns (echoes/s) | $(per_s direct) | $(per_s on) ($(ratio "$(per_s on)" "$(per_s direct)")) | $(per_s off) ($(ratio "$(per_s off)" "$(per_s direct)")) |"
+  echo "| echo p99 (µs) | $(p99 direct) | $(p99 on) | $(p99 off) |"
+  echo "| bulk, 1 GiB as 64 KiB messages (MB/s) | $(mbs direct) | $(mbs on) ($(ratio "$(mbs on)" "$(mbs direct)")) | $(mbs off) ($(ratio "$(mbs off)" "$(mbs direct)")) |"
+  echo
+  echo "RSS after the echo and bulk runs, recording on: ${RSS_ON} MiB."
+  echo
+  echo "Soak: $(echo "$SOAK_LINE" | field ok) echoes ($((2 * SOAK)) messages through the proxy, errors $(echo "$SOAK_LINE" | field errors)) in $(echo "$SOAK_LINE" | field secs) s; message rows in the store: $STORED."
+  echo "RSS (MiB) by echoes done: $(echo "$samples" | tr ',' '\n' | awk -F: '{printf "%s%d: %d", sep, $1, $2/1024; sep=", "}'); after the batch window: $RSS_END MiB; growth from the start: $((RSS_END - first / 1024)) MiB."
+} | tee "$HERE/out/ws.md"

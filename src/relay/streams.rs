@@ -1,0 +1,256 @@
+//! The duplex relay between two byte streams of any kind (TCP, or TLS
+//! that sluice decrypts), with the tunnel lifecycle of [`super::relay`]
+//! and a [`Tap`] on each direction that sees every byte after it was
+//! written on (WebSocket frames are read from it).
+//!
+//! Each direction borrows a read buffer only while its stream has bytes
+//! (the buffer is dropped whenever a read would wait), writes a read out
+//! in full before the next (backpressure), passes EOF on as a shutdown of
+//! the other stream's write side (TLS: `close_notify`) and lets the other
+//! direction finish. A tap that reports a closing handshake starts the
+//! half-close grace, as an EOF would. Any error ends both directions; a
+//! reset is passed on as a reset.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::duplex::{Activity, PumpError};
+use super::pace::Pacer;
+use super::{Deadlines, RelayLimits};
+use crate::net::set_abortive_close;
+use crate::registry::{CloseReason, ConnEntry, ConnState, NextDeadline, Side};
+
+/// A stream the relay carries, and the socket under it (for a reset).
+pub trait Leg: AsyncRead + AsyncWrite + Unpin + Send {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Leg for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Leg for crate::transport::ClientStream {
+    fn socket(&self) -> &TcpStream {
+        self.tcp()
+    }
+}
+
+impl Leg for tokio_rustls::client::TlsStream<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// Sees one direction's bytes after they were written on.
+pub trait Tap: Send {
+    /// `bytes` passed; returns true once this direction has begun a
+    /// closing handshake (the peer must now finish within the grace).
+    fn passed(&mut self, bytes: &[u8]) -> bool;
+}
+
+/// Relays between `client` and `upstream` until both directions finish,
+/// a deadline passes, an error occurs or the entry's kill token fires;
+/// returns why, with both streams (closed by the caller dropping them,
+/// set to reset when the reason was one).
+pub async fn relay_streams<C: Leg, U: Leg>(
+    client: C,
+    upstream: U,
+    limits: RelayLimits,
+    entry: &ConnEntry,
+    mut up_tap: Option<&mut dyn Tap>,
+    mut down_tap: Option<&mut dyn Tap>,
+) -> (CloseReason, C, U) {
+    let activity = Activity::new(Instant::now());
+    let closing = Notify::new();
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let reason = {
+        let up = pump(
+            &mut cr,
+            Side::Client,
+            &mut uw,
+            Side::Upstream,
+            Flow {
+                read_size: limits.buffer_size,
+                rate: limits.up_rate,
+                counter: &entry.bytes_up,
+                activity: &activity,
+                closing: &closing,
+            },
+            up_tap.take(),
+        );
+        let down = pump(
+            &mut ur,
+            Side::Upstream,
+            &mut cw,
+            Side::Client,
+            Flow {
+                read_size: limits.buffer_size,
+                rate: limits.down_rate,
+                counter: &entry.bytes_down,
+                activity: &activity,
+                closing: &closing,
+            },
+            down_tap.take(),
+        );
+        tokio::pin!(up, down);
+        let mut deadlines = Deadlines::new(limits.idle, limits.half_close, activity.base);
+        let show = |d: &Deadlines| {
+            let (at, reason) = d.next();
+            entry.set_deadline(Some(NextDeadline {
+                at: at.into_std(),
+                reason: reason.label(),
+                idle_window: (reason == CloseReason::IdleTimeout).then_some(limits.idle),
+            }));
+            at
+        };
+        let sleep = tokio::time::sleep_until(show(&deadlines));
+        tokio::pin!(sleep);
+        let (mut up_done, mut down_done, mut close_begun) = (false, false, false);
+        entry.set_state(ConnState::Streaming);
+        loop {
+            let finished: Result<Side, PumpError> = tokio::select! {
+                r = &mut up, if !up_done => r.map(|_| Side::Client),
+                r = &mut down, if !down_done => r.map(|_| Side::Upstream),
+                _ = closing.notified(), if !close_begun => {
+                    close_begun = true;
+                    deadlines.on_half_close(Instant::now());
+                    sleep.as_mut().reset(show(&deadlines));
+                    continue;
+                }
+                _ = &mut sleep => {
+                    deadlines.on_activity(activity.last());
+                    if let Some(reason) = deadlines.expired(Instant::now()) {
+                        break reason;
+                    }
+                    sleep.as_mut().reset(show(&deadlines));
+                    continue;
+                }
+                _ = entry.kill.cancelled() => {
+                    break entry.reason().unwrap_or(CloseReason::KilledByAdmin)
+                }
+            };
+            match finished {
+                Ok(side) => {
+                    deadlines.on_activity(activity.last());
+                    deadlines.on_half_close(Instant::now());
+                    sleep.as_mut().reset(show(&deadlines));
+                    if side == Side::Client {
+                        up_done = true;
+                        entry.set_state(ConnState::HalfClosedByClient);
+                    } else {
+                        down_done = true;
+                        entry.set_state(ConnState::HalfClosedByUpstream);
+                    }
+                    if up_done && down_done {
+                        break CloseReason::Eof;
+                    }
+                }
+                Err(PumpError { side, error }) => break CloseReason::from_io(side, &error),
+            }
+        }
+    };
+    let client = cr.unsplit(cw);
+    let upstream = ur.unsplit(uw);
+    match &reason {
+        CloseReason::Reset(Side::Client) | CloseReason::DeadPeer(Side::Client) => {
+            set_abortive_close(upstream.socket())
+        }
+        CloseReason::Reset(Side::Upstream) | CloseReason::DeadPeer(Side::Upstream) => {
+            set_abortive_close(client.socket())
+        }
+        CloseReason::Error(..) => {
+            set_abortive_close(client.socket());
+            set_abortive_close(upstream.socket());
+        }
+        _ => {}
+    }
+    entry.set_reason(reason.clone());
+    (reason, client, upstream)
+}
+
+/// What one direction moves with.
+struct Flow<'a> {
+    read_size: usize,
+    /// Bytes per second, 0: unlimited.
+    rate: u64,
+    counter: &'a AtomicU64,
+    activity: &'a Activity,
+    closing: &'a Notify,
+}
+
+async fn pump<R, W>(
+    from: &mut R,
+    from_side: Side,
+    to: &mut W,
+    to_side: Side,
+    flow: Flow<'_>,
+    mut tap: Option<&mut dyn Tap>,
+) -> Result<(), PumpError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let read_err = |error| PumpError {
+        side: from_side,
+        error,
+    };
+    let write_err = |error| PumpError {
+        side: to_side,
+        error,
+    };
+    let mut pacer = (flow.rate > 0).then(|| Pacer::new(flow.rate));
+    let read_size = pacer
+        .as_ref()
+        .map_or(flow.read_size, |p| p.slice().min(flow.read_size))
+        .max(1);
+    let mut buf: Option<Vec<u8>> = None;
+    let mut told_closing = false;
+    loop {
+        let n = poll_fn(|cx| {
+            let b = buf.get_or_insert_with(|| Vec::with_capacity(read_size));
+            b.clear();
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *from), cx, b) {
+                // Nothing to read: an idle direction holds no buffer.
+                Poll::Pending => {
+                    buf = None;
+                    Poll::Pending
+                }
+                ready => ready,
+            }
+        })
+        .await
+        .map_err(read_err)?;
+        let Some(data) = buf.as_deref().filter(|_| n > 0) else {
+            return match to.shutdown().await {
+                Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(write_err(e)),
+                _ => Ok(()),
+            };
+        };
+        to.write_all(data).await.map_err(write_err)?;
+        to.flush().await.map_err(write_err)?;
+        flow.counter.fetch_add(n as u64, Ordering::Relaxed);
+        flow.activity.touch();
+        if let Some(t) = tap.as_mut() {
+            if t.passed(data) && !told_closing {
+                told_closing = true;
+                flow.closing.notify_one();
+            }
+        }
+        if let Some(p) = pacer.as_mut() {
+            p.sent(n);
+            p.wait().await;
+            flow.activity.touch();
+        }
+    }
+}
