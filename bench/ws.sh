@@ -4,7 +4,7 @@
 # upgrade, as a browser with an HTTP proxy sends for ws://), sluice with
 # its defaults (recording every message) and with --record off.
 #
-#   bench/ws.sh [--bin PATH] [--secs S] [--soak-total N]
+#   bench/ws.sh [--bin PATH] [--secs S] [--runs N] [--soak-total N]
 #
 # 1. echo: 50 connections, 64-byte binary messages, one in flight each
 #    (messages/s counts echoes: each is two messages through the proxy);
@@ -14,18 +14,21 @@
 #    messages, the per-connection budget) so every message is stored:
 #    1,000,000 recorded messages; the proxy's RSS at the start and every
 #    tenth, and the store's message rows at the end.
-# Load generator and server on core 0, the proxy on core 1.
+# Echo and bulk alternate direct / recording on / off, median of --runs
+# (default 3). Load generator and server on core 0, the proxy on core 1.
 # Output: a Markdown table on stdout and in bench/out/ws.md.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BIN="$HERE/../target/release/sluice"
 SECS=10
+RUNS=3
 SOAK=500000
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN="$2"; shift ;;
     --secs) SECS="$2"; shift ;;
     --soak-total) SOAK="$2"; shift ;;
+    --runs) RUNS="$2"; shift ;;
     *) echo "ws.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -38,20 +41,19 @@ WORK="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
-read -r WS_PORT SP AP <<<"$("$LG" ports 3)"
+read -r WS_PORT SP_ON AP_ON SP_OFF AP_OFF SP AP <<<"$("$LG" ports 7)"
 WS="127.0.0.1:$WS_PORT"
 
 taskset -c 0 "$LG" ws-serve --addr "$WS" & PIDS+=($!)
 "$LG" wait-port "$WS"
 
-start_sluice() { # DATA-DIR EXTRA-ARGS... ; sets SLUICE_PID
-  taskset -c 1 "$BIN" --listen "127.0.0.1:$SP" --admin "127.0.0.1:$AP" --workers 1 \
-    --data-dir "$1" --log-level warn "${@:2}" >"$WORK/sluice.out" 2>&1 &
+start_sluice() { # LISTEN-PORT ADMIN-PORT DATA-DIR EXTRA-ARGS... ; sets SLUICE_PID
+  taskset -c 1 "$BIN" --listen "127.0.0.1:$1" --admin "127.0.0.1:$2" --workers 1 \
+    --data-dir "$3" --log-level warn "${@:4}" >"$WORK/sluice-$1.out" 2>&1 &
   SLUICE_PID=$!
   PIDS+=($SLUICE_PID)
-  "$LG" wait-port "127.0.0.1:$SP"
+  "$LG" wait-port "127.0.0.1:$1"
 }
-stop_sluice() { kill "$SLUICE_PID"; wait "$SLUICE_PID" 2>/dev/null || true; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 echo_run() { # PROXY-ARGS... -> RESULT line
   timeout $((SECS + 30)) taskset -c 0 "$LG" ws-echo --target "$WS" "$@" --conc 50 --secs "$SECS" --msg 64
@@ -60,35 +62,49 @@ bulk_run() {
   timeout 120 taskset -c 0 "$LG" ws-bulk --target "$WS" "$@" --bytes $((1 << 30)) --size 65536
 }
 rss() { awk '/^VmRSS/ {print int($2/1024)}' "/proc/$1/status"; }
+median() { python3 -c "import sys,statistics; v=[float(x) for x in sys.argv[1:] if x]; print(f'{statistics.median(v):.1f}' if v else '')" "$@"; }
 
-declare -A E B
-E[direct]=$(echo_run); B[direct]=$(bulk_run)
-start_sluice "$WORK/data-on"
-E[on]=$(echo_run --proxy "127.0.0.1:$SP"); B[on]=$(bulk_run --proxy "127.0.0.1:$SP")
-RSS_ON=$(rss "$SLUICE_PID")
-stop_sluice
-start_sluice "$WORK/data-off" --record off
-E[off]=$(echo_run --proxy "127.0.0.1:$SP"); B[off]=$(bulk_run --proxy "127.0.0.1:$SP")
-stop_sluice
+# Both instances run side by side (one loaded at a time) and the three
+# configurations alternate, so a machine that drifts moves them alike.
+start_sluice "$SP_ON" "$AP_ON" "$WORK/data-on"; PID_ON=$SLUICE_PID
+start_sluice "$SP_OFF" "$AP_OFF" "$WORK/data-off" --record off; PID_OFF=$SLUICE_PID
+declare -A ARGS=([direct]="" [on]="--proxy 127.0.0.1:$SP_ON" [off]="--proxy 127.0.0.1:$SP_OFF")
+declare -A EPS EP99 BMB
+for i in $(seq "$RUNS"); do
+  for k in direct on off; do
+    # shellcheck disable=SC2086
+    line=$(echo_run ${ARGS[$k]})
+    EPS[$k]+=" $(echo "$line" | field per_s)"; EP99[$k]+=" $(echo "$line" | field p99_us)"
+    # shellcheck disable=SC2086
+    BMB[$k]+=" $(bulk_run ${ARGS[$k]} | field mb_per_s)"
+  done
+done
+RSS_ON=$(rss "$PID_ON")
+kill "$PID_ON" "$PID_OFF"; wait "$PID_ON" "$PID_OFF" 2>/dev/null || true
 
 # Soak: 1,000,000 recorded messages into a fresh store.
-start_sluice "$WORK/data-soak"
+start_sluice "$SP" "$AP" "$WORK/data-soak"
 sleep 1
 SOAK_LINE=$(timeout 900 taskset -c 0 "$LG" ws-echo --target "$WS" --proxy "127.0.0.1:$SP" \
   --conc 50 --secs 600 --msg 64 --per-conn 5000 --total "$SOAK" --pid "$SLUICE_PID")
 sleep 3 # the recorder's batch window, then the last sample
 RSS_END=$(rss "$SLUICE_PID")
-stop_sluice
+TOKEN=$(cat "$WORK/data-soak/admin.token")
+METRICS=$(curl -s --max-time 5 -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") "http://127.0.0.1:$AP/metrics" | grep '^sluice_record_messages_total' | tr '\n' ' ')
+kill "$SLUICE_PID"; wait "$SLUICE_PID" 2>/dev/null || true
 STORED=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from messages').fetchone()[0])" "$WORK/data-soak/records.db")
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1] or 0),float(sys.argv[2] or 0); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
-per_s() { echo "${E[$1]}" | field per_s; }
-p99() { echo "${E[$1]}" | field p99_us; }
-mbs() { echo "${B[$1]}" | field mb_per_s; }
+# shellcheck disable=SC2086
+per_s() { median ${EPS[$1]}; }
+# shellcheck disable=SC2086
+p99() { median ${EP99[$1]}; }
+# shellcheck disable=SC2086
+mbs() { median ${BMB[$1]}; }
 samples=$(echo "$SOAK_LINE" | field rss_kib)
 first=${samples%%,*}; first=${first#*:}
 {
-  echo "## WebSocket: direct vs sluice ($(date -u +%F), $(nproc) cores; loadgen on core 0, proxy on core 1)"
+  echo "## WebSocket: direct vs sluice ($(date -u +%F), $(nproc) cores; loadgen on core 0, proxy on core 1; median of $RUNS alternating runs, ${SECS} s echo each)"
   echo
   echo "| figure | direct | sluice (recording on) | sluice --record off |"
   echo "|---|---:|---:|---:|"
@@ -96,8 +112,10 @@ first=${samples%%,*}; first=${first#*:}
   echo "| echo p99 (µs) | $(p99 direct) | $(p99 on) | $(p99 off) |"
   echo "| bulk, 1 GiB as 64 KiB messages (MB/s) | $(mbs direct) | $(mbs on) ($(ratio "$(mbs on)" "$(mbs direct)")) | $(mbs off) ($(ratio "$(mbs off)" "$(mbs direct)")) |"
   echo
+  echo "Runs (echoes/s): direct${EPS[direct]}; on${EPS[on]}; off${EPS[off]}. Bulk (MB/s): direct${BMB[direct]}; on${BMB[on]}; off${BMB[off]}."
+  echo
   echo "RSS after the echo and bulk runs, recording on: ${RSS_ON} MiB."
   echo
-  echo "Soak: $(echo "$SOAK_LINE" | field ok) echoes ($((2 * SOAK)) messages through the proxy, errors $(echo "$SOAK_LINE" | field errors)) in $(echo "$SOAK_LINE" | field secs) s; message rows in the store: $STORED."
+  echo "Soak: $(echo "$SOAK_LINE" | field ok) echoes ($((2 * SOAK)) messages through the proxy, errors $(echo "$SOAK_LINE" | field errors)) in $(echo "$SOAK_LINE" | field secs) s; message rows in the store: $STORED; $METRICS"
   echo "RSS (MiB) by echoes done: $(echo "$samples" | tr ',' '\n' | awk -F: '{printf "%s%d: %d", sep, $1, $2/1024; sep=", "}'); after the batch window: $RSS_END MiB; growth from the start: $((RSS_END - first / 1024)) MiB."
 } | tee "$HERE/out/ws.md"

@@ -763,7 +763,14 @@ fn switched(
         limits.up_rate = rate(p.req_throttle.as_ref());
         limits.down_rate = rate(p.throttle.as_ref());
     }
+    let (drop, sub) = rules.plan.as_ref().map_or((None, None), |p| {
+        (p.ws_drop.map(|c| c.action), p.ws_sub.map(|c| c.action))
+    });
     let carry = websocket::Carry {
+        rewrite: (
+            websocket::Rewrite::new(true, drop, sub),
+            websocket::Rewrite::new(false, drop, sub),
+        ),
         entry: conn.entry.clone(),
         limits,
         handover: ctx.config.client.header_timeout,

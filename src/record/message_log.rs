@@ -65,6 +65,9 @@ pub struct MessageLog {
     stored: AtomicU64,
     stored_bytes: AtomicU64,
     unstored: AtomicU8,
+    /// A message did not fit the budget: none after it is stored either
+    /// (so the budget, once spent, stays spent).
+    over_budget: AtomicBool,
     /// Milliseconds after `started` of the last counters update.
     updated_ms: AtomicU64,
     finished: AtomicBool,
@@ -85,6 +88,7 @@ impl MessageLog {
             stored: AtomicU64::new(0),
             stored_bytes: AtomicU64::new(0),
             unstored: AtomicU8::new(0),
+            over_budget: AtomicBool::new(false),
             updated_ms: AtomicU64::new(0),
             finished: AtomicBool::new(false),
         }
@@ -114,7 +118,8 @@ impl MessageLog {
         let bytes = self.bytes.fetch_add(m.size, Ordering::Relaxed) + m.size;
         let len = m.payload.len() as u64;
         let stored = self.stored.load(Ordering::Relaxed);
-        let fits = stored < self.max_messages
+        let fits = !self.over_budget.load(Ordering::Relaxed)
+            && stored < self.max_messages
             && self.stored_bytes.load(Ordering::Relaxed) + len <= self.max_bytes;
         let why = if fits {
             let q = Queued {
@@ -141,6 +146,7 @@ impl MessageLog {
             }
             Unstored::Queue
         } else {
+            self.over_budget.store(true, Ordering::Relaxed);
             self.recorder
                 .stats
                 .messages_over_budget
@@ -182,6 +188,13 @@ impl MessageLog {
             },
             true,
         );
+    }
+
+    /// Whether a message beginning now could still be stored (the
+    /// budget, once spent, stays spent).
+    pub fn wants_payload(&self) -> bool {
+        !self.over_budget.load(Ordering::Relaxed)
+            && self.stored.load(Ordering::Relaxed) < self.max_messages
     }
 
     /// The per-message payload capture limit.

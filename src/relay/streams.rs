@@ -58,6 +58,20 @@ pub trait Tap: Send {
     fn passed(&mut self, bytes: &[u8]) -> bool;
 }
 
+/// Turns one direction's bytes into what is written on (WebSocket
+/// message rules); without one, bytes pass as read.
+pub trait Filter: Send {
+    /// `input` was read; append to `out` what to write (maybe nothing).
+    fn filter(&mut self, input: &[u8], out: &mut Vec<u8>);
+}
+
+/// A direction's tap and filter.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    pub tap: Option<&'a mut dyn Tap>,
+    pub filter: Option<&'a mut dyn Filter>,
+}
+
 /// Relays between `client` and `upstream` until both directions finish,
 /// a deadline passes, an error occurs or the entry's kill token fires;
 /// returns why, with both streams (closed by the caller dropping them,
@@ -67,8 +81,8 @@ pub async fn relay_streams<C: Leg, U: Leg>(
     upstream: U,
     limits: RelayLimits,
     entry: &ConnEntry,
-    mut up_tap: Option<&mut dyn Tap>,
-    mut down_tap: Option<&mut dyn Tap>,
+    up: Hooks<'_>,
+    down: Hooks<'_>,
 ) -> (CloseReason, C, U) {
     let activity = Activity::new(Instant::now());
     let closing = Notify::new();
@@ -87,7 +101,7 @@ pub async fn relay_streams<C: Leg, U: Leg>(
                 activity: &activity,
                 closing: &closing,
             },
-            up_tap.take(),
+            up,
         );
         let down = pump(
             &mut ur,
@@ -101,7 +115,7 @@ pub async fn relay_streams<C: Leg, U: Leg>(
                 activity: &activity,
                 closing: &closing,
             },
-            down_tap.take(),
+            down,
         );
         tokio::pin!(up, down);
         let mut deadlines = Deadlines::new(limits.idle, limits.half_close, activity.base);
@@ -195,7 +209,7 @@ async fn pump<R, W>(
     to: &mut W,
     to_side: Side,
     flow: Flow<'_>,
-    mut tap: Option<&mut dyn Tap>,
+    hooks: Hooks<'_>,
 ) -> Result<(), PumpError>
 where
     R: AsyncRead + Unpin,
@@ -214,7 +228,13 @@ where
         .as_ref()
         .map_or(flow.read_size, |p| p.slice().min(flow.read_size))
         .max(1);
+    let Hooks {
+        mut tap,
+        mut filter,
+    } = hooks;
     let mut buf: Option<Vec<u8>> = None;
+    // What a filter made of a read (kept between reads, bounded below).
+    let mut filtered: Vec<u8> = Vec::new();
     let mut told_closing = false;
     loop {
         let n = poll_fn(|cx| {
@@ -237,8 +257,21 @@ where
                 _ => Ok(()),
             };
         };
-        to.write_all(data).await.map_err(write_err)?;
-        to.flush().await.map_err(write_err)?;
+        let data = match filter.as_mut() {
+            Some(f) => {
+                filtered.clear();
+                if filtered.capacity() > 4 * read_size {
+                    filtered.shrink_to(read_size);
+                }
+                f.filter(data, &mut filtered);
+                &filtered[..]
+            }
+            None => data,
+        };
+        if !data.is_empty() {
+            to.write_all(data).await.map_err(write_err)?;
+            to.flush().await.map_err(write_err)?;
+        }
         flow.counter.fetch_add(n as u64, Ordering::Relaxed);
         flow.activity.touch();
         if let Some(t) = tap.as_mut() {

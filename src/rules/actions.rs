@@ -2,7 +2,8 @@
 //! `op://value` text, and the pure helpers that apply them to a request:
 //! upstream mapping, URL rewrite, redirects, header edits, statuses,
 //! delays, rates in bytes per second, blocks, and whether a CONNECT's
-//! TLS is intercepted. Bodies are in `body`, CORS in `cors`.
+//! TLS is intercepted. Bodies are in `body`, CORS in `cors`, WebSocket
+//! messages in `ws`.
 //!
 //! Invariants: every value is validated when the rule file loads, so
 //! applying an action cannot fail for a reason the rule file could have
@@ -61,6 +62,10 @@ pub enum ActionKind {
     /// `intercept://` and `passthrough://`: whether a CONNECT's TLS is
     /// decrypted. One kind, so one rule cannot say both.
     Intercept,
+    /// `wsDrop://`: WebSocket messages dropped.
+    WsDrop,
+    /// `wsSub://`: WebSocket messages rewritten.
+    WsSub,
 }
 
 impl ActionKind {
@@ -82,6 +87,8 @@ impl ActionKind {
             ActionKind::Block => "block",
             ActionKind::Cors => "cors",
             ActionKind::Intercept => "intercept",
+            ActionKind::WsDrop => "wsDrop",
+            ActionKind::WsSub => "wsSub",
         }
     }
 

@@ -155,6 +155,7 @@ mod rule;
 mod scope;
 mod syntax;
 mod template;
+mod ws;
 
 pub use actions::{
     apply_header_edits, rewrite_uri, ActionKind, Block, HeaderEdit, Intercept, Rate, Redirect,
@@ -174,3 +175,4 @@ pub use syntax::{
     parse as parse_specs, ActionSpec, Cidr, HostPattern, ParsedAction, Pattern, RuleSpec,
 };
 pub use template::Template;
+pub use ws::{WsDirection, WsDrop, WsSub};

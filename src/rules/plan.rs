@@ -23,6 +23,7 @@ use super::cors::Cors;
 use super::id::RuleId;
 use super::rule::Rule;
 use super::syntax::Pattern;
+use super::ws::{WsDrop, WsSub};
 
 /// An action and the rule it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,10 @@ pub struct Plan<'a> {
     /// Whether to decrypt the tunnel's TLS; CONNECT plans only. None: no
     /// rule decided.
     pub intercept: Option<Chosen<Intercept>>,
+    /// For a request that becomes a WebSocket: its messages dropped or
+    /// rewritten.
+    pub ws_drop: Option<Chosen<&'a WsDrop>>,
+    pub ws_sub: Option<Chosen<&'a WsSub>>,
 }
 
 /// An answer sluice gives itself, without the upstream, in precedence order.
@@ -150,6 +155,8 @@ impl<'a> Plan<'a> {
         fill(&mut self.body_sub, id, a.body_sub.as_ref());
         fill(&mut self.res_delay, id, a.res_delay);
         fill(&mut self.cors, id, a.cors.as_ref());
+        fill(&mut self.ws_drop, id, a.ws_drop.as_ref());
+        fill(&mut self.ws_sub, id, a.ws_sub.as_ref());
     }
 
     /// True when no rule matched (a rule that only decides interception
@@ -293,6 +300,12 @@ impl<'a> Plan<'a> {
         }
         if let Some(c) = &self.intercept {
             push(c.rule, ActionKind::Intercept, c.action.to_string());
+        }
+        if let Some(c) = &self.ws_drop {
+            push(c.rule, ActionKind::WsDrop, format!("wsDrop://{}", c.action));
+        }
+        if let Some(c) = &self.ws_sub {
+            push(c.rule, ActionKind::WsSub, format!("wsSub://{}", c.action));
         }
         out
     }

@@ -19,6 +19,7 @@ use super::cors::Cors;
 use super::files::FileRoot;
 use super::id::{RuleError, RuleId};
 use super::syntax::{Cidr, ParsedAction, Pattern, RuleSpec};
+use super::ws::{WsDrop, WsSub};
 
 /// How the client asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,8 @@ pub(crate) struct Actions {
     pub block: Option<Block>,
     pub cors: Option<Cors>,
     pub intercept: Option<Intercept>,
+    pub ws_drop: Option<WsDrop>,
+    pub ws_sub: Option<WsSub>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +129,8 @@ pub(crate) fn compile(spec: RuleSpec, files: &FileRoot) -> Result<Rule, Vec<Rule
             ParsedAction::Block(b) => a.block = Some(b),
             ParsedAction::Cors(c) => a.cors = Some(c),
             ParsedAction::Intercept(i) => a.intercept = Some(i),
+            ParsedAction::WsDrop(d) => a.ws_drop = Some(d),
+            ParsedAction::WsSub(s) => a.ws_sub = Some(s),
         }
     }
     a.response = match (mock, body) {

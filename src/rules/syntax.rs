@@ -33,6 +33,7 @@ use super::cors::Cors;
 use super::id::{RuleError, RuleId};
 use super::lexer::{tokenize, Token};
 use super::template::{Groups, Template, TemplateError};
+use super::ws::{WsDrop, WsSub};
 
 /// One parsed rule.
 #[derive(Debug, Clone)]
@@ -155,6 +156,8 @@ pub enum ParsedAction {
     Cors(Cors),
     /// `intercept://[insecure]` or `passthrough://`.
     Intercept(Intercept),
+    WsDrop(WsDrop),
+    WsSub(WsSub),
 }
 
 impl ParsedAction {
@@ -177,6 +180,8 @@ impl ParsedAction {
             ParsedAction::Block(_) => ActionKind::Block,
             ParsedAction::Cors(_) => ActionKind::Cors,
             ParsedAction::Intercept(_) => ActionKind::Intercept,
+            ParsedAction::WsDrop(_) => ActionKind::WsDrop,
+            ParsedAction::WsSub(_) => ActionKind::WsSub,
         }
     }
 
@@ -195,7 +200,7 @@ impl ParsedAction {
 /// The action names, as written before `://` (compared case-insensitively).
 /// The last, `host`, is an alias of `upstream` that error messages leave
 /// out of their list of known actions.
-pub const ACTION_NAMES: [&str; 20] = [
+pub const ACTION_NAMES: [&str; 22] = [
     "upstream",
     "url",
     "redirect",
@@ -215,6 +220,8 @@ pub const ACTION_NAMES: [&str; 20] = [
     "cors",
     "intercept",
     "passthrough",
+    "wsDrop",
+    "wsSub",
     "host",
 ];
 
@@ -253,7 +260,8 @@ pub(crate) fn parse_partial(text: &str) -> (Vec<RuleSpec>, Vec<RuleError>) {
     (specs, errors)
 }
 
-/// Charges `spec`'s regexes (its MATCH at `match_col`, its `bodySub://`)
+/// Charges `spec`'s regexes (its MATCH at `match_col`, its `bodySub://`,
+/// `wsSub://`, `wsDrop://`)
 /// to the file's budget.
 fn charge(budget: &mut RegexBudget, spec: &RuleSpec, match_col: usize) -> Result<(), RuleError> {
     let line = spec.id.line();
@@ -268,11 +276,15 @@ fn charge(budget: &mut RegexBudget, spec: &RuleSpec, match_col: usize) -> Result
             .map_err(|m| RuleError::new(line, match_col + 1, m))?;
     }
     for a in &spec.actions {
-        if let ParsedAction::BodySub(sub) = &a.action {
-            budget
-                .charge(sub.regex.as_str(), sub.case_insensitive)
-                .map_err(|m| RuleError::new(line, a.col, m))?;
-        }
+        let (regex, case_insensitive) = match &a.action {
+            ParsedAction::BodySub(sub) => (&sub.regex, sub.case_insensitive),
+            ParsedAction::WsSub(ws) => (&ws.sub.regex, ws.sub.case_insensitive),
+            ParsedAction::WsDrop(ws) => (&ws.regex, ws.case_insensitive),
+            _ => continue,
+        };
+        budget
+            .charge(regex.as_str(), case_insensitive)
+            .map_err(|m| RuleError::new(line, a.col, m))?;
     }
     Ok(())
 }
@@ -625,6 +637,8 @@ fn parse_op(op: &str, value: &str, groups: &Groups) -> Result<Option<ParsedActio
         "block" => ParsedAction::Block(Block::parse(value)?),
         "cors" => ParsedAction::Cors(Cors::parse(value)?),
         "intercept" | "passthrough" => ParsedAction::Intercept(Intercept::parse(op, value)?),
+        "wsdrop" => ParsedAction::WsDrop(WsDrop::parse(value)?),
+        "wssub" => ParsedAction::WsSub(WsSub::parse(value)?),
         _ => return Ok(None),
     }))
 }

@@ -979,3 +979,90 @@ async fn permessage_deflate_messages_are_recorded_inflated() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_rules_drop_and_rewrite_messages_one_direction_each() {
+    bounded(Duration::from_secs(30), async {
+        let mut origin = WsOrigin::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.txt");
+        std::fs::write(
+            &rules,
+            format!(
+                "{} wsDrop://send:/^drop/ wsSub://receive:/secret-(\\d+)/[hidden-$1]/\n",
+                origin.addr
+            ),
+        )
+        .unwrap();
+        let proxy = recording_proxy(|c| c.rules.rules_file = Some(rules)).await;
+        let admin = proxy.admin_addr.unwrap();
+        let mut ws = open_forward(proxy.addr, origin.addr).await;
+        // Dropped on the way up: the origin never sees it, so no echo.
+        for text in ["keep 1", "drop this one", "a secret-42 here"] {
+            ws.send(Message::text(text)).await.unwrap();
+        }
+        assert_eq!(next_msg(&mut ws).await, Message::text("keep 1"));
+        // The echo is rewritten on the way down (the origin sent it whole).
+        assert_eq!(next_msg(&mut ws).await, Message::text("a [hidden-42] here"));
+        // A fragmented message is rewritten whole; a ping between its
+        // fragments passes at once.
+        let frag = |fin, op, data: &[u8]| Message::Frame(Frame::message(data.to_vec(), op, fin));
+        ws.send(frag(false, OpCode::Data(Data::Text), b"drop"))
+            .await
+            .unwrap();
+        ws.send(Message::Ping(b"mid".to_vec().into()))
+            .await
+            .unwrap();
+        ws.send(frag(true, OpCode::Data(Data::Continue), b" me too"))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_msg(&mut ws).await,
+            Message::Pong(b"mid".to_vec().into())
+        );
+        ws.send(Message::text("last secret-7")).await.unwrap();
+        assert_eq!(next_msg(&mut ws).await, Message::text("last [hidden-7]"));
+        ws.send(Message::Close(None)).await.unwrap();
+        assert!(matches!(origin.next_seen().await, Seen::Close(None)));
+        assert!(matches!(next_msg(&mut ws).await, Message::Close(None)));
+        drop(ws);
+
+        let rows = wait_records(admin, "kind=http", 1).await;
+        // Recorded as they were passed on: what was dropped is not there.
+        let (d, msgs) = messages_of(admin, &rows[0]["id"], 10).await;
+        let texts: Vec<(String, String, String)> = shape(&msgs);
+        let t = |d: &str, o: &str, x: &str| (d.to_string(), o.to_string(), x.to_string());
+        assert_eq!(
+            texts,
+            vec![
+                t("send", "text", "keep 1"),
+                t("receive", "text", "keep 1"),
+                t("send", "text", "a secret-42 here"),
+                t("receive", "text", "a [hidden-42] here"),
+                t("send", "ping", "mid"),
+                t("receive", "pong", "mid"),
+                t("send", "text", "last secret-7"),
+                t("receive", "text", "last [hidden-7]"),
+                t("send", "close", ""),
+                t("receive", "close", ""),
+            ],
+            "{msgs:#?}"
+        );
+        let all = d.to_string();
+        assert!(
+            all.contains("2 sent messages dropped") && all.contains("2 rewritten"),
+            "the record says what the rules did: {d}"
+        );
+        let kinds: Vec<&str> = d["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["kind"].as_str())
+            .collect();
+        assert!(
+            kinds.contains(&"wsDrop") && kinds.contains(&"wsSub"),
+            "{kinds:?}"
+        );
+    })
+    .await;
+}

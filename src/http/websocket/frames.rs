@@ -94,6 +94,9 @@ struct Building {
     payload: Vec<u8>,
     truncated: bool,
     compressed: bool,
+    /// Not captured: the connection's budget was spent when it began (it
+    /// is only counted, so its payload is neither copied nor inflated).
+    skip: bool,
     problem: Option<String>,
 }
 
@@ -146,6 +149,8 @@ pub struct Frames {
     broken: Option<String>,
     /// A close frame passed this way.
     closed: bool,
+    /// Whether messages beginning now are captured (see [`Frames::set_capture`]).
+    capture: bool,
 }
 
 impl Frames {
@@ -161,7 +166,15 @@ impl Frames {
             inflate: None,
             broken: None,
             closed: false,
+            capture: true,
         }
+    }
+
+    /// Whether messages that begin from now on have their payload kept:
+    /// off once the connection's record budget is spent (which never
+    /// comes back, so a compressed stream's window is never needed again).
+    pub fn set_capture(&mut self, on: bool) {
+        self.capture = on;
     }
 
     /// Whether a close frame has passed this way.
@@ -234,6 +247,7 @@ impl Frames {
         let opcode: u8 = h.opcode.into();
         if control {
             let mut b = Building::new(opcode, false);
+            b.skip = !self.capture;
             if !h.is_final || len > 125 {
                 b.problem = Some("a control frame that is fragmented or over 125 bytes".into());
             }
@@ -254,7 +268,14 @@ impl Frames {
                 self.end_data(unfinished, out);
             }
             let compressed = h.rsv1 && self.deflate.is_some();
-            self.data = Some(Building::new(opcode, compressed));
+            let mut b = Building::new(opcode, compressed);
+            b.skip = !self.capture;
+            if let (Some(limit), false, false) = (self.limit, b.skip, compressed) {
+                // One allocation for a single-frame message, not a chain
+                // of regrowths.
+                b.payload.reserve(len.min(limit as u64) as usize);
+            }
+            self.data = Some(b);
         }
         if let Some(b) = self.building(control) {
             b.frames += 1;
@@ -319,6 +340,10 @@ impl Frames {
         }) else {
             return;
         };
+        if b.skip {
+            b.truncated |= !chunk.is_empty();
+            return;
+        }
         if !b.compressed {
             let room = limit.saturating_sub(b.payload.len());
             let keep = chunk.len().min(room);
@@ -545,6 +570,25 @@ mod tests {
         assert!(got[0].payload.is_empty());
         assert_eq!(got[0].size, 200);
         assert!(f.closed());
+    }
+
+    #[test]
+    fn capture_turned_off_applies_from_the_next_message() {
+        let key = Some([4, 3, 2, 1]);
+        let first = frame(false, false, TEXT, b"kept ", key);
+        let mut rest = frame(true, false, CONTINUATION, b"whole", key);
+        rest.extend(frame(true, false, TEXT, b"only counted", key));
+        let mut f = Frames::new(Some(100), None);
+        let mut got = read_all(&mut f, &first, 2);
+        // Off mid-message: the message begun keeps its capture.
+        f.set_capture(false);
+        got.extend(read_all(&mut f, &rest, 2));
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].payload, b"kept whole");
+        assert!(!got[0].truncated);
+        assert!(got[1].payload.is_empty());
+        assert!(got[1].truncated);
+        assert_eq!(got[1].size, 12);
     }
 
     #[test]

@@ -37,15 +37,17 @@ use super::io::ClientIo;
 use super::upstream::UpstreamConn;
 use crate::record::messages::Direction;
 use crate::registry::{CloseReason, ConnEntry, ConnGuard, ConnState, Side};
-use crate::relay::{relay_streams, RelayLimits, Tap};
+use crate::relay::{relay_streams, Hooks, RelayLimits, Tap};
 use crate::transport::ClientStream;
 use tokio::io::AsyncWriteExt;
 
 mod frames;
+mod rewrite;
 mod tap;
 
 pub use crate::record::message_log::MessageLog;
 pub use frames::{deflate_agreed, Deflate};
+pub use rewrite::Rewrite;
 use tap::DirectionTap;
 
 /// What a record's notes say about an upgraded exchange.
@@ -162,6 +164,8 @@ pub struct Carry {
     pub log: Option<Arc<MessageLog>>,
     /// permessage-deflate as the 101 agreed: (client's, upstream's).
     pub deflate: Option<(Deflate, Deflate)>,
+    /// `wsDrop://` / `wsSub://` for (client to server, server to client).
+    pub rewrite: (Option<Rewrite>, Option<Rewrite>),
 }
 
 /// Leaves the relay of an accepted 101 in `slot`, for the connection's
@@ -178,6 +182,7 @@ async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
         busy,
         log,
         deflate,
+        rewrite: (mut up_rw, mut down_rw),
     } = carry;
     let base = (
         entry.bytes_up.load(Ordering::Relaxed),
@@ -191,8 +196,8 @@ async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
         &entry,
         limits,
         handover,
-        &mut up_tap,
-        &mut down_tap,
+        (&mut up_tap, &mut down_tap),
+        (&mut up_rw, &mut down_rw),
     )
     .await;
     if let Some(reason) = &reason {
@@ -210,10 +215,44 @@ async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
             .bytes_down
             .load(Ordering::Relaxed)
             .saturating_sub(base.1);
-        let unreadable = up_tap.unreadable().or_else(|| down_tap.unreadable());
-        tap::finish(&log, &reason, up, down, unreadable);
+        let unreadable = up_tap
+            .unreadable()
+            .or_else(|| down_tap.unreadable())
+            .map(|w| format!("frames past this point could not be read: {w}"));
+        let rules = [("sent", &up_rw), ("received", &down_rw)]
+            .into_iter()
+            .filter_map(|(dir, rw)| rw.as_ref().map(|r| rewrite::describe(dir, r.outcome)));
+        let note: Vec<String> = unreadable.into_iter().chain(rules).collect();
+        tap::finish(
+            &log,
+            &reason,
+            up,
+            down,
+            (!note.is_empty()).then(|| note.join("; ")),
+        );
     }
     drop(busy);
+}
+
+/// A direction's tap and, when rules apply to it, its rewrite.
+fn hooks<'a>(tap: &'a mut DirectionTap, rw: &'a mut Option<Rewrite>) -> Hooks<'a> {
+    Hooks {
+        tap: Some(tap),
+        filter: rw.as_mut().map(|r| r as &mut dyn crate::relay::Filter),
+    }
+}
+
+/// `bytes` as the direction's rules leave them.
+fn filtered<T: AsRef<[u8]>>(rw: &mut Option<Rewrite>, bytes: T) -> Vec<u8> {
+    let bytes = bytes.as_ref();
+    match rw {
+        Some(r) => {
+            let mut out = Vec::new();
+            r.feed(bytes, &mut out);
+            out
+        }
+        None => bytes.to_vec(),
+    }
 }
 
 /// Waits for both connections back from hyper, writes what hyper read
@@ -225,8 +264,8 @@ async fn relay_upgraded(
     entry: &ConnEntry,
     limits: RelayLimits,
     handover: Duration,
-    up_tap: &mut DirectionTap,
-    down_tap: &mut DirectionTap,
+    (up_tap, down_tap): (&mut DirectionTap, &mut DirectionTap),
+    (up_rw, down_rw): (&mut Option<Rewrite>, &mut Option<Rewrite>),
 ) -> Option<CloseReason> {
     let legs = async { tokio::try_join!(client_leg(client), upstream_leg(upstream)) };
     let legs = tokio::select! {
@@ -251,6 +290,8 @@ async fn relay_upgraded(
     // upstream's greeting right behind its 101) goes first, through the
     // taps like every later byte.
     let leftovers = async {
+        let client_rest = filtered(up_rw, client_rest);
+        let upstream_rest = filtered(down_rw, std::mem::take(&mut upstream.rest));
         if !client_rest.is_empty() {
             upstream
                 .stream
@@ -262,15 +303,15 @@ async fn relay_upgraded(
                 .fetch_add(client_rest.len() as u64, Ordering::Relaxed);
             up_tap.passed(&client_rest);
         }
-        if !upstream.rest.is_empty() {
+        if !upstream_rest.is_empty() {
             client
-                .write_all(&upstream.rest)
+                .write_all(&upstream_rest)
                 .await
                 .map_err(|e| CloseReason::from_io(Side::Client, &e))?;
             entry
                 .bytes_down
-                .fetch_add(upstream.rest.len() as u64, Ordering::Relaxed);
-            down_tap.passed(&upstream.rest);
+                .fetch_add(upstream_rest.len() as u64, Ordering::Relaxed);
+            down_tap.passed(&upstream_rest);
         }
         Ok(())
     };
@@ -290,14 +331,28 @@ async fn relay_upgraded(
     let relayed = async {
         match stream {
             UpstreamStream::Tcp(s) => {
-                relay_streams(client, s, limits, entry, Some(up_tap), Some(down_tap))
-                    .await
-                    .0
+                relay_streams(
+                    client,
+                    s,
+                    limits,
+                    entry,
+                    hooks(up_tap, up_rw),
+                    hooks(down_tap, down_rw),
+                )
+                .await
+                .0
             }
             UpstreamStream::Tls(s) => {
-                relay_streams(client, *s, limits, entry, Some(up_tap), Some(down_tap))
-                    .await
-                    .0
+                relay_streams(
+                    client,
+                    *s,
+                    limits,
+                    entry,
+                    hooks(up_tap, up_rw),
+                    hooks(down_tap, down_rw),
+                )
+                .await
+                .0
             }
         }
     };

@@ -14,13 +14,7 @@ use crate::relay::Tap;
 
 /// The WebSocket ended: its bytes each way after the switch, why it
 /// closed, and why its frames could not be read, if so.
-pub fn finish(
-    log: &MessageLog,
-    reason: &CloseReason,
-    up: u64,
-    down: u64,
-    unreadable: Option<String>,
-) {
+pub fn finish(log: &MessageLog, reason: &CloseReason, up: u64, down: u64, note: Option<String>) {
     let error = match reason {
         CloseReason::Eof => None,
         r => r
@@ -32,7 +26,7 @@ pub fn finish(
         resp_size: Some(down),
         close_reason: Some(reason.to_string()),
         error,
-        note: unreadable.map(|w| format!("frames past this point could not be read: {w}")),
+        note,
     });
 }
 
@@ -88,6 +82,9 @@ impl DirectionTap {
 impl Tap for DirectionTap {
     fn passed(&mut self, bytes: &[u8]) -> bool {
         let (dir, log) = (self.dir, &self.log);
+        if let Some(l) = log {
+            self.frames.set_capture(l.wants_payload());
+        }
         self.frames.feed(bytes, &mut |m| {
             if let Some(l) = log {
                 l.message(dir, captured(m));
