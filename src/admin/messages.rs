@@ -22,7 +22,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
 use super::limits::ClientIp;
-use super::records::{blocking, busy, query_pairs, store_of, Refusal};
+use super::records::{blocking, live_seat, query_pairs, store_of, Refusal};
 use super::state::AdminState;
 use crate::record::messages::{self, opcode, Direction, Filter, MessageRow};
 use crate::record::query::parse_time;
@@ -166,13 +166,9 @@ pub async fn live(
         Ok(f) => f,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = store_of(&st) {
-        return r.into_response();
-    }
-    let ip = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0 .0);
-    let seat = match st.live_readers.admit(ip) {
+    let seat = match live_seat(&st, client) {
         Ok(s) => s,
-        Err(e) => return busy(Refusal(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(r) => return *r,
     };
     let direction = filter.direction.map(Direction::as_str);
     let op = filter.opcode.map(opcode::name);

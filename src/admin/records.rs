@@ -23,7 +23,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
 
-use super::limits::ClientIp;
+use super::limits::{ClientIp, LiveSeat};
 use super::reply::error;
 use super::state::AdminState;
 use super::stream;
@@ -227,6 +227,19 @@ pub async fn heavy_permit(st: &AdminState) -> Result<tokio::sync::OwnedSemaphore
 }
 
 /// A 503 refusal with `Retry-After`.
+/// A seat among the live feeds' readers (capped in all and per client;
+/// past it a 503 with Retry-After), for a server that keeps records.
+pub(super) fn live_seat(
+    st: &AdminState,
+    client: Option<axum::Extension<ClientIp>>,
+) -> Result<LiveSeat, Box<Response>> {
+    store_of(st).map_err(|r| Box::new(r.into_response()))?;
+    let ip = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0 .0);
+    st.live_readers
+        .admit(ip)
+        .map_err(|e| Box::new(busy(Refusal(StatusCode::SERVICE_UNAVAILABLE, e))))
+}
+
 pub(super) fn busy(r: Refusal) -> Response {
     let mut resp = r.into_response();
     resp.headers_mut()
@@ -556,13 +569,9 @@ pub async fn live(
         Ok(f) => f,
         Err(r) => return r.into_response(),
     };
-    if let Err(r) = store_of(&st) {
-        return r.into_response();
-    }
-    let ip = client.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0 .0);
-    let seat = match st.live_readers.admit(ip) {
+    let seat = match live_seat(&st, client) {
         Ok(s) => s,
-        Err(e) => return busy(Refusal(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(r) => return *r,
     };
     // The cursor and the page size mean nothing for a feed.
     let filter = Filter {

@@ -413,6 +413,20 @@ pub(crate) fn ui_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
 }
 
+/// A rule file in `dir` for a browser's proxy: the browser's own
+/// background traffic (update checks, sign-in) goes through the proxy
+/// too, so any dotted name is refused before sluice would look it up.
+/// `localhost` and addresses pass.
+pub(crate) fn browser_rules(dir: &Path) -> PathBuf {
+    let rules = dir.join("rules.txt");
+    std::fs::write(
+        &rules,
+        "/^(http:\\/\\/)?[^\\/:]+\\.[a-z]+[:\\/]/ block://403\n",
+    )
+    .unwrap();
+    rules
+}
+
 /// A HOME for the browser whose NSS database (`.pki/nssdb`, where
 /// Chromium on Linux looks) trusts sluice's team CA to identify sites.
 pub(crate) async fn browser_home() -> tempfile::TempDir {
@@ -493,16 +507,8 @@ async fn chromium_loads_a_page_of_many_subresources_over_h2_through_interception
     bounded(Duration::from_secs(90), async {
         let origin =
             origin::https_with(pki().origin_config(OriginCert::Valid, BOTH), page_route).await;
-        // The browser's own background traffic (update checks, sign-in)
-        // goes through the proxy too: any dotted name is refused here,
-        // before sluice would look it up. `localhost` and addresses pass.
         let dir = tempfile::tempdir().unwrap();
-        let rules = dir.path().join("rules.txt");
-        std::fs::write(
-            &rules,
-            "/^(http:\\/\\/)?[^\\/:]+\\.[a-z]+[:\\/]/ block://403\n",
-        )
-        .unwrap();
+        let rules = browser_rules(dir.path());
         let proxy = intercepting(|c| c.rules.rules_file = Some(rules)).await;
         let admin = proxy.admin_addr.unwrap();
         let home = browser_home().await;

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::intercept_clients::{browser_home, client, require_browser, ui_dir, CHROMIUM};
+use crate::intercept_clients::{
+    browser_home, browser_rules, client, require_browser, ui_dir, CHROMIUM,
+};
 use crate::support::admin::{self, wait_records};
 use crate::support::pki::{pki, OriginCert};
 use crate::support::{bounded, proxy};
@@ -23,15 +25,8 @@ async fn chromium_websockets_through_interception_shown_live_in_the_ui() {
         let secure =
             WsOrigin::start_with(Some(pki().origin_config(OriginCert::Valid, &[b"http/1.1"])))
                 .await;
-        // The browser's own background traffic goes through the proxy
-        // too: any dotted name is refused before sluice looks it up.
         let dir = tempfile::tempdir().unwrap();
-        let rules = dir.path().join("rules.txt");
-        std::fs::write(
-            &rules,
-            "/^(http:\\/\\/)?[^\\/:]+\\.[a-z]+[:\\/]/ block://403\n",
-        )
-        .unwrap();
+        let rules = browser_rules(dir.path());
         let proxy = proxy::start(|c| {
             pki().intercept_all(c);
             c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
