@@ -84,6 +84,9 @@ impl HttpContext {
         server_h2
             .timer(TokioTimer::new())
             .max_concurrent_streams(100)
+            // RFC 8441: clients may open WebSockets as extended CONNECT
+            // streams (websocket::h2 bridges them to HTTP/1.1 upgrades).
+            .enable_connect_protocol()
             // HPACK bombs: the decoded header list is bounded like an
             // HTTP/1.1 head.
             .max_header_list_size(config.client.max_header_size as u32)

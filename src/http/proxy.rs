@@ -16,7 +16,6 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 
 use super::activity::InflightGuard;
 use super::answer::{Failure, ProxyBody};
@@ -81,7 +80,13 @@ pub async fn handle(
         *req.uri_mut() = uri;
     }
     let mut inflight = conn.activity.begin_request();
-    if req.method() == Method::CONNECT && !conn.activity.take_ambiguous_framing() {
+    // An HTTP/2 client's WebSocket (RFC 8441), made the upgrade the origin
+    // is asked with before anything reads the method.
+    let extended = websocket::h2::extended_connect(&mut req);
+    if extended.is_none()
+        && req.method() == Method::CONNECT
+        && !conn.activity.take_ambiguous_framing()
+    {
         // The one tunnel path counts, records and answers it; the
         // connection stays busy while the tunnel opens.
         let resp = super::tunnel::upgrade::handle(req, &ctx, &conn).await;
@@ -91,7 +96,14 @@ pub async fn handle(
     conn.entry.requests.fetch_add(1, Ordering::Relaxed);
     // The client connection's side of a WebSocket switch, claimed before
     // the request is taken apart.
-    let upgrade = websocket::asks(&req).then(|| hyper::upgrade::on(&mut req));
+    let (upgrade, refused) = match extended {
+        Some(Ok(switch)) => (Some(switch), None),
+        Some(Err(f)) => (None, Some(f)),
+        None => (
+            websocket::asks(&req).then(|| websocket::Switch::http1(&mut req)),
+            None,
+        ),
+    };
     if upgrade.is_some() {
         // A client may name the WebSocket URL itself (`GET ws://host/`).
         if let Some(uri) = websocket::http_url(req.uri()) {
@@ -116,6 +128,10 @@ pub async fn handle(
     );
     if had_userinfo {
         obs.note("userinfo", "credentials in the request URL (user:password@) were removed; they are neither forwarded nor recorded");
+    }
+    if let Some(f) = refused {
+        obs.request_head(req.headers());
+        return Ok(answer(&obs, f));
     }
     if method == Method::CONNECT || conn.activity.take_ambiguous_framing() {
         // RFC 9112 6.1: a head with both framings is how requests get
@@ -255,7 +271,7 @@ enum Relayed {
 /// inputs; what happens is told to `obs`.
 async fn forward(
     req: Request<Incoming>,
-    upgrade: Option<OnUpgrade>,
+    upgrade: Option<websocket::Switch>,
     ctx: &HttpContext,
     conn: &ConnCtx,
     inflight: InflightGuard,
@@ -278,7 +294,10 @@ async fn forward(
         };
     let target = target(&mut parts, authority, &rules, ctx, upgrade.is_some())?;
     obs.request_head(&parts.headers);
-    if upgrade.is_some() {
+    let bridged = upgrade.as_ref().is_some_and(|u| u.bridge.is_some());
+    if upgrade.is_some() && !bridged {
+        // The bridge's upstream is a connection of its own: the tunnel's
+        // is not taken over.
         conn.takeover.expect();
     }
     let resp = match upstream_request(parts, body, &rules, &target, ctx, conn, obs).await {
@@ -288,6 +307,9 @@ async fn forward(
                 conn.takeover.settle();
             }
             return relayed;
+        }
+        Ok(resp) if bridged && resp.status().is_success() => {
+            return Err(websocket::h2::not_switched(resp.status(), &target.label).into());
         }
         other => {
             if upgrade.is_some() {
@@ -581,8 +603,15 @@ async fn upstream_request(
         )
         .into());
     }
+    let own_connection = upstream_req
+        .extensions()
+        .get::<websocket::h2::OwnConnection>()
+        .is_some();
     let send = async {
         match pinned {
+            Some(inside) if own_connection => {
+                websocket::h2::send(inside, ctx, &conn.entry, upstream_req).await
+            }
             Some(inside) => {
                 let mut resp = inside.upstream.send(upstream_req).await?;
                 resp.extensions_mut().insert(inside.info.clone());
@@ -720,7 +749,7 @@ async fn response_rules(
 #[allow(clippy::too_many_arguments)]
 fn switched(
     mut resp: Response<Incoming>,
-    upgrade: Option<OnUpgrade>,
+    upgrade: Option<websocket::Switch>,
     rules: &Rules<'_>,
     target: &Target,
     ctx: &HttpContext,
@@ -744,6 +773,10 @@ fn switched(
         parts.extensions.get::<UpstreamInfo>(),
     );
     obs.note("websocket", websocket::NOTE);
+    if let Some(b) = &client.bridge {
+        obs.note("websocket-h2", websocket::h2::NOTE);
+        b.answer(&mut parts);
+    }
     inflight.observe_now();
     // The record is the switch: stored now, its messages follow under
     // its id (nothing of the exchange is pending while the socket lives).

@@ -173,57 +173,35 @@ CREATE INDEX IF NOT EXISTS messages_of_record ON messages (record_id, id);
 ";
 
 const WIDTH: usize = 10;
-/// One row per statement: a multi-row insert may fail part-way, so SQLite
-/// gives it a statement journal that copies every page it touches (half
-/// the writer's time at 40,000 messages a second); a one-row insert needs
-/// none. Ids come from the writer, so a plain INSERT never conflicts.
-const ROWS_PER_INSERT: usize = 1;
-
-fn insert_sql(rows: usize) -> String {
-    let row = format!("({})", ["?"; WIDTH].join(","));
-    format!(
-        "INSERT INTO messages
-         (id, record_id, seq, at_us, dir, opcode, size, flags, meta, payload) VALUES {}",
-        vec![row; rows].join(",")
-    )
-}
+/// One row per statement, plain `INSERT`: a multi-row insert may fail
+/// part-way, so SQLite gives it a statement journal that copies every page
+/// it touches (half the writer's time at 40,000 messages a second); a
+/// one-row insert needs none. Ids come from the writer, so none conflicts.
+const INSERT_SQL: &str = "INSERT INTO messages
+     (id, record_id, seq, at_us, dir, opcode, size, flags, meta, payload)
+     VALUES (?,?,?,?,?,?,?,?,?,?)";
 
 /// Inserts `msgs` (ids from `first_id` on) inside the caller's
 /// transaction, then moves each record's counters to the last totals seen.
 pub fn insert(conn: &Connection, msgs: &[Box<Queued>], first_id: u64) -> rusqlite::Result<()> {
-    static WIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let wide = WIDE.get_or_init(|| insert_sql(ROWS_PER_INSERT));
-    let one = ONE.get_or_init(|| insert_sql(1));
-    let mut id = first_id;
-    for chunk in msgs.chunks(ROWS_PER_INSERT) {
-        let full = chunk.len() == ROWS_PER_INSERT;
-        let mut stmt = conn.prepare_cached(if full { wide } else { one })?;
-        for (k, m) in chunk.iter().enumerate() {
-            let first = if full { 1 + k * WIDTH } else { 1 };
-            let values: [&dyn ToSql; WIDTH] = [
-                &(id as i64),
-                &(m.record_id as i64),
-                &(m.seq as i64),
-                &m.at_us,
-                &m.dir.code(),
-                &m.opcode,
-                &(m.size as i64),
-                &m.flags,
-                &m.meta,
-                &m.payload,
-            ];
-            for (i, v) in values.iter().enumerate() {
-                stmt.raw_bind_parameter(first + i, v)?;
-            }
-            id += 1;
-            if !full {
-                stmt.raw_execute()?;
-            }
+    let mut stmt = conn.prepare_cached(INSERT_SQL)?;
+    for (id, m) in (first_id..).zip(msgs) {
+        let values: [&dyn ToSql; WIDTH] = [
+            &(id as i64),
+            &(m.record_id as i64),
+            &(m.seq as i64),
+            &m.at_us,
+            &m.dir.code(),
+            &m.opcode,
+            &(m.size as i64),
+            &m.flags,
+            &m.meta,
+            &m.payload,
+        ];
+        for (i, v) in values.iter().enumerate() {
+            stmt.raw_bind_parameter(1 + i, v)?;
         }
-        if full {
-            stmt.raw_execute()?;
-        }
+        stmt.raw_execute()?;
     }
     // One counter update per record per batch: the last message's.
     let mut last: Vec<(u64, Totals)> = Vec::new();

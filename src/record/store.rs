@@ -576,22 +576,23 @@ const INSERT_COLUMNS: &str = "id, kind, started_us, conn_id, upstream_conn_id, c
     req_captured, resp_captured, req_flags, resp_flags, queued_us, dns_us, connect_us,
     tls_us, sent_us, ttfb_us, total_us, upstream_addr, error, close_reason, rules, tls, blob";
 const INSERT_WIDTH: usize = 32;
-/// Rows per INSERT statement: one statement step per 32 rows instead of
-/// per row (the per-statement cost is a third of a small row's).
-const ROWS_PER_INSERT: usize = 32;
+/// Rows inserted between two yields of the writer's core.
+const ROWS_PER_YIELD: usize = 32;
 
-fn insert_sql(rows: usize) -> String {
-    let row = format!("({})", vec!["?"; INSERT_WIDTH].join(","));
+/// One row per statement, plain `INSERT`: ids come from the recorder's
+/// counter and never collide, and a single-row insert needs no statement
+/// journal (a multi-row or `OR REPLACE` one spills every row it touches
+/// into it first, which cost the writer half its time in `perf`).
+fn insert_sql() -> String {
     format!(
-        "INSERT OR REPLACE INTO records ({INSERT_COLUMNS}) VALUES {}",
-        vec![row; rows].join(",")
+        "INSERT INTO records ({INSERT_COLUMNS}) VALUES ({})",
+        ["?"; INSERT_WIDTH].join(",")
     )
 }
 
-/// Binds one record's values from parameter `first` on.
+/// Binds one record's values to the insert statement.
 fn bind_row(
     stmt: &mut rusqlite::Statement<'_>,
-    first: usize,
     r: &Record,
     at: Option<i64>,
 ) -> rusqlite::Result<()> {
@@ -633,7 +634,7 @@ fn bind_row(
         &at,
     ];
     for (i, v) in values.iter().enumerate() {
-        stmt.raw_bind_parameter(first + i, v)?;
+        stmt.raw_bind_parameter(1 + i, v)?;
     }
     Ok(())
 }
@@ -646,42 +647,20 @@ pub fn insert_batch<R: Borrow<Record>>(
     at: &[Option<i64>],
     later: &Later<'_>,
 ) -> rusqlite::Result<()> {
-    static WIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let wide = WIDE.get_or_init(|| insert_sql(ROWS_PER_INSERT));
-    let one = ONE.get_or_init(|| insert_sql(1));
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(insert_sql);
     let tx = conn.transaction()?;
     {
-        let mut done = 0;
-        for chunk in batch.chunks(ROWS_PER_INSERT) {
-            // A batch is milliseconds of CPU: yielding now and then lets a
-            // proxy worker that shares this core answer in between, instead
-            // of waiting out the writer's whole time slice (p99 latency).
-            std::thread::yield_now();
-            if chunk.len() == ROWS_PER_INSERT {
-                let mut stmt = tx.prepare_cached(wide)?;
-                for (k, r) in chunk.iter().enumerate() {
-                    bind_row(
-                        &mut stmt,
-                        1 + k * INSERT_WIDTH,
-                        r.borrow(),
-                        at.get(done + k).copied().flatten(),
-                    )?;
-                }
-                stmt.raw_execute()?;
-            } else {
-                let mut stmt = tx.prepare_cached(one)?;
-                for (k, r) in chunk.iter().enumerate() {
-                    bind_row(
-                        &mut stmt,
-                        1,
-                        r.borrow(),
-                        at.get(done + k).copied().flatten(),
-                    )?;
-                    stmt.raw_execute()?;
-                }
+        let mut stmt = tx.prepare_cached(sql)?;
+        for (k, r) in batch.iter().enumerate() {
+            if k % ROWS_PER_YIELD == 0 {
+                // A batch is milliseconds of CPU: yielding now and then lets
+                // a proxy worker that shares this core answer in between,
+                // instead of waiting out the writer's whole time slice (p99).
+                std::thread::yield_now();
             }
-            done += chunk.len();
+            bind_row(&mut stmt, r.borrow(), at.get(k).copied().flatten())?;
+            stmt.raw_execute()?;
         }
     }
     if !later.messages.is_empty() {

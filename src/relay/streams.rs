@@ -28,26 +28,42 @@ use super::{Deadlines, RelayLimits};
 use crate::net::set_abortive_close;
 use crate::registry::{CloseReason, ConnEntry, ConnState, NextDeadline, Side};
 
-/// A stream the relay carries, and the socket under it (for a reset).
+/// A stream the relay carries, and the socket under it (for a reset):
+/// none for an HTTP/2 stream, whose connection carries other streams
+/// (dropping the stream unfinished resets it alone).
 pub trait Leg: AsyncRead + AsyncWrite + Unpin + Send {
-    fn socket(&self) -> &TcpStream;
+    fn socket(&self) -> Option<&TcpStream>;
 }
 
 impl Leg for TcpStream {
-    fn socket(&self) -> &TcpStream {
-        self
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 
 impl Leg for crate::transport::ClientStream {
-    fn socket(&self) -> &TcpStream {
-        self.tcp()
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.tcp())
     }
 }
 
 impl Leg for tokio_rustls::client::TlsStream<TcpStream> {
-    fn socket(&self) -> &TcpStream {
-        self.get_ref().0
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.get_ref().0)
+    }
+}
+
+/// An HTTP/2 stream hyper handed over after a 2xx to an extended CONNECT.
+impl Leg for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+/// Resets `leg`'s connection when it has one of its own.
+fn reset(leg: &impl Leg) {
+    if let Some(s) = leg.socket() {
+        set_abortive_close(s);
     }
 }
 
@@ -75,7 +91,8 @@ pub struct Hooks<'a> {
 /// Relays between `client` and `upstream` until both directions finish,
 /// a deadline passes, an error occurs or the entry's kill token fires;
 /// returns why, with both streams (closed by the caller dropping them,
-/// set to reset when the reason was one).
+/// set to reset when the reason was one). The caller records the reason
+/// on the entry: an HTTP/2 stream's end is not its connection's.
 pub async fn relay_streams<C: Leg, U: Leg>(
     client: C,
     upstream: U,
@@ -177,19 +194,16 @@ pub async fn relay_streams<C: Leg, U: Leg>(
     let client = cr.unsplit(cw);
     let upstream = ur.unsplit(uw);
     match &reason {
-        CloseReason::Reset(Side::Client) | CloseReason::DeadPeer(Side::Client) => {
-            set_abortive_close(upstream.socket())
-        }
+        CloseReason::Reset(Side::Client) | CloseReason::DeadPeer(Side::Client) => reset(&upstream),
         CloseReason::Reset(Side::Upstream) | CloseReason::DeadPeer(Side::Upstream) => {
-            set_abortive_close(client.socket())
+            reset(&client)
         }
         CloseReason::Error(..) => {
-            set_abortive_close(client.socket());
-            set_abortive_close(upstream.socket());
+            reset(&client);
+            reset(&upstream);
         }
         _ => {}
     }
-    entry.set_reason(reason.clone());
     (reason, client, upstream)
 }
 
@@ -245,6 +259,13 @@ where
                 Poll::Pending => {
                     buf = None;
                     Poll::Pending
+                }
+                // A TLS peer that closes without close_notify (servers do,
+                // after a WebSocket's closing handshake) has ended its
+                // stream: passed on as EOF, so the other direction may
+                // still finish (an HTTP/2 stream's END_STREAM, not a reset).
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Poll::Ready(Ok(0))
                 }
                 ready => ready,
             }

@@ -240,6 +240,27 @@ impl Interception {
         })
     }
 
+    /// A second TLS connection to an intercepted tunnel's origin, offered
+    /// HTTP/1.1 only, verified as the tunnel's was (`info`): the leg of a
+    /// WebSocket an HTTP/2 client opened with extended CONNECT, which an
+    /// origin takes as an HTTP/1.1 upgrade.
+    pub async fn connect_http1(
+        &self,
+        upstream: TcpStream,
+        host: &str,
+        info: &TlsInfo,
+    ) -> Result<UpstreamTlsStream<TcpStream>, String> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.connect_upstream(
+            upstream,
+            info.sni.as_deref(),
+            host,
+            vec![H1.to_vec()],
+            info.verified,
+        )
+        .await
+    }
+
     async fn connect_upstream(
         &self,
         upstream: TcpStream,

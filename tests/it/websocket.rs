@@ -2,7 +2,8 @@
 //! echoing, plain or over TLS; Python's `websockets` with
 //! permessage-deflate), real clients (tokio-tungstenite over a
 //! hand-written absolute-form upgrade, inside a CONNECT tunnel and inside
-//! an intercepted HTTPS tunnel; Python's `websockets` through CONNECT),
+//! an intercepted HTTPS tunnel, over HTTP/2 by extended CONNECT on hyper's
+//! client; Python's `websockets` through CONNECT),
 //! and what sluice shows of it: the 101 record and its messages (paged,
 //! filtered, inflated, cut at the limit, counted past the budget), the
 //! relay's idle deadline, the sockets it releases, and the answers it
@@ -12,7 +13,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use sluice::config::{DataDir, Recording};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1063,6 +1067,147 @@ async fn ws_rules_drop_and_rewrite_messages_one_direction_each() {
             kinds.contains(&"wsDrop") && kinds.contains(&"wsSub"),
             "{kinds:?}"
         );
+    })
+    .await;
+}
+
+/// An HTTP/2 client's extended CONNECT (RFC 8441) for `path`, as hyper's
+/// client sends it (`:protocol` from the extension).
+fn extended_connect(port: u16, path: &str, protocol: &'static str) -> http::Request<Empty<Bytes>> {
+    let mut req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("https://localhost:{port}{path}"))
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static(protocol));
+    req
+}
+
+/// A WebSocket over the h2 stream of an extended CONNECT answered 200.
+async fn h2_websocket(
+    send: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    port: u16,
+    path: &str,
+) -> WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
+    let resp = send
+        .send_request(extended_connect(port, path, "websocket"))
+        .await
+        .expect("sluice answers the extended CONNECT");
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    for switch_only in ["upgrade", "connection", "sec-websocket-accept"] {
+        assert!(
+            resp.headers().get(switch_only).is_none(),
+            "an HTTP/2 answer carries no {switch_only}: {resp:?}"
+        );
+    }
+    let stream = hyper::upgrade::on(resp)
+        .await
+        .expect("the CONNECT stream is handed over");
+    let config = WebSocketConfig::default().max_message_size(Some(64 << 20));
+    WebSocketStream::from_raw_socket(TokioIo::new(stream), Role::Client, Some(config)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_websockets_by_extended_connect_are_bridged_to_http1_upgrades() {
+    use crate::support::https::{self, Opened};
+    use crate::support::pki::{pki, OriginCert};
+    bounded(Duration::from_secs(40), async {
+        // An origin that speaks HTTP/1.1 only, as most WebSocket servers do.
+        let mut origin =
+            WsOrigin::start_with(Some(pki().origin_config(OriginCert::Valid, &[b"http/1.1"])))
+                .await;
+        let port = origin.addr.port();
+        let proxy = proxy::start(|c| {
+            pki().intercept_all(c);
+            c.admin.admin_addr = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .await;
+        let admin = proxy.admin_addr.unwrap();
+        let Opened::Tls(tls) = https::open(proxy.addr, origin.addr, &[b"h2"])
+            .await
+            .expect("the tunnel opens")
+        else {
+            panic!("CONNECT refused");
+        };
+        let tls = *tls.into_inner();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .expect("h2 handshake with sluice");
+        let conn = tokio::spawn(conn);
+
+        // Two WebSockets on one HTTP/2 connection, each its own stream.
+        let mut first = h2_websocket(&mut send, port, "/first").await;
+        let mut second = h2_websocket(&mut send, port, "/second").await;
+        second
+            .send(Message::text("on the second stream"))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_msg(&mut second).await,
+            Message::text("on the second stream")
+        );
+        conversation(&mut first, &mut origin).await;
+        drop(first);
+        // The first one's end is its stream's alone.
+        second.send(Message::text("still here")).await.unwrap();
+        assert_eq!(next_msg(&mut second).await, Message::text("still here"));
+
+        // Any other protocol is refused, and the connection goes on.
+        let refused = send
+            .send_request(extended_connect(port, "/udp", "connect-udp"))
+            .await
+            .expect("an answer to an unknown protocol");
+        assert_eq!(refused.status(), 501);
+        // Its body unread, the stream would keep the client's connection.
+        drop(refused);
+
+        second.send(Message::Close(None)).await.unwrap();
+        let seen = origin.next_seen().await;
+        assert!(matches!(seen, Seen::Close(None)), "{seen:?}");
+        let m = next_msg(&mut second).await;
+        assert!(matches!(m, Message::Close(None)), "{m:?}");
+        drop(second);
+        drop(send);
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        assert!(
+            eventually(Duration::from_secs(5), || proxy.registry.live_total() == 0).await,
+            "the tunnel, its pinned connection and both bridged legs are released"
+        );
+
+        // The origin was asked in HTTP/1.1 with a key sluice made.
+        {
+            let heads = origin.heads.lock().unwrap();
+            assert_eq!(heads.len(), 2, "{heads:?}");
+            for h in heads.iter() {
+                assert!(h.get("sec-websocket-key").is_some(), "{h:?}");
+                assert_eq!(h["sec-websocket-version"], "13", "{h:?}");
+                assert!(h["upgrade"]
+                    .to_str()
+                    .unwrap()
+                    .eq_ignore_ascii_case("websocket"));
+            }
+        }
+        let rows = wait_records(admin, "kind=http", 3).await;
+        let first = rows
+            .iter()
+            .find(|r| r["url"].as_str().is_some_and(|u| u.ends_with("/first")))
+            .unwrap_or_else(|| panic!("no record of /first: {rows:#?}"));
+        assert_eq!(first["status"], 101, "{first}");
+        assert_eq!(first["version"], "HTTP/2.0", "{first}");
+        assert_eq!(first["method"], "GET", "{first}");
+        let d = get_json(admin, &format!("/api/records/{}", first["id"])).await;
+        assert!(d["rules"].to_string().contains("RFC 8441"), "{d}");
+        let (_, msgs) = messages_of(admin, &first["id"], 12).await;
+        check_conversation(&msgs);
+        let udp = rows
+            .iter()
+            .find(|r| r["url"].as_str().is_some_and(|u| u.ends_with("/udp")))
+            .unwrap_or_else(|| panic!("no record of the refused CONNECT: {rows:#?}"));
+        assert_eq!(udp["status"], 501, "{udp}");
     })
     .await;
 }

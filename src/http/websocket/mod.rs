@@ -42,6 +42,7 @@ use crate::transport::ClientStream;
 use tokio::io::AsyncWriteExt;
 
 mod frames;
+pub mod h2;
 mod rewrite;
 mod tap;
 
@@ -121,16 +122,33 @@ pub fn http_url(uri: &http::Uri) -> Option<http::Uri> {
     http::Uri::from_parts(parts).ok()
 }
 
-/// The client's side of a 101 the upstream sent: `Ok` with the client
-/// connection's pending upgrade when the request asked for WebSocket and
-/// the upstream switched to it, else the 502 that answers instead (a 101
-/// relayed for a switch sluice cannot carry would leave the client
-/// waiting on a dead connection).
+/// The client's side of a WebSocket switch: its pending upgrade, and for
+/// an HTTP/2 client (RFC 8441) the bridge to the origin's HTTP/1.1 one.
+pub struct Switch {
+    pub on: OnUpgrade,
+    pub bridge: Option<h2::Bridge>,
+}
+
+impl Switch {
+    /// An HTTP/1.1 client's `Upgrade: websocket`.
+    pub fn http1<B>(req: &mut Request<B>) -> Switch {
+        Switch {
+            on: hyper::upgrade::on(req),
+            bridge: None,
+        }
+    }
+}
+
+/// The client's side of a 101 the upstream sent: `Ok` with the client's
+/// switch when the request asked for WebSocket and the upstream switched
+/// to it, else the 502 that answers instead (a 101 relayed for a switch
+/// sluice cannot carry would leave the client waiting on a dead
+/// connection).
 pub fn accept_switch<B>(
     resp: &Response<B>,
-    client: Option<OnUpgrade>,
+    client: Option<Switch>,
     label: &str,
-) -> Result<OnUpgrade, Failure> {
+) -> Result<Switch, Failure> {
     let refuse =
         |why: String| Failure::new(StatusCode::BAD_GATEWAY, Side::Upstream, "upgrade", why);
     let Some(client) = client else {
@@ -147,6 +165,9 @@ pub fn accept_switch<B>(
         return Err(refuse(format!(
             "upstream {label} switched protocols to `{to}`; sluice relays only WebSocket upgrades"
         )));
+    }
+    if let Some(b) = &client.bridge {
+        b.check(resp.headers(), label)?;
     }
     Ok(client)
 }
@@ -169,12 +190,22 @@ pub struct Carry {
 }
 
 /// Leaves the relay of an accepted 101 in `slot`, for the connection's
-/// watchdog to run once hyper has written the 101.
-pub fn take_over(slot: &TakeoverSlot, client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
-    slot.put(Box::pin(run(client, upstream, carry)));
+/// watchdog to run once hyper has written the 101. An HTTP/2 client's
+/// WebSocket is one stream of a connection that goes on serving: its
+/// relay runs in a task of its own, bounded like any relay (idle
+/// deadline, close grace, the entry's kill) and by the connection, whose
+/// end ends the stream.
+pub fn take_over(slot: &TakeoverSlot, client: Switch, upstream: OnUpgrade, carry: Carry) {
+    let over_h2 = client.bridge.is_some();
+    let relay = run(client.on, upstream, carry, over_h2);
+    if over_h2 {
+        tokio::spawn(relay);
+    } else {
+        slot.put(Box::pin(relay));
+    }
 }
 
-async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
+async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry, over_h2: bool) {
     let Carry {
         entry,
         limits,
@@ -191,7 +222,7 @@ async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
     let mut up_tap = DirectionTap::new(Direction::Send, log.clone(), deflate.map(|d| d.0));
     let mut down_tap = DirectionTap::new(Direction::Receive, log.clone(), deflate.map(|d| d.1));
     let reason = relay_upgraded(
-        client,
+        (client, over_h2),
         upstream,
         &entry,
         limits,
@@ -200,7 +231,8 @@ async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry) {
         (&mut up_rw, &mut down_rw),
     )
     .await;
-    if let Some(reason) = &reason {
+    if let (Some(reason), false) = (&reason, over_h2) {
+        // The connection ends with its WebSocket; an HTTP/2 one goes on.
         entry.set_reason(reason.clone());
     }
     if let Some(log) = log {
@@ -259,7 +291,7 @@ fn filtered<T: AsRef<[u8]>>(rw: &mut Option<Rewrite>, bytes: T) -> Vec<u8> {
 /// past each head, then relays; returns why it ended (`None`: the entry
 /// was killed, its reason already set).
 async fn relay_upgraded(
-    client: OnUpgrade,
+    (client, over_h2): (OnUpgrade, bool),
     upstream: OnUpgrade,
     entry: &ConnEntry,
     limits: RelayLimits,
@@ -267,7 +299,7 @@ async fn relay_upgraded(
     (up_tap, down_tap): (&mut DirectionTap, &mut DirectionTap),
     (up_rw, down_rw): (&mut Option<Rewrite>, &mut Option<Rewrite>),
 ) -> Option<CloseReason> {
-    let legs = async { tokio::try_join!(client_leg(client), upstream_leg(upstream)) };
+    let legs = async { tokio::try_join!(client_leg(client, over_h2), upstream_leg(upstream)) };
     let legs = tokio::select! {
         r = tokio::time::timeout(handover, legs) => r,
         _ = entry.kill.cancelled() => return None,
@@ -328,32 +360,11 @@ async fn relay_upgraded(
         }
     };
     let UpstreamLeg { stream, guard, .. } = upstream;
+    let (up, down) = (hooks(up_tap, up_rw), hooks(down_tap, down_rw));
     let relayed = async {
-        match stream {
-            UpstreamStream::Tcp(s) => {
-                relay_streams(
-                    client,
-                    s,
-                    limits,
-                    entry,
-                    hooks(up_tap, up_rw),
-                    hooks(down_tap, down_rw),
-                )
-                .await
-                .0
-            }
-            UpstreamStream::Tls(s) => {
-                relay_streams(
-                    client,
-                    *s,
-                    limits,
-                    entry,
-                    hooks(up_tap, up_rw),
-                    hooks(down_tap, down_rw),
-                )
-                .await
-                .0
-            }
+        match client {
+            ClientLeg::H1(c) => relay_legs(c, stream, limits, entry, up, down).await,
+            ClientLeg::H2(c) => relay_legs(c, stream, limits, entry, up, down).await,
         }
     };
     // The streams close when the relay's future ends, before the pooled
@@ -367,16 +378,57 @@ async fn relay_upgraded(
     Some(reason)
 }
 
-/// The client connection, back from hyper after it wrote the 101, and
-/// the bytes hyper read past the request head.
-async fn client_leg(on: OnUpgrade) -> Result<(ClientStream, Bytes), CloseReason> {
+/// [`relay_streams`] from `client` to either kind of upstream stream.
+async fn relay_legs<C: crate::relay::Leg>(
+    client: C,
+    upstream: UpstreamStream,
+    limits: RelayLimits,
+    entry: &ConnEntry,
+    up: Hooks<'_>,
+    down: Hooks<'_>,
+) -> CloseReason {
+    match upstream {
+        UpstreamStream::Tcp(s) => relay_streams(client, s, limits, entry, up, down).await.0,
+        UpstreamStream::Tls(s) => relay_streams(client, *s, limits, entry, up, down).await.0,
+    }
+}
+
+/// The client's side after the switch: its HTTP/1.1 connection, or the
+/// HTTP/2 stream of its extended CONNECT.
+enum ClientLeg {
+    H1(ClientStream),
+    H2(TokioIo<hyper::upgrade::Upgraded>),
+}
+
+impl ClientLeg {
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            ClientLeg::H1(s) => s.write_all(data).await,
+            ClientLeg::H2(s) => {
+                s.write_all(data).await?;
+                s.flush().await
+            }
+        }
+    }
+}
+
+/// The client's side, back from hyper after it wrote the 101 (the 200 of
+/// an extended CONNECT), and the bytes hyper read past the request head.
+async fn client_leg(on: OnUpgrade, over_h2: bool) -> Result<(ClientLeg, Bytes), CloseReason> {
     let upgraded = on
         .await
         .map_err(|e| CloseReason::Error(Side::Client, format!("WebSocket upgrade failed: {e}")))?;
+    if over_h2 {
+        // An h2 stream reads nothing past a head: DATA frames are its bytes.
+        return Ok((ClientLeg::H2(TokioIo::new(upgraded)), Bytes::new()));
+    }
     let parts = upgraded
         .downcast::<TokioIo<ClientIo>>()
         .map_err(|_| sluice_fault("upgraded client stream of unexpected type"))?;
-    Ok((parts.io.into_inner().into_inner(), parts.read_buf))
+    Ok((
+        ClientLeg::H1(parts.io.into_inner().into_inner()),
+        parts.read_buf,
+    ))
 }
 
 /// The upstream stream after its 101: plain, or TLS sluice decrypts.
