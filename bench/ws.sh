@@ -8,20 +8,20 @@
 #
 # 1. echo: 50 connections, 64-byte binary messages, one in flight each
 #    (messages/s counts echoes: each is two messages through the proxy);
-# 2. bulk: one connection, 1 GiB as 64 KiB binary messages downstream;
+# 2. bulk: one connection, 4 GiB as 64 KiB binary messages downstream;
 # 3. soak: a fresh sluice, recording on; 50 clients echo N (default
 #    500,000) 64-byte messages, 5,000 per connection (10,000 recorded
 #    messages, the per-connection budget) so every message is stored:
 #    1,000,000 recorded messages; the proxy's RSS at the start and every
 #    tenth, and the store's message rows at the end.
 # Echo and bulk alternate direct / recording on / off, median of --runs
-# (default 3). Load generator and server on core 0, the proxy on core 1.
+# (default 5). Load generator and server on core 0, the proxy on core 1.
 # Output: a Markdown table on stdout and in bench/out/ws.md.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BIN="$HERE/../target/release/sluice"
 SECS=10
-RUNS=3
+RUNS=5
 SOAK=500000
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -59,7 +59,7 @@ echo_run() { # PROXY-ARGS... -> RESULT line
   timeout $((SECS + 30)) taskset -c 0 "$LG" ws-echo --target "$WS" "$@" --conc 50 --secs "$SECS" --msg 64
 }
 bulk_run() {
-  timeout 120 taskset -c 0 "$LG" ws-bulk --target "$WS" "$@" --bytes $((1 << 30)) --size 65536
+  timeout 120 taskset -c 0 "$LG" ws-bulk --target "$WS" "$@" --bytes $((4 << 30)) --size 65536
 }
 rss() { awk '/^VmRSS/ {print int($2/1024)}' "/proc/$1/status"; }
 median() { python3 -c "import sys,statistics; v=[float(x) for x in sys.argv[1:] if x]; print(f'{statistics.median(v):.1f}' if v else '')" "$@"; }
@@ -110,7 +110,7 @@ first=${samples%%,*}; first=${first#*:}
   echo "|---|---:|---:|---:|"
   echo "| echo, 64-byte messages, 50 conns (echoes/s) | $(per_s direct) | $(per_s on) ($(ratio "$(per_s on)" "$(per_s direct)")) | $(per_s off) ($(ratio "$(per_s off)" "$(per_s direct)")) |"
   echo "| echo p99 (µs) | $(p99 direct) | $(p99 on) | $(p99 off) |"
-  echo "| bulk, 1 GiB as 64 KiB messages (MB/s) | $(mbs direct) | $(mbs on) ($(ratio "$(mbs on)" "$(mbs direct)")) | $(mbs off) ($(ratio "$(mbs off)" "$(mbs direct)")) |"
+  echo "| bulk, 4 GiB as 64 KiB messages (MB/s) | $(mbs direct) | $(mbs on) ($(ratio "$(mbs on)" "$(mbs direct)")) | $(mbs off) ($(ratio "$(mbs off)" "$(mbs direct)")) |"
   echo
   echo "Runs (echoes/s): direct${EPS[direct]}; on${EPS[on]}; off${EPS[off]}. Bulk (MB/s): direct${BMB[direct]}; on${BMB[on]}; off${BMB[off]}."
   echo

@@ -77,7 +77,7 @@ knobs! {
         "On SIGTERM/SIGINT, time given to in-flight work before closing it"
         => |r| r.duration();
     buffer_size: usize = value "BYTES" [default "65536"]
-        "Per-direction tunnel copy buffer in bytes"
+        "Per-direction tunnel copy buffer in bytes (a WebSocket or intercepted stream grows it up to 4x while reads fill it)"
         => |r| r.count(512, 16 * MIB).map(|n| n as usize);
     log_level: String = string "LEVEL" [default "info"]
         "Log level or tracing filter (error, warn, info, debug, trace)"

@@ -3,7 +3,8 @@
 //! and port relays.
 //!
 //! Invariants: per-tunnel memory is bounded by two copy buffers of
-//! `buffer_size`, allocated only while data flows; every tunnel has an idle
+//! `buffer_size` (a stream relay's grow to four times it while a bulk
+//! flow fills them), allocated only while data flows; every tunnel has an idle
 //! deadline and a half-close grace; an error on either leg closes both at
 //! once, passing a reset on as a reset.
 

@@ -4,7 +4,9 @@
 //! written on (WebSocket frames are read from it).
 //!
 //! Each direction borrows a read buffer only while its stream has bytes
-//! (the buffer is dropped whenever a read would wait), writes a read out
+//! (the buffer is dropped whenever a read would wait; it grows from
+//! `buffer_size` to at most [`GROWTH`] times it while reads come back
+//! full, and shrinks back when they do not), writes a read out
 //! in full before the next (backpressure), passes EOF on as a shutdown of
 //! the other stream's write side (TLS: `close_notify`) and lets the other
 //! direction finish. A tap that reports a closing handshake starts the
@@ -207,6 +209,23 @@ pub async fn relay_streams<C: Leg, U: Leg>(
     (reason, client, upstream)
 }
 
+/// How far a direction's reads may grow past the configured buffer size
+/// while they keep coming back full.
+const GROWTH: usize = 4;
+
+/// The next read's size after a read of `got` bytes asked for `asked`:
+/// doubled when the read filled its buffer, halved when it used less than
+/// a quarter, within `base..=most`.
+fn next_read_size(asked: usize, got: usize, base: usize, most: usize) -> usize {
+    if got >= asked {
+        (asked * 2).min(most)
+    } else if got < asked / 4 {
+        (asked / 2).max(base)
+    } else {
+        asked
+    }
+}
+
 /// What one direction moves with.
 struct Flow<'a> {
     read_size: usize,
@@ -238,10 +257,15 @@ where
         error,
     };
     let mut pacer = (flow.rate > 0).then(|| Pacer::new(flow.rate));
-    let read_size = pacer
+    let base = pacer
         .as_ref()
         .map_or(flow.read_size, |p| p.slice().min(flow.read_size))
         .max(1);
+    // A paced direction reads one slice at a time; any other grows its
+    // reads while they come back full (a bulk flow then costs a quarter
+    // of the system calls and wake-ups) and shrinks them back when not.
+    let most = if pacer.is_some() { base } else { base * GROWTH };
+    let mut read_size = base;
     let Hooks {
         mut tap,
         mut filter,
@@ -254,6 +278,7 @@ where
         let n = poll_fn(|cx| {
             let b = buf.get_or_insert_with(|| Vec::with_capacity(read_size));
             b.clear();
+            b.reserve(read_size);
             match tokio_util::io::poll_read_buf(Pin::new(&mut *from), cx, b) {
                 // Nothing to read: an idle direction holds no buffer.
                 Poll::Pending => {
@@ -272,6 +297,7 @@ where
         })
         .await
         .map_err(read_err)?;
+        read_size = next_read_size(read_size, n, base, most);
         let Some(data) = buf.as_deref().filter(|_| n > 0) else {
             return match to.shutdown().await {
                 Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(write_err(e)),
@@ -281,8 +307,8 @@ where
         let data = match filter.as_mut() {
             Some(f) => {
                 filtered.clear();
-                if filtered.capacity() > 4 * read_size {
-                    filtered.shrink_to(read_size);
+                if filtered.capacity() > 4 * most {
+                    filtered.shrink_to(most);
                 }
                 f.filter(data, &mut filtered);
                 &filtered[..]
@@ -306,5 +332,22 @@ where
             p.wait().await;
             flow.activity.touch();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_read_size;
+
+    #[test]
+    fn reads_grow_while_full_and_shrink_back() {
+        let (base, most) = (64, 256);
+        assert_eq!(next_read_size(64, 64, base, most), 128);
+        assert_eq!(next_read_size(128, 128, base, most), 256);
+        assert_eq!(next_read_size(256, 256, base, most), 256, "capped");
+        assert_eq!(next_read_size(256, 100, base, most), 256, "half full: kept");
+        assert_eq!(next_read_size(256, 10, base, most), 128);
+        assert_eq!(next_read_size(64, 1, base, most), 64, "never below base");
+        assert_eq!(next_read_size(64, 0, base, most), 64);
     }
 }
