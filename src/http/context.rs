@@ -124,6 +124,9 @@ pub struct ConnCtx {
     pub entry: Arc<ConnEntry>,
     pub(super) activity: Arc<Activity>,
     pub peer: SocketAddr,
+    /// `peer` as records show it, formatted once per connection (an
+    /// inline string: cloning it per request allocates nothing).
+    pub peer_label: compact_str::CompactString,
     /// The client socket, for noticing a departure while a request waits.
     /// Valid while the connection is served, which outlives every handler.
     pub(super) client_fd: std::os::fd::RawFd,

@@ -111,9 +111,13 @@ pub async fn handle(
         }
     }
     let method = req.method().clone();
-    let exchange =
-        ctx.recorder
-            .begin_http(conn.entry.id, conn.peer, &method, req.uri(), req.version());
+    let exchange = ctx.recorder.begin_http(
+        conn.entry.id,
+        conn.peer_label.clone(),
+        &method,
+        req.uri(),
+        req.version(),
+    );
     if let (Some(x), Some(tls)) = (&exchange, conn.origin.tls_json()) {
         // Every exchange of an intercepted tunnel carries its TLS facts,
         // sluice's own answers (a 502 for a failed upstream) included.
@@ -609,8 +613,11 @@ async fn upstream_request(
         .is_some();
     let send = async {
         match pinned {
+            // Boxed: a rare path whose future (a connect and two
+            // handshakes) would otherwise make every request's future,
+            // and each of its moves, that much larger.
             Some(inside) if own_connection => {
-                websocket::h2::send(inside, ctx, &conn.entry, upstream_req).await
+                Box::pin(websocket::h2::send(inside, ctx, &conn.entry, upstream_req)).await
             }
             Some(inside) => {
                 let mut resp = inside.upstream.send(upstream_req).await?;

@@ -98,6 +98,7 @@ pub async fn serve_stream<F>(
         entry: entry.clone(),
         activity: activity.clone(),
         peer,
+        peer_label: compact_str::format_compact!("{peer}"),
         client_fd: std::os::fd::AsRawFd::as_raw_fd(stream.tcp()),
         origin,
         shutdown: shutdown.clone(),

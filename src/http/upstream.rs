@@ -106,6 +106,7 @@ impl tower_service::Service<Uri> for Connector {
             let info = UpstreamInfo {
                 conn_id: guard.id(),
                 addr,
+                addr_label: compact_str::format_compact!("{addr}"),
                 connect_started,
                 dns: times.dns,
                 connect: times.connect,

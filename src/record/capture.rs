@@ -27,6 +27,8 @@ use super::Recorder;
 pub struct UpstreamInfo {
     pub conn_id: u64,
     pub addr: std::net::SocketAddr,
+    /// `addr` as records show it, formatted once per connection.
+    pub addr_label: compact_str::CompactString,
     /// When the connector was asked for this connection.
     pub connect_started: Instant,
     pub dns: std::time::Duration,
@@ -153,15 +155,17 @@ impl Exchange {
     ) {
         let at = self.offset_us();
         let block = redact::response_block(headers);
+        let content_type = super::model::content_type_of(headers);
         self.with(|p| {
             let r = &mut p.record;
             r.status = Some(status);
             r.resp_headers = block;
+            r.content_type = content_type;
             r.timings.ttfb_us = Some(at);
             p.resp_expected = expected_len;
             if let Some(u) = upstream {
                 r.upstream_conn_id = Some(u.conn_id);
-                r.upstream_addr = Some(compact_str::format_compact!("{}", u.addr));
+                r.upstream_addr = Some(u.addr_label.clone());
                 let fresh = !u.claimed.swap(true, std::sync::atomic::Ordering::Relaxed);
                 if fresh {
                     let queued = u.connect_started.saturating_duration_since(self.started);
@@ -266,10 +270,12 @@ impl Exchange {
     pub fn answered(&self, status: u16, headers: &http::HeaderMap, error: Option<&str>) {
         let at = self.offset_us();
         let block = redact::response_block(headers);
+        let content_type = super::model::content_type_of(headers);
         self.with(|p| {
             let r = &mut p.record;
             r.status = Some(status);
             r.resp_headers = block;
+            r.content_type = content_type;
             r.timings.ttfb_us.get_or_insert(at);
             r.timings.total_us.get_or_insert(at);
             p.resp_done = true;

@@ -215,7 +215,7 @@ impl Recorder {
     pub fn begin_http(
         self: &Arc<Self>,
         conn_id: u64,
-        client: std::net::SocketAddr,
+        client: CompactString,
         method: &http::Method,
         uri: &http::Uri,
         version: http::Version,
@@ -223,12 +223,7 @@ impl Recorder {
         if !self.enabled() {
             return None;
         }
-        let mut r = Record::new(
-            RecordKind::Http,
-            conn_id,
-            compact_str::format_compact!("{client}"),
-            SystemTime::now(),
-        );
+        let mut r = Record::new(RecordKind::Http, conn_id, client, SystemTime::now());
         r.method = method.as_str().into();
         r.url = uri.to_string();
         r.host = host_name(uri.host().unwrap_or_default());
@@ -861,7 +856,7 @@ fn summary_of(r: &Record) -> Summary {
         status: r.status,
         req_size: r.req_body.size,
         resp_size: r.resp_body.size,
-        content_type: model::header_value(&r.resp_headers, "content-type"),
+        content_type: r.content_type.as_ref().map(|t| t.to_string()),
         duration_ms: r.timings.total_us.map(|t| t as f64 / 1000.0),
         total_us: r.timings.total_us,
         upstream_addr: r.upstream_addr.as_ref().map(|a| a.to_string()),

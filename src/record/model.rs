@@ -188,6 +188,9 @@ pub struct Record {
     pub status: Option<u16>,
     pub req_headers: Vec<u8>,
     pub resp_headers: Vec<u8>,
+    /// The response's `Content-Type`, taken from its head where the
+    /// exchange runs, so the writer never scans the header block for it.
+    pub content_type: Option<CompactString>,
     pub req_body: CapturedBody,
     pub resp_body: CapturedBody,
     pub timings: Timings,
@@ -225,6 +228,7 @@ impl Record {
             status: None,
             req_headers: Vec::new(),
             resp_headers: Vec::new(),
+            content_type: None,
             req_body: CapturedBody::default(),
             resp_body: CapturedBody::default(),
             timings: Timings::default(),
@@ -292,6 +296,13 @@ pub fn header_value(block: &[u8], name: &str) -> Option<String> {
 }
 
 /// [`header_value`], borrowed from the block where it is UTF-8.
+/// A response head's `Content-Type`, as the list shows it.
+pub fn content_type_of(headers: &http::HeaderMap) -> Option<CompactString> {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into())
+}
+
 pub fn header_text<'b>(block: &'b [u8], name: &str) -> Option<std::borrow::Cow<'b, str>> {
     block.split(|&b| b == b'\n').find_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

@@ -597,8 +597,7 @@ fn bind_row(
     at: Option<i64>,
 ) -> rusqlite::Result<()> {
     let t = &r.timings;
-    let content_type = super::model::header_text(&r.resp_headers, "content-type");
-    let content_type = content_type.as_deref();
+    let content_type = r.content_type.as_deref();
     let values: [&dyn rusqlite::ToSql; INSERT_WIDTH] = [
         &(r.id as i64),
         &r.kind.code(),
@@ -841,6 +840,7 @@ mod tests {
         r.status = Some(200);
         r.req_headers = format!("x-n: {id}\r\n").into_bytes();
         r.resp_headers = b"content-type: application/json\r\n".to_vec();
+        r.content_type = Some("application/json".into());
         r.resp_body
             .push(&Bytes::from(vec![b'a' + (id % 26) as u8; body]), 1 << 20);
         r

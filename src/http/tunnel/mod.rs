@@ -199,6 +199,7 @@ async fn try_open(
     let info = UpstreamInfo {
         conn_id: tunnel.id,
         addr,
+        addr_label: compact_str::format_compact!("{addr}"),
         connect_started,
         dns: times.dns,
         connect: times.connect,

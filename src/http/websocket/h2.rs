@@ -184,6 +184,7 @@ pub async fn send(
     resp.extensions_mut().insert(UpstreamInfo {
         conn_id: entry.id,
         addr,
+        addr_label: compact_str::format_compact!("{addr}"),
         connect_started: started,
         dns: times.dns,
         connect: times.connect,
