@@ -234,6 +234,9 @@ pub struct WsMessage {
     pub size: u64,
     #[serde(rename = "_truncated", skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// Taken out by a `wsDrop://` rule: the other end never got it.
+    #[serde(rename = "_dropped", skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
 }
 
 /// One server-sent event.
@@ -282,6 +285,7 @@ fn har_messages(rows: Vec<MessageRow>) -> (Vec<WsMessage>, Vec<EventMessage>) {
             data,
             size: m.size,
             truncated: m.truncated,
+            dropped: m.dropped,
         });
     }
     (ws, sse)

@@ -19,6 +19,8 @@ pub const TRUNCATED: i64 = 1;
 pub const COMPRESSED: i64 = 2;
 /// A server-sent event (opcode 1, fields in `meta`).
 pub const EVENT: i64 = 4;
+/// Taken out by a `wsDrop://` rule: recorded as it came, never delivered.
+pub const DROPPED: i64 = 8;
 
 /// WebSocket opcodes (RFC 6455 5.2).
 pub mod opcode {
@@ -314,6 +316,9 @@ pub struct MessageRow {
     pub captured: usize,
     pub truncated: bool,
     pub compressed: bool,
+    /// A rule took it out of the stream: the other end never got it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -404,6 +409,7 @@ fn row(
         captured: payload.len(),
         truncated: flags & TRUNCATED != 0,
         compressed: flags & COMPRESSED != 0,
+        dropped: flags & DROPPED != 0,
         problem,
         close,
         event,

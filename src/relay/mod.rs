@@ -20,4 +20,4 @@ pub(crate) use duplex::write_all;
 pub use duplex::{relay, RelayLimits};
 pub use pace::Pacer;
 pub use port::{refuse_relay_loops, serve_relay, RelayShared};
-pub use streams::{relay_streams, Filter, Hooks, Leg, Tap};
+pub use streams::{relay_streams, tap_filtered, Filter, Hooks, Leg, Removed, Tap};

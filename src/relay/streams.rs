@@ -74,13 +74,45 @@ pub trait Tap: Send {
     /// `bytes` passed; returns true once this direction has begun a
     /// closing handshake (the peer must now finish within the grace).
     fn passed(&mut self, bytes: &[u8]) -> bool;
+
+    /// The direction's filter took `unit` out before the bytes after it
+    /// were written on.
+    fn removed(&mut self, _unit: Removed) {}
+}
+
+/// A unit a filter took out of the stream (a WebSocket message a rule
+/// dropped), and where it would have been in the filter's output.
+#[derive(Debug)]
+pub struct Removed {
+    /// Offset into the output of the read that removed it.
+    pub at: usize,
+    pub opcode: u8,
+    /// Its payload bytes on the wire.
+    pub size: u64,
+    /// Its payload as it came (unmasked), at most what the filter held.
+    pub payload: Vec<u8>,
 }
 
 /// Turns one direction's bytes into what is written on (WebSocket
 /// message rules); without one, bytes pass as read.
 pub trait Filter: Send {
-    /// `input` was read; append to `out` what to write (maybe nothing).
-    fn filter(&mut self, input: &[u8], out: &mut Vec<u8>);
+    /// `input` was read; append to `out` what to write (maybe nothing)
+    /// and to `removed` what it took out, in stream order.
+    fn filter(&mut self, input: &[u8], out: &mut Vec<u8>, removed: &mut Vec<Removed>);
+}
+
+/// Shows `tap` a filtered read in stream order: the bytes written on,
+/// and what the filter took out where it was; returns whether the
+/// direction has begun a closing handshake.
+pub fn tap_filtered(tap: &mut dyn Tap, out: &[u8], removed: &mut Vec<Removed>) -> bool {
+    let mut from = 0;
+    for unit in removed.drain(..) {
+        let at = unit.at.clamp(from, out.len());
+        tap.passed(&out[from..at]);
+        from = at;
+        tap.removed(unit);
+    }
+    tap.passed(&out[from..])
 }
 
 /// A direction's tap and filter.
@@ -271,8 +303,10 @@ where
         mut filter,
     } = hooks;
     let mut buf: Option<Vec<u8>> = None;
-    // What a filter made of a read (kept between reads, bounded below).
+    // What a filter made of a read (kept between reads, bounded below),
+    // and what it took out.
     let mut filtered: Vec<u8> = Vec::new();
+    let mut removed: Vec<Removed> = Vec::new();
     let mut told_closing = false;
     loop {
         let n = poll_fn(|cx| {
@@ -310,7 +344,7 @@ where
                 if filtered.capacity() > 4 * most {
                     filtered.shrink_to(most);
                 }
-                f.filter(data, &mut filtered);
+                f.filter(data, &mut filtered, &mut removed);
                 &filtered[..]
             }
             None => data,
@@ -322,7 +356,7 @@ where
         flow.counter.fetch_add(n as u64, Ordering::Relaxed);
         flow.activity.touch();
         if let Some(t) = tap.as_mut() {
-            if t.passed(data) && !told_closing {
+            if tap_filtered(&mut **t, data, &mut removed) && !told_closing {
                 told_closing = true;
                 flow.closing.notify_one();
             }
@@ -337,7 +371,38 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::next_read_size;
+    use super::{next_read_size, tap_filtered, Removed, Tap};
+
+    /// What a tap was shown, in order.
+    #[derive(Default)]
+    struct Seen(Vec<String>);
+
+    impl Tap for Seen {
+        fn passed(&mut self, bytes: &[u8]) -> bool {
+            if !bytes.is_empty() {
+                self.0.push(String::from_utf8_lossy(bytes).into_owned());
+            }
+            false
+        }
+        fn removed(&mut self, unit: Removed) {
+            self.0.push(format!("-{}", String::from_utf8_lossy(&unit.payload)));
+        }
+    }
+
+    #[test]
+    fn a_filtered_read_is_shown_in_stream_order() {
+        let unit = |at, p: &str| Removed {
+            at,
+            opcode: 1,
+            size: p.len() as u64,
+            payload: p.as_bytes().to_vec(),
+        };
+        let mut seen = Seen::default();
+        let mut removed = vec![unit(0, "x"), unit(3, "y"), unit(3, "z"), unit(99, "w")];
+        tap_filtered(&mut seen, b"abcdef", &mut removed);
+        assert_eq!(seen.0, ["-x", "abc", "-y", "-z", "def", "-w"]);
+        assert!(removed.is_empty());
+    }
 
     #[test]
     fn reads_grow_while_full_and_shrink_back() {

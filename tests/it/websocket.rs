@@ -1032,25 +1032,62 @@ async fn ws_rules_drop_and_rewrite_messages_one_direction_each() {
         drop(ws);
 
         let rows = wait_records(admin, "kind=http", 1).await;
-        // Recorded as they were passed on: what was dropped is not there.
-        let (d, msgs) = messages_of(admin, &rows[0]["id"], 10).await;
-        let texts: Vec<(String, String, String)> = shape(&msgs);
-        let t = |d: &str, o: &str, x: &str| (d.to_string(), o.to_string(), x.to_string());
+        // Recorded as they were passed on, and what a rule dropped as it
+        // came, flagged (each direction in its own order: the two race).
+        let (d, msgs) = messages_of(admin, &rows[0]["id"], 12).await;
+        let way = |dir: &str| -> Vec<(String, String, bool)> {
+            msgs.iter()
+                .filter(|m| m["direction"] == dir)
+                .map(|m| {
+                    (
+                        m["opcode"].as_str().unwrap_or_default().to_string(),
+                        m["text"].as_str().unwrap_or_default().to_string(),
+                        m["dropped"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect()
+        };
+        let t = |o: &str, x: &str, dropped: bool| (o.to_string(), x.to_string(), dropped);
         assert_eq!(
-            texts,
+            way("send"),
             vec![
-                t("send", "text", "keep 1"),
-                t("receive", "text", "keep 1"),
-                t("send", "text", "a secret-42 here"),
-                t("receive", "text", "a [hidden-42] here"),
-                t("send", "ping", "mid"),
-                t("receive", "pong", "mid"),
-                t("send", "text", "last secret-7"),
-                t("receive", "text", "last [hidden-7]"),
-                t("send", "close", ""),
-                t("receive", "close", ""),
+                t("text", "keep 1", false),
+                t("text", "drop this one", true),
+                t("text", "a secret-42 here", false),
+                t("ping", "mid", false),
+                // Decided at its last frame, after the ping between its
+                // fragments; recorded whole.
+                t("text", "drop me too", true),
+                t("text", "last secret-7", false),
+                t("close", "", false),
             ],
             "{msgs:#?}"
+        );
+        assert_eq!(
+            way("receive"),
+            vec![
+                t("text", "keep 1", false),
+                t("text", "a [hidden-42] here", false),
+                t("pong", "mid", false),
+                t("text", "last [hidden-7]", false),
+                t("close", "", false),
+            ],
+            "{msgs:#?}"
+        );
+        let har = get_json(admin, "/api/har").await;
+        let ws_messages = har["log"]["entries"][0]["_webSocketMessages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let dropped: Vec<&str> = ws_messages
+            .iter()
+            .filter(|m| m["_dropped"] == true)
+            .filter_map(|m| m["data"].as_str())
+            .collect();
+        assert_eq!(
+            dropped,
+            ["drop this one", "drop me too"],
+            "HAR marks the dropped messages: {ws_messages:#?}"
         );
         let all = d.to_string();
         assert!(

@@ -40,6 +40,7 @@ function flags(m) {
   const f = [];
   if (m.truncated) f.push(`cut at ${bytes(m.captured)}`);
   if (m.compressed) f.push('inflated');
+  if (m.dropped) f.push('dropped by rule: never delivered');
   if (m.problem) f.push(m.problem);
   return f.join(' · ');
 }
@@ -140,11 +141,12 @@ export class MessagesView {
     c[0].textContent = ARROW[m.direction] || '';
     c[0].title = m.direction;
     c[1].textContent = clock(m.time_us);
-    c[2].textContent = m.opcode;
+    c[2].textContent = m.dropped ? `${m.opcode} ✕` : m.opcode;
+    c[2].title = m.dropped ? 'dropped by a rule: never delivered' : '';
     c[3].textContent = bytes(m.size);
     c[4].textContent = preview(m);
     r.dataset.seq = m.seq;
-    r.className = `row ${m.direction}${m.opcode === 'close' ? ' close' : ''}${i === this.selected ? ' sel' : ''}`;
+    r.className = `row ${m.direction}${m.opcode === 'close' ? ' close' : ''}${m.dropped ? ' dropped' : ''}${i === this.selected ? ' sel' : ''}`;
   }
 
   matches(m) {

@@ -37,7 +37,7 @@ use super::io::ClientIo;
 use super::upstream::UpstreamConn;
 use crate::record::messages::Direction;
 use crate::registry::{CloseReason, ConnEntry, ConnGuard, ConnState, Side};
-use crate::relay::{relay_streams, Hooks, RelayLimits, Tap};
+use crate::relay::{relay_streams, tap_filtered, Hooks, RelayLimits, Removed};
 use crate::transport::ClientStream;
 use tokio::io::AsyncWriteExt;
 
@@ -274,16 +274,18 @@ fn hooks<'a>(tap: &'a mut DirectionTap, rw: &'a mut Option<Rewrite>) -> Hooks<'a
     }
 }
 
-/// `bytes` as the direction's rules leave them.
-fn filtered<T: AsRef<[u8]>>(rw: &mut Option<Rewrite>, bytes: T) -> Vec<u8> {
+/// `bytes` as the direction's rules leave them, and what they took out.
+fn filtered<T: AsRef<[u8]>>(rw: &mut Option<Rewrite>, bytes: T) -> (Vec<u8>, Vec<Removed>) {
     let bytes = bytes.as_ref();
+    let mut removed = Vec::new();
     match rw {
         Some(r) => {
             let mut out = Vec::new();
             r.feed(bytes, &mut out);
-            out
+            r.take_removed(&mut removed);
+            (out, removed)
         }
-        None => bytes.to_vec(),
+        None => (bytes.to_vec(), removed),
     }
 }
 
@@ -322,8 +324,9 @@ async fn relay_upgraded(
     // upstream's greeting right behind its 101) goes first, through the
     // taps like every later byte.
     let leftovers = async {
-        let client_rest = filtered(up_rw, client_rest);
-        let upstream_rest = filtered(down_rw, std::mem::take(&mut upstream.rest));
+        let (client_rest, mut up_removed) = filtered(up_rw, client_rest);
+        let (upstream_rest, mut down_removed) =
+            filtered(down_rw, std::mem::take(&mut upstream.rest));
         if !client_rest.is_empty() {
             upstream
                 .stream
@@ -333,8 +336,8 @@ async fn relay_upgraded(
             entry
                 .bytes_up
                 .fetch_add(client_rest.len() as u64, Ordering::Relaxed);
-            up_tap.passed(&client_rest);
         }
+        tap_filtered(up_tap, &client_rest, &mut up_removed);
         if !upstream_rest.is_empty() {
             client
                 .write_all(&upstream_rest)
@@ -343,8 +346,8 @@ async fn relay_upgraded(
             entry
                 .bytes_down
                 .fetch_add(upstream_rest.len() as u64, Ordering::Relaxed);
-            down_tap.passed(&upstream_rest);
         }
+        tap_filtered(down_tap, &upstream_rest, &mut down_removed);
         Ok(())
     };
     match tokio::time::timeout(limits.idle, leftovers).await {

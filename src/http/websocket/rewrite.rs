@@ -19,7 +19,7 @@ use std::io::Cursor;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-use crate::relay::Filter;
+use crate::relay::{Filter, Removed};
 use crate::rules::{WsDrop, WsSub};
 
 /// Largest message held for the rules.
@@ -85,6 +85,8 @@ pub struct Rewrite {
     passing: bool,
     /// Bytes that are not frames came: the rest passes as it comes.
     broken: bool,
+    /// Messages dropped since the last [`Filter::filter`] handed them on.
+    removed: Vec<Removed>,
     pub outcome: Outcome,
 }
 
@@ -109,6 +111,7 @@ impl Rewrite {
             held: None,
             passing: false,
             broken: false,
+            removed: Vec::new(),
             outcome: Outcome::default(),
         })
     }
@@ -263,6 +266,12 @@ impl Rewrite {
     fn decide(&mut self, m: Held, out: &mut Vec<u8>) {
         if self.drop.as_ref().is_some_and(|re| re.is_match(&m.payload)) {
             self.outcome.dropped += 1;
+            self.removed.push(Removed {
+                at: out.len(),
+                opcode: m.opcode,
+                size: m.payload.len() as u64,
+                payload: m.payload,
+            });
             return;
         }
         if let Some(s) = &self.sub {
@@ -306,9 +315,18 @@ fn encode(opcode: u8, mask: Option<[u8; 4]>, payload: &[u8], out: &mut Vec<u8>) 
     }
 }
 
+impl Rewrite {
+    /// The messages dropped since the last call, in stream order (their
+    /// offsets are into the output of the feeds since then).
+    pub fn take_removed(&mut self, into: &mut Vec<Removed>) {
+        into.append(&mut self.removed);
+    }
+}
+
 impl Filter for Rewrite {
-    fn filter(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    fn filter(&mut self, input: &[u8], out: &mut Vec<u8>, removed: &mut Vec<Removed>) {
         self.feed(input, out);
+        self.take_removed(removed);
     }
 }
 

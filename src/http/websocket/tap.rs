@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use super::frames::{Deflate, Frames, Message};
 use crate::record::message_log::{Captured, End, MessageLog};
-use crate::record::messages::{Direction, COMPRESSED, TRUNCATED};
+use crate::record::messages::{Direction, COMPRESSED, DROPPED, TRUNCATED};
 use crate::registry::CloseReason;
-use crate::relay::Tap;
+use crate::relay::{Removed, Tap};
 
 /// The WebSocket ended: its bytes each way after the switch, why it
 /// closed, and why its frames could not be read, if so.
@@ -91,5 +91,36 @@ impl Tap for DirectionTap {
             }
         });
         self.frames.closed()
+    }
+
+    /// A message a rule dropped: recorded as it came, flagged, at most the
+    /// log's limit of its payload.
+    fn removed(&mut self, unit: Removed) {
+        let Some(l) = &self.log else { return };
+        let Removed {
+            opcode,
+            size,
+            mut payload,
+            ..
+        } = unit;
+        let mut flags = DROPPED;
+        if !l.wants_payload() {
+            payload = Vec::new();
+        } else if payload.len() > l.limit() {
+            payload.truncate(l.limit());
+            payload.shrink_to_fit();
+            flags |= TRUNCATED;
+        }
+        l.message(
+            self.dir,
+            Captured {
+                opcode,
+                at: std::time::SystemTime::now(),
+                size,
+                flags,
+                meta: None,
+                payload,
+            },
+        );
     }
 }
