@@ -765,6 +765,7 @@ fn switched(
     obs: &Observers,
 ) -> Result<Response<ProxyBody>, Stop> {
     let client = websocket::accept_switch(&resp, upgrade, &target.label)?;
+    let seat = resp.extensions_mut().remove::<websocket::h2::BridgeSeat>();
     let upstream = hyper::upgrade::on(&mut resp);
     let (mut parts, _empty) = resp.into_parts();
     add_via(&mut parts.headers, parts.version);
@@ -817,6 +818,7 @@ fn switched(
         busy: inflight,
         log,
         deflate: websocket::deflate_agreed(&parts.headers),
+        seat,
     };
     websocket::take_over(&conn.takeover, client, upstream, carry);
     Ok(Response::from_parts(parts, super::answer::empty()))

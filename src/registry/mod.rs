@@ -253,6 +253,19 @@ impl ConnEntry {
         }
     }
 
+    /// Like [`Self::attach_socket`], for a socket that closes before the
+    /// entry does (one stream's own connection on a multiplexed client
+    /// connection): the seat takes the socket off the entry when dropped,
+    /// so a long-lived entry does not collect one inode per stream.
+    pub fn seat_socket<S: std::os::fd::AsFd>(self: &Arc<Self>, socket: &S) -> Option<SocketSeat> {
+        let ino = socket_inode(socket)?;
+        self.sockets.lock().ok()?.push(ino);
+        Some(SocketSeat {
+            entry: self.clone(),
+            ino,
+        })
+    }
+
     pub fn user(&self) -> Option<&str> {
         self.user.get().map(String::as_str)
     }
@@ -326,6 +339,24 @@ impl ConnEntry {
 
     pub fn socket_inodes(&self) -> Vec<u64> {
         self.sockets.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// A socket counted as an entry's until this is dropped
+/// ([`ConnEntry::seat_socket`]).
+#[derive(Debug)]
+pub struct SocketSeat {
+    entry: Arc<ConnEntry>,
+    ino: u64,
+}
+
+impl Drop for SocketSeat {
+    fn drop(&mut self) {
+        if let Ok(mut v) = self.entry.sockets.lock() {
+            if let Some(i) = v.iter().rposition(|&n| n == self.ino) {
+                v.swap_remove(i);
+            }
+        }
     }
 }
 

@@ -385,7 +385,8 @@ mod tests {
             false
         }
         fn removed(&mut self, unit: Removed) {
-            self.0.push(format!("-{}", String::from_utf8_lossy(&unit.payload)));
+            self.0
+                .push(format!("-{}", String::from_utf8_lossy(&unit.payload)));
         }
     }
 

@@ -1188,10 +1188,27 @@ async fn http2_websockets_by_extended_connect_are_bridged_to_http1_upgrades() {
             Message::text("on the second stream")
         );
         conversation(&mut first, &mut origin).await;
+        // Each bridged leg's socket is the tunnel entry's while it lives.
+        let most_sockets = || {
+            proxy
+                .registry
+                .snapshot()
+                .iter()
+                .map(|e| e.socket_inodes().len())
+                .max()
+                .unwrap_or(0)
+        };
+        let with_both = most_sockets();
         drop(first);
         // The first one's end is its stream's alone.
         second.send(Message::text("still here")).await.unwrap();
         assert_eq!(next_msg(&mut second).await, Message::text("still here"));
+        assert!(
+            eventually(Duration::from_secs(5), || most_sockets() == with_both - 1).await,
+            "the first WebSocket's upstream socket leaves the tunnel's entry with it \
+             ({with_both} before, {} now)",
+            most_sockets()
+        );
 
         // Any other protocol is refused, and the connection goes on.
         let refused = send

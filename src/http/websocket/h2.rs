@@ -17,6 +17,7 @@
 //! and is driven by a task that ends with the connection's upgrade or its
 //! answer.
 
+use std::sync::Arc;
 use tokio::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -151,7 +152,7 @@ pub fn not_switched(status: StatusCode, label: &str) -> Failure {
 pub async fn send(
     inside: &Inside,
     ctx: &HttpContext,
-    entry: &ConnEntry,
+    entry: &Arc<ConnEntry>,
     mut req: Request<UpstreamBody>,
 ) -> Result<Response<Incoming>, BoxError> {
     let started = Instant::now();
@@ -163,7 +164,10 @@ pub async fn send(
         &ctx.own_addrs,
     )
     .await?;
-    entry.attach_socket(&tcp);
+    // The client's entry owns the socket while it lives: until this
+    // returns an error, or the relay that takes the seat from the
+    // response's extensions ends.
+    let seat = entry.seat_socket(&tcp).map(|s| BridgeSeat(Arc::new(s)));
     let origin_form = req
         .uri()
         .path_and_query()
@@ -191,8 +195,17 @@ pub async fn send(
         claimed: Default::default(),
         tls: inside.info.tls.clone(),
     });
+    if let Some(seat) = seat {
+        resp.extensions_mut().insert(seat);
+    }
     Ok(resp)
 }
+
+/// The bridged upgrade's socket, counted as the client entry's for as
+/// long as the response or the relay holds this (only dropping it
+/// matters; a response extension must be `Clone`, hence the `Arc`).
+#[derive(Debug, Clone)]
+pub struct BridgeSeat(#[allow(dead_code)] Arc<crate::registry::SocketSeat>);
 
 /// One request over HTTP/1.1 on `io`; the connection is driven by its own
 /// task, which ends when hyper hands the socket to the upgrade or, for an

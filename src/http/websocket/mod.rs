@@ -187,6 +187,9 @@ pub struct Carry {
     pub deflate: Option<(Deflate, Deflate)>,
     /// `wsDrop://` / `wsSub://` for (client to server, server to client).
     pub rewrite: (Option<Rewrite>, Option<Rewrite>),
+    /// A bridged (HTTP/2) WebSocket's upstream socket on the client's
+    /// entry, released when the relay ends.
+    pub seat: Option<h2::BridgeSeat>,
 }
 
 /// Leaves the relay of an accepted 101 in `slot`, for the connection's
@@ -214,6 +217,7 @@ async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry, over_h2: bool
         log,
         deflate,
         rewrite: (mut up_rw, mut down_rw),
+        seat,
     } = carry;
     let base = (
         entry.bytes_up.load(Ordering::Relaxed),
@@ -263,6 +267,7 @@ async fn run(client: OnUpgrade, upstream: OnUpgrade, carry: Carry, over_h2: bool
             (!note.is_empty()).then(|| note.join("; ")),
         );
     }
+    drop(seat);
     drop(busy);
 }
 
@@ -406,13 +411,20 @@ enum ClientLeg {
 impl ClientLeg {
     async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
-            ClientLeg::H1(s) => s.write_all(data).await,
-            ClientLeg::H2(s) => {
-                s.write_all(data).await?;
-                s.flush().await
-            }
+            ClientLeg::H1(s) => write_flushed(s, data).await,
+            ClientLeg::H2(s) => write_flushed(s, data).await,
         }
     }
+}
+
+/// Writes `data` and flushes it out of any layer that buffers (TLS, an
+/// HTTP/2 stream; a TCP socket's flush is free).
+async fn write_flushed<W>(w: &mut W, data: &[u8]) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    w.write_all(data).await?;
+    w.flush().await
 }
 
 /// The client's side, back from hyper after it wrote the 101 (the 200 of
@@ -443,11 +455,8 @@ enum UpstreamStream {
 impl UpstreamStream {
     async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
-            UpstreamStream::Tcp(s) => s.write_all(data).await,
-            UpstreamStream::Tls(s) => {
-                s.write_all(data).await?;
-                s.flush().await
-            }
+            UpstreamStream::Tcp(s) => write_flushed(s, data).await,
+            UpstreamStream::Tls(s) => write_flushed(s.as_mut(), data).await,
         }
     }
 }
