@@ -49,8 +49,15 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// How long the writer naps between drains inside a batch window.
 const BATCH_NAP: Duration = Duration::from_millis(10);
-/// Records per transaction, at most.
+/// Items per transaction, at most.
 const MAX_BATCH: usize = 8192;
+/// Records per transaction, at most: about a millisecond of the writer's
+/// time, so that a proxy worker sharing its core never waits out a longer
+/// burst of inserts (p99). A commit costs little more than the pages it
+/// dirties, and records append to the table's tail, so small batches of
+/// them cost no more pages than large ones. (Messages scatter over their
+/// index, one leaf per connection, so they keep the larger batches.)
+const MAX_BATCH_RECORDS: usize = 256;
 /// Live-feed events buffered per subscriber before it is told it lagged.
 const FEED_CAPACITY: usize = 4096;
 /// The age limit is checked this often (it needs a clock and a query).
@@ -598,6 +605,7 @@ impl Writer {
                 let window_end = Instant::now() + BATCH_WINDOW;
                 'fill: loop {
                     while batch.len() < MAX_BATCH
+                        && batch.records.len() < MAX_BATCH_RECORDS
                         && bytes < max_batch_bytes
                         && body_bytes < max_batch_body
                     {
@@ -611,6 +619,7 @@ impl Writer {
                         }
                     }
                     let full = batch.len() >= MAX_BATCH
+                        || batch.records.len() >= MAX_BATCH_RECORDS
                         || bytes >= max_batch_bytes
                         || body_bytes >= max_batch_body;
                     if full || Instant::now() >= window_end || self.closing.load(Ordering::Relaxed)
