@@ -295,7 +295,6 @@ pub fn header_value(block: &[u8], name: &str) -> Option<String> {
     header_text(block, name).map(|v| v.into_owned())
 }
 
-/// [`header_value`], borrowed from the block where it is UTF-8.
 /// A response head's `Content-Type`, as the list shows it.
 pub fn content_type_of(headers: &http::HeaderMap) -> Option<CompactString> {
     headers
@@ -303,6 +302,7 @@ pub fn content_type_of(headers: &http::HeaderMap) -> Option<CompactString> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into())
 }
 
+/// [`header_value`], borrowed from the block where it is UTF-8.
 pub fn header_text<'b>(block: &'b [u8], name: &str) -> Option<std::borrow::Cow<'b, str>> {
     block.split(|&b| b == b'\n').find_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

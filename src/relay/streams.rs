@@ -355,11 +355,16 @@ where
         }
         flow.counter.fetch_add(n as u64, Ordering::Relaxed);
         flow.activity.touch();
-        if let Some(t) = tap.as_mut() {
-            if tap_filtered(&mut **t, data, &mut removed) && !told_closing {
-                told_closing = true;
-                flow.closing.notify_one();
+        match tap.as_mut() {
+            Some(t) => {
+                if tap_filtered(&mut **t, data, &mut removed) && !told_closing {
+                    told_closing = true;
+                    flow.closing.notify_one();
+                }
             }
+            // Nobody to show what the filter took out: it goes now, so a
+            // filter without a tap holds nothing across reads.
+            None => removed.clear(),
         }
         if let Some(p) = pacer.as_mut() {
             p.sent(n);

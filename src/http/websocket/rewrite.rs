@@ -116,6 +116,12 @@ impl Rewrite {
         })
     }
 
+    /// The messages dropped since the last call, in stream order (their
+    /// offsets are into the output of the feeds since then).
+    pub fn take_removed(&mut self, into: &mut Vec<Removed>) {
+        into.append(&mut self.removed);
+    }
+
     /// Takes the next bytes read; appends to `out` what is to be written.
     pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
         while !data.is_empty() {
@@ -312,14 +318,6 @@ fn encode(opcode: u8, mask: Option<[u8; 4]>, payload: &[u8], out: &mut Vec<u8>) 
             out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
         }
         None => out.extend_from_slice(payload),
-    }
-}
-
-impl Rewrite {
-    /// The messages dropped since the last call, in stream order (their
-    /// offsets are into the output of the feeds since then).
-    pub fn take_removed(&mut self, into: &mut Vec<Removed>) {
-        into.append(&mut self.removed);
     }
 }
 
