@@ -92,7 +92,7 @@ RSS_END=$(rss "$SLUICE_PID")
 TOKEN=$(cat "$WORK/data-soak/admin.token")
 METRICS=$(curl -s --max-time 5 -H @<(printf 'Authorization: Bearer %s\n' "$TOKEN") "http://127.0.0.1:$AP/metrics" | grep '^sluice_record_messages_total' | tr '\n' ' ')
 kill "$SLUICE_PID"; wait "$SLUICE_PID" 2>/dev/null || true
-STORED=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from messages').fetchone()[0])" "$WORK/data-soak/records.db")
+STORED=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select coalesce(sum(count), 0) from message_chunks').fetchone()[0])" "$WORK/data-soak/records.db")
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1] or 0),float(sys.argv[2] or 0); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }
 # shellcheck disable=SC2086

@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::decode;
 use super::event_stream::{is_event_stream, EventStream};
 use super::message_log::{End, MessageLog};
-use super::messages::Direction;
+use super::messages::{Direction, COMPRESSED};
 use super::model::Record;
 use super::redact;
+use super::stream_decode::StreamDecoder;
 use super::Recorder;
 
 /// What the upstream connector knows about the connection a response came
@@ -64,11 +66,49 @@ pub struct Exchange {
 
 /// An event stream being split into its record's messages.
 struct Events {
-    reader: EventStream,
-    log: MessageLog,
-    /// Body bytes that passed.
+    input: EventInput,
+    log: Arc<MessageLog>,
+    /// Body bytes that passed (compressed, when the body was).
     size: u64,
     error: Option<String>,
+    /// Why events stopped being read part-way (a coding that broke).
+    note: Option<String>,
+}
+
+/// Where an event stream's body goes as it passes.
+enum EventInput {
+    Plain(EventSink),
+    /// Through the decoders of its `Content-Encoding` first.
+    Coded(StreamDecoder),
+}
+
+/// The event reader and the log its events go to.
+struct EventSink {
+    reader: EventStream,
+    log: Arc<MessageLog>,
+    /// Set on every event: `COMPRESSED` when the body was coded.
+    flags: i64,
+}
+
+impl EventSink {
+    fn feed(&mut self, bytes: &[u8]) {
+        let (log, flags) = (&self.log, self.flags);
+        self.reader.feed(bytes, &mut |mut m| {
+            m.flags |= flags;
+            log.message(Direction::Receive, m)
+        });
+    }
+}
+
+impl std::io::Write for EventSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.feed(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Exchange {
@@ -191,26 +231,56 @@ impl Exchange {
             r.timings.sent_us.get_or_insert(at);
         });
         if is_event_stream(status, headers) {
-            self.start_events();
+            let coding = headers
+                .get(http::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok());
+            self.start_events(coding);
         }
     }
 
     /// Submits the record of an event stream at its head; its events
-    /// follow as messages.
-    fn start_events(&self) {
+    /// follow as messages, decoded first when `coding` (a coding
+    /// [`is_event_stream`] accepted) says the body is compressed.
+    fn start_events(&self, coding: Option<&str>) {
         let Some(p) = self.pending.lock().ok().and_then(|mut p| p.take()) else {
             return;
         };
         let Some(id) = self.finish(p, true) else {
             return;
         };
-        let log = MessageLog::new(self.recorder.clone(), id, self.started);
+        let log = Arc::new(MessageLog::new(self.recorder.clone(), id, self.started));
+        let coded = coding.filter(|c| !decode::codings(c).is_ok_and(|l| l.is_empty()));
+        let sink = EventSink {
+            reader: EventStream::new(log.limit()),
+            log: log.clone(),
+            flags: if coded.is_some() { COMPRESSED } else { 0 },
+        };
+        let mut note = None;
+        let input = match coded {
+            None => Some(EventInput::Plain(sink)),
+            Some(c) => match StreamDecoder::new(c, Box::new(sink)) {
+                Ok(d) => Some(EventInput::Coded(d)),
+                Err(e) => {
+                    note = Some(format!("events not read: {e}"));
+                    None
+                }
+            },
+        };
+        let Some(input) = input else {
+            // `is_event_stream` let only codings sluice decodes through.
+            log.finish(End {
+                note,
+                ..End::default()
+            });
+            return;
+        };
         if let Ok(mut e) = self.events.lock() {
             *e = Some(Events {
-                reader: EventStream::new(log.limit()),
+                input,
                 log,
                 size: 0,
                 error: None,
+                note,
             });
         }
     }
@@ -225,10 +295,18 @@ impl Exchange {
 
     pub fn response_chunk(&self, data: &Bytes) {
         let streamed = self.with_events(|e| {
+            let at = e.size;
             e.size += data.len() as u64;
-            let log = &e.log;
-            e.reader
-                .feed(data, &mut |m| log.message(Direction::Receive, m));
+            match &mut e.input {
+                EventInput::Plain(sink) => sink.feed(data),
+                EventInput::Coded(d) => {
+                    if let Err(err) = d.feed(data) {
+                        e.note.get_or_insert_with(|| {
+                            format!("events after body byte {at} not read: {err}")
+                        });
+                    }
+                }
+            }
         });
         if !streamed {
             let limit = self.body_limit;
@@ -247,6 +325,7 @@ impl Exchange {
                 resp_size: Some(e.size),
                 close_reason: Some("eof".into()),
                 error: e.error.take(),
+                note: e.note.take(),
                 ..End::default()
             })
         });
@@ -341,6 +420,7 @@ impl Drop for Exchange {
                 resp_size: Some(e.size),
                 close_reason: Some("cut short".into()),
                 error: Some(error),
+                note: e.note,
                 ..End::default()
             });
         }

@@ -30,10 +30,10 @@ const CHUNK: usize = 16 * 1024;
 /// RFC 9659 only requires HTTP zstd decoders to accept windows up to 8 MiB;
 /// refusing larger ones stops a hostile frame header from making the decoder
 /// allocate up to zstd's default limit of 128 MiB.
-const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+pub(super) const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// Size of the brotli decoder's input buffer.
-const BROTLI_INPUT_BUFFER: usize = 4096;
+pub(super) const BROTLI_INPUT_BUFFER: usize = 4096;
 
 /// Most codings one body may stack and still be decoded. Real servers
 /// apply one, rarely two; beyond this the body is kept as it crossed.
@@ -97,13 +97,18 @@ pub fn read_error(err: io::Error, encoding: &str) -> DecodeError {
     corrupt(err, encoding.trim())
 }
 
+/// The codings `encoding` names, in the order they were applied.
+pub(super) fn codings(encoding: &str) -> Result<Vec<Coding>, DecodeError> {
+    Ok(parse(encoding)?.into_iter().map(|l| l.coding).collect())
+}
+
 /// Whether `encoding` names only codings `decode` understands.
 pub fn supported(encoding: &str) -> bool {
     parse(encoding).is_ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Coding {
+pub(super) enum Coding {
     Gzip,
     Deflate,
     Brotli,
@@ -222,7 +227,7 @@ fn open_deflate<'a>(mut compressed: Box<dyn Read + 'a>) -> io::Result<Box<dyn Re
 
 /// RFC 1950 §2.2: method 8 (deflate), window at most 32 KiB, and the header
 /// checksum.
-fn is_zlib_header([cmf, flg]: [u8; 2]) -> bool {
+pub(super) fn is_zlib_header([cmf, flg]: [u8; 2]) -> bool {
     let method = cmf & 0x0f;
     let window_bits = cmf >> 4;
     method == 8 && window_bits <= 7 && (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0

@@ -190,19 +190,20 @@ impl EventStream {
 }
 
 /// Whether a response's head makes it an event stream sluice splits: a
-/// 2xx `text/event-stream` without a content coding (a compressed stream
-/// is recorded as a body).
+/// 2xx `text/event-stream` with no content coding or only codings sluice
+/// decodes as the body passes (`super::stream_decode`).
 pub fn is_event_stream(status: u16, headers: &http::HeaderMap) -> bool {
     let sse = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"));
-    let coded = headers
+    // A coding sluice cannot undo as the body passes leaves the stream
+    // recorded as a body (bytes as they crossed).
+    let decodable = headers
         .get(http::header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
-    (200..300).contains(&status) && sse && !coded
+        .is_none_or(|v| v.to_str().is_ok_and(super::decode::supported));
+    (200..300).contains(&status) && sse && decodable
 }
 
 #[cfg(test)]
@@ -287,7 +288,12 @@ mod tests {
         );
         assert!(is_event_stream(200, &h));
         assert!(!is_event_stream(404, &h));
-        h.insert("content-encoding", "gzip".parse().unwrap());
+        // Codings sluice undoes as the body passes; others leave a body.
+        for coding in ["gzip", "br, zstd", "identity"] {
+            h.insert("content-encoding", coding.parse().unwrap());
+            assert!(is_event_stream(200, &h), "{coding}");
+        }
+        h.insert("content-encoding", "compress".parse().unwrap());
         assert!(!is_event_stream(200, &h));
         h.remove("content-encoding");
         h.insert("content-type", "text/plain".parse().unwrap());

@@ -8,14 +8,17 @@
 //! (`msg_seen`, `msg_stored`, `msg_bytes`, `msg_unstored`) count every
 //! message that passed, stored or not, and say why some were not.
 
-use rusqlite::{params, Connection, ToSql};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
+use super::message_chunk as chunk;
 use super::model::rfc3339;
 
 /// Payload was longer than the message limit.
 pub const TRUNCATED: i64 = 1;
-/// Sent compressed (permessage-deflate) and shown inflated.
+/// Sent compressed (permessage-deflate, or an event stream's
+/// `Content-Encoding`) and shown inflated; its size is the inflated one
+/// for an event (a coded stream has no per-event wire size).
 pub const COMPRESSED: i64 = 2;
 /// A server-sent event (opcode 1, fields in `meta`).
 pub const EVENT: i64 = 4;
@@ -158,63 +161,68 @@ pub struct RecordUpdate {
 }
 
 pub const TABLE: &str = "
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
+-- A record's messages in runs (super::message_chunk): one row per record
+-- per batch, however many messages the batch carried.
+CREATE TABLE IF NOT EXISTS message_chunks (
+    first_id INTEGER PRIMARY KEY,
     record_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    at_us INTEGER NOT NULL,
-    dir INTEGER NOT NULL,
-    opcode INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    flags INTEGER NOT NULL,
-    meta TEXT,
-    payload BLOB NOT NULL
+    last_id INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    data BLOB NOT NULL
 );
--- A record's messages in order, and retention's delete by record.
-CREATE INDEX IF NOT EXISTS messages_of_record ON messages (record_id, id);
+-- A record's chunks in order, and retention's delete by record.
+CREATE INDEX IF NOT EXISTS chunks_of_record ON message_chunks (record_id, last_id);
 ";
 
-const WIDTH: usize = 10;
 /// One row per statement, plain `INSERT`: a multi-row insert may fail
 /// part-way, so SQLite gives it a statement journal that copies every page
-/// it touches (half the writer's time at 40,000 messages a second); a
-/// one-row insert needs none. Ids come from the writer, so none conflicts.
-const INSERT_SQL: &str = "INSERT INTO messages
-     (id, record_id, seq, at_us, dir, opcode, size, flags, meta, payload)
-     VALUES (?,?,?,?,?,?,?,?,?,?)";
+/// it touches; a one-row insert needs none. Ids come from the writer, so
+/// none conflicts.
+const INSERT_SQL: &str =
+    "INSERT INTO message_chunks (first_id, record_id, last_id, count, data) VALUES (?,?,?,?,?)";
 
 /// Inserts `msgs` (ids from `first_id` on) inside the caller's
-/// transaction, then moves each record's counters to the last totals seen.
+/// transaction, a chunk per record (more when one record's run is long),
+/// then moves each record's counters to the last totals seen.
 pub fn insert(conn: &Connection, msgs: &[Box<Queued>], first_id: u64) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(INSERT_SQL)?;
+    // Each record's messages of this batch, in order; a batch holds a few
+    // hundred open connections at most, so a linear find is cheap.
+    let mut runs: Vec<(u64, Vec<(u64, &Queued)>)> = Vec::new();
     for (id, m) in (first_id..).zip(msgs) {
-        let values: [&dyn ToSql; WIDTH] = [
-            &(id as i64),
-            &(m.record_id as i64),
-            &(m.seq as i64),
-            &m.at_us,
-            &m.dir.code(),
-            &m.opcode,
-            &(m.size as i64),
-            &m.flags,
-            &m.meta,
-            &m.payload,
-        ];
-        for (i, v) in values.iter().enumerate() {
-            stmt.raw_bind_parameter(1 + i, v)?;
-        }
-        stmt.raw_execute()?;
-    }
-    // One counter update per record per batch: the last message's.
-    let mut last: Vec<(u64, Totals)> = Vec::new();
-    for m in msgs {
-        match last.iter_mut().find(|(id, _)| *id == m.record_id) {
-            Some(slot) => slot.1 = m.totals,
-            None => last.push((m.record_id, m.totals)),
+        match runs.iter_mut().find(|(r, _)| *r == m.record_id) {
+            Some((_, run)) => run.push((id, m)),
+            None => runs.push((m.record_id, vec![(id, m)])),
         }
     }
-    for (id, totals) in last {
-        set_totals(conn, id, totals)?;
+    let mut data = Vec::new();
+    for (record_id, run) in &runs {
+        let mut rest = &run[..];
+        while let Some(&(chunk_first, _)) = rest.first() {
+            data.clear();
+            let mut n = 0;
+            while let Some(&(id, m)) = rest.get(n) {
+                if n > 0 && chunk::is_full(n, data.len()) {
+                    break;
+                }
+                chunk::push(&mut data, chunk_first, id, m);
+                n += 1;
+            }
+            let last_id = rest[n - 1].0;
+            stmt.execute(params![
+                chunk_first as i64,
+                *record_id as i64,
+                last_id as i64,
+                n as i64,
+                &data
+            ])?;
+            rest = &rest[n..];
+        }
+    }
+    for (record_id, run) in &runs {
+        if let Some((_, m)) = run.last() {
+            set_totals(conn, *record_id, m.totals)?;
+        }
     }
     Ok(())
 }
@@ -261,7 +269,7 @@ pub fn apply(conn: &Connection, u: &RecordUpdate) -> rusqlite::Result<()> {
 
 /// Deletes the messages of records up to `id` (retention).
 pub fn delete_through(conn: &Connection, id: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM messages WHERE record_id <= ?1")?
+    conn.prepare_cached("DELETE FROM message_chunks WHERE record_id <= ?1")?
         .execute([id])?;
     Ok(())
 }
@@ -269,7 +277,7 @@ pub fn delete_through(conn: &Connection, id: i64) -> rusqlite::Result<()> {
 /// Deletes the messages whose record is gone (after a delete by filter).
 pub fn delete_orphans(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute(
-        "DELETE FROM messages WHERE record_id NOT IN (SELECT id FROM records)",
+        "DELETE FROM message_chunks WHERE record_id NOT IN (SELECT id FROM records)",
         [],
     )?;
     Ok(())
@@ -277,9 +285,11 @@ pub fn delete_orphans(conn: &Connection) -> rusqlite::Result<()> {
 
 /// The largest message id stored (0 when none).
 pub fn max_id(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
-        r.get::<_, i64>(0)
-    })
+    conn.query_row(
+        "SELECT COALESCE(MAX(last_id), 0) FROM message_chunks",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
     .map(|n| n.max(0) as u64)
 }
 
@@ -420,40 +430,46 @@ fn row(
 
 /// One page of a record's messages, oldest first.
 pub fn list(conn: &Connection, record_id: u64, f: &Filter) -> rusqlite::Result<Vec<MessageRow>> {
+    let after = f.cursor.unwrap_or(0);
     let mut stmt = conn.prepare_cached(
-        "SELECT id, seq, at_us, dir, opcode, size, flags, meta, payload FROM messages
-         WHERE record_id = ?1 AND id > ?2
-           AND (?3 IS NULL OR dir = ?3) AND (?4 IS NULL OR opcode = ?4)
-           AND (?5 IS NULL OR at_us >= ?5)
-         ORDER BY id LIMIT ?6",
+        "SELECT first_id, data FROM message_chunks
+         WHERE record_id = ?1 AND last_id > ?2 ORDER BY last_id",
     )?;
-    let rows = stmt.query_map(
-        params![
-            record_id as i64,
-            f.cursor.unwrap_or(0) as i64,
-            f.direction.map(Direction::code),
-            f.opcode,
-            f.since_us,
-            f.limit as i64
-        ],
-        |r| {
-            let meta: Option<String> = r.get(7)?;
-            let payload: Vec<u8> = r.get(8)?;
-            Ok(row(
-                r.get::<_, i64>(0)? as u64,
-                record_id,
-                r.get::<_, i64>(1)? as u64,
-                r.get(2)?,
-                r.get(3)?,
-                r.get::<_, i64>(4)? as u8,
-                r.get::<_, i64>(5)? as u64,
-                r.get(6)?,
-                meta.as_deref(),
-                &payload,
-            ))
-        },
-    )?;
-    rows.collect()
+    let mut rows = stmt.query(params![record_id as i64, after as i64])?;
+    let mut page = Vec::new();
+    while page.len() < f.limit {
+        let Some(r) = rows.next()? else { break };
+        let first_id = r.get::<_, i64>(0)?.max(0) as u64;
+        let data = r.get_ref(1)?.as_blob()?;
+        for m in chunk::decode(first_id, data) {
+            let m = m.map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Blob,
+                    Box::new(e),
+                )
+            })?;
+            if m.id <= after || !f.matches(&m) {
+                continue;
+            }
+            page.push(row(
+                m.id, record_id, m.seq, m.at_us, m.dir, m.opcode, m.size, m.flags, m.meta,
+                m.payload,
+            ));
+            if page.len() >= f.limit {
+                break;
+            }
+        }
+    }
+    Ok(page)
+}
+
+impl Filter {
+    fn matches(&self, m: &chunk::Stored<'_>) -> bool {
+        self.direction.is_none_or(|d| d.code() == m.dir)
+            && self.opcode.is_none_or(|op| op == m.opcode)
+            && self.since_us.is_none_or(|t| m.at_us >= t)
+    }
 }
 
 /// A record's message counters as stored.

@@ -18,12 +18,14 @@ pub mod capture;
 pub mod decode;
 pub mod event_stream;
 pub mod har;
+pub mod message_chunk;
 pub mod message_log;
 pub mod messages;
 pub mod model;
 pub mod query;
 pub mod redact;
 pub mod store;
+pub mod stream_decode;
 
 use compact_str::CompactString;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -147,7 +147,7 @@ fn refuse_symlink(path: &Path) -> Result<(), StoreError> {
 
 /// Bumped whenever the tables change; a store of another version is moved
 /// aside (kept, not read) and a new one started.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -782,7 +782,7 @@ fn delete_oldest(conn: &mut Connection, blobs: &Blobs, n: u64) -> rusqlite::Resu
         Some(id) => delete_through(conn, blobs, id),
         None => {
             let n = conn.execute("DELETE FROM records", [])? as u64;
-            conn.execute("DELETE FROM messages", [])?;
+            conn.execute("DELETE FROM message_chunks", [])?;
             blobs.retire_through(u64::MAX);
             Ok(n)
         }
@@ -825,6 +825,7 @@ pub fn retire_unreferenced(conn: &Connection, blobs: &Blobs) -> rusqlite::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::messages::{Direction, Queued, Totals, Unstored};
     use crate::record::model::{BodyDir, RecordKind};
     use crate::record::query::{self, Filter};
     use bytes::Bytes;
@@ -956,5 +957,154 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(left, 0, "no spare is kept once every record is deleted");
+    }
+
+    fn message(
+        record_id: u64,
+        seq: u64,
+        dir: Direction,
+        opcode: u8,
+        payload: &[u8],
+    ) -> Box<Queued> {
+        Box::new(Queued {
+            record_id,
+            seq,
+            dir,
+            at_us: 1_000 + seq as i64,
+            opcode,
+            size: payload.len() as u64,
+            flags: 0,
+            meta: None,
+            payload: payload.to_vec(),
+            totals: Totals {
+                seen: seq,
+                stored: seq,
+                bytes: seq * 10,
+                unstored: Unstored::None,
+            },
+        })
+    }
+
+    #[test]
+    fn interleaved_messages_page_back_per_record_across_chunks() {
+        use crate::record::message_chunk::MAX_MESSAGES;
+        use crate::record::messages::{self, opcode, Direction::*, Filter};
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path(), 1 << 30);
+        store
+            .insert(&[record(1, "a.test", 0), record(2, "b.test", 0)], || {})
+            .unwrap();
+        // Two batches; record 1 sends and receives in turn, record 2's
+        // messages interleave, and record 1's first batch spans chunks.
+        let n1 = MAX_MESSAGES + 10;
+        let mut next_id = 1;
+        let mut seq = [0u64; 3];
+        for round in 0..2 {
+            let mut batch = Vec::new();
+            for i in 0..n1 {
+                for rec in [1u64, 2] {
+                    if rec == 2 && (round == 1 || i % 100 != 0) {
+                        continue;
+                    }
+                    seq[rec as usize] += 1;
+                    let s = seq[rec as usize];
+                    let (d, op) = match s % 3 {
+                        0 => (Receive, opcode::TEXT),
+                        1 => (Send, opcode::TEXT),
+                        _ => (Send, opcode::PING),
+                    };
+                    batch.push(message(rec, s, d, op, format!("{rec}:{s}").as_bytes()));
+                }
+            }
+            let later = Later {
+                messages: &batch,
+                first_message_id: next_id,
+                updates: &[],
+            };
+            next_id += batch.len() as u64;
+            store.insert_with(&[] as &[Record], &later, || {}).unwrap();
+        }
+        let page = |rec: u64, f: Filter| store.read(|c| messages::list(c, rec, &f)).unwrap();
+        // Paging by cursor walks record 1's messages in order, none twice.
+        let mut cursor = None;
+        let mut got = Vec::new();
+        loop {
+            let rows = page(
+                1,
+                Filter {
+                    cursor,
+                    limit: 300,
+                    ..Filter::default()
+                },
+            );
+            let Some(last) = rows.last() else { break };
+            cursor = Some(last.id);
+            got.extend(rows.into_iter().map(|r| (r.seq, r.text.unwrap())));
+        }
+        let want: Vec<_> = (1..=seq[1]).map(|s| (s, format!("1:{s}"))).collect();
+        assert_eq!(got, want);
+        let two = page(
+            2,
+            Filter {
+                limit: 100,
+                ..Filter::default()
+            },
+        );
+        assert_eq!(two.len() as u64, seq[2]);
+        assert!(two
+            .iter()
+            .all(|r| r.record_id == 2 && r.text.as_deref().unwrap().starts_with("2:")));
+        // Filters apply inside chunks.
+        let pings = page(
+            1,
+            Filter {
+                opcode: Some(opcode::PING),
+                limit: 10_000,
+                ..Filter::default()
+            },
+        );
+        assert_eq!(
+            pings.len() as u64,
+            (1..=seq[1]).filter(|s| s % 3 == 2).count() as u64
+        );
+        assert!(pings.iter().all(|r| r.opcode == "ping"));
+        let received = page(
+            1,
+            Filter {
+                direction: Some(Receive),
+                since_us: Some(1_000 + 600),
+                limit: 5,
+                ..Filter::default()
+            },
+        );
+        assert_eq!(
+            received.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![600, 603, 606, 609, 612]
+        );
+        // The counters hold each record's last totals; ids go on after a reopen.
+        let (t, _) = store.read(|c| messages::totals(c, 1)).unwrap().unwrap();
+        assert_eq!((t.seen, t.bytes), (seq[1], seq[1] * 10));
+        assert_eq!(store.max_message_id().unwrap(), next_id - 1);
+        // Retention takes a record's chunks with it.
+        store.write(|c| delete_through(c, &store.blobs, 1)).unwrap();
+        assert!(page(
+            1,
+            Filter {
+                limit: 10,
+                ..Filter::default()
+            }
+        )
+        .is_empty());
+        assert_eq!(
+            page(
+                2,
+                Filter {
+                    limit: 100,
+                    ..Filter::default()
+                }
+            )
+            .len() as u64,
+            seq[2]
+        );
     }
 }

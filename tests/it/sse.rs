@@ -27,6 +27,12 @@ type Chunk = Result<Frame<Bytes>, Infallible>;
 /// An origin answering one request with an event stream whose body is
 /// what the test sends on the returned channel (ended when it drops).
 async fn sse_origin() -> (SocketAddr, mpsc::Sender<Chunk>) {
+    sse_origin_coded(None).await
+}
+
+/// [`sse_origin`] whose answer says `Content-Encoding: coding` (the test
+/// sends the compressed bytes).
+async fn sse_origin_coded(coding: Option<&'static str>) -> (SocketAddr, mpsc::Sender<Chunk>) {
     let (tx, rx) = mpsc::channel::<Chunk>(16);
     let rx = Arc::new(Mutex::new(Some(rx)));
     let addr = origin::raw(move |stream| {
@@ -39,11 +45,13 @@ async fn sse_origin() -> (SocketAddr, mpsc::Sender<Chunk>) {
                     .take()
                     .map(|rx| StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)));
                 async move {
-                    let resp = hyper::Response::builder()
+                    let mut resp = hyper::Response::builder()
                         .header("content-type", "text/event-stream")
-                        .header("cache-control", "no-cache")
-                        .body(body.expect("one stream per origin"))
-                        .unwrap();
+                        .header("cache-control", "no-cache");
+                    if let Some(c) = coding {
+                        resp = resp.header("content-encoding", c);
+                    }
+                    let resp = resp.body(body.expect("one stream per origin")).unwrap();
                     Ok::<_, Infallible>(resp)
                 }
             });
@@ -57,7 +65,11 @@ async fn sse_origin() -> (SocketAddr, mpsc::Sender<Chunk>) {
 }
 
 async fn send(tx: &mpsc::Sender<Chunk>, piece: &str) {
-    tx.send(Ok(Frame::data(Bytes::from(piece.to_string()))))
+    send_bytes(tx, piece.as_bytes()).await
+}
+
+async fn send_bytes(tx: &mpsc::Sender<Chunk>, piece: &[u8]) {
+    tx.send(Ok(Frame::data(Bytes::from(piece.to_vec()))))
         .await
         .expect("the origin's body is still being read");
 }
@@ -203,6 +215,86 @@ async fn curl_reads_an_event_stream_recorded_event_by_event_while_open() {
         assert_eq!(events[0]["eventName"], "greet");
         assert_eq!(events[3]["data"], "last");
         assert!(events[0]["time"].as_f64().unwrap() > 1.7e9);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_event_stream_is_relayed_compressed_and_recorded_event_by_event() {
+    use flate2::write::GzEncoder;
+    use std::io::Write as _;
+    bounded(Duration::from_secs(40), async {
+        let (origin, tx) = sse_origin_coded(Some("gzip")).await;
+        let proxy = recording_proxy(|_| {}).await;
+        let admin = proxy.admin_addr.unwrap();
+        // curl without --compressed: it writes the body as it crossed.
+        let mut curl = tokio::process::Command::new("curl")
+            .args(["-sSN", "--max-time", "30", "-x"])
+            .arg(format!("http://{}", proxy.addr))
+            .arg(format!("http://{origin}/events"))
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("curl runs");
+        let mut out = curl.stdout.take().unwrap();
+        // The server flushes its compressor after each event, as an SSE
+        // server behind gzip must for events to arrive on time.
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut sent = Vec::new();
+        let event = |gz: &mut GzEncoder<Vec<u8>>, text: &str| {
+            gz.write_all(text.as_bytes()).unwrap();
+            gz.flush().unwrap();
+            std::mem::take(gz.get_mut())
+        };
+        let first = event(&mut gz, "id: 1\nevent: tick\ndata: {\"n\": 1}\n\n");
+        send_bytes(&tx, &first).await;
+        sent.extend_from_slice(&first);
+        let rows = wait_records(admin, "", 1).await;
+        let id = rows[0]["id"].as_u64().unwrap();
+        // Decoded while the stream is open, before any gzip trailer.
+        let msgs = wait_messages(admin, id, 1).await;
+        assert_eq!(msgs[0]["opcode"], "event", "{msgs:?}");
+        assert_eq!(msgs[0]["text"], "{\"n\": 1}");
+        assert_eq!(msgs[0]["compressed"], true);
+        assert_eq!(
+            msgs[0]["event"],
+            serde_json::json!({"event": "tick", "id": "1"})
+        );
+
+        // The second event split across two pieces, then bytes that are
+        // not gzip: the relay goes on, the record says where reading stopped.
+        let second = event(&mut gz, "data: two\n\n");
+        let (a, b) = second.split_at(second.len() / 2);
+        for piece in [a, b] {
+            send_bytes(&tx, piece).await;
+            sent.extend_from_slice(piece);
+        }
+        wait_messages(admin, id, 2).await;
+        let broken_at = sent.len();
+        let junk = b"\xff\xff\xff\xff not deflate data at all";
+        send_bytes(&tx, junk).await;
+        sent.extend_from_slice(junk);
+        drop(tx);
+        let mut seen = Vec::new();
+        out.read_to_end(&mut seen).await.unwrap();
+        assert!(curl.wait().await.unwrap().success());
+        assert_eq!(seen, sent, "the compressed body is relayed unchanged");
+
+        let d = wait_end(admin, id).await;
+        assert_eq!(d["close_reason"], "eof", "{d}");
+        assert_eq!(d["messages"]["seen"], 2, "{d}");
+        assert_eq!(d["resp_size"].as_u64(), Some(sent.len() as u64), "{d}");
+        let note = d["messages"]["unstored"].as_str().unwrap_or_default();
+        assert!(
+            note.contains(&format!("after body byte {broken_at}")) && note.contains("gzip"),
+            "{d}"
+        );
+        let texts: Vec<Value> = wait_messages(admin, id, 2)
+            .await
+            .iter()
+            .map(|m| m["text"].clone())
+            .collect();
+        assert_eq!(texts, ["{\"n\": 1}", "two"]);
     })
     .await;
 }
