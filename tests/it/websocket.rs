@@ -85,6 +85,47 @@ impl WsOrigin {
         WsOrigin { addr, heads, seen }
     }
 
+    /// A plain origin that also speaks HTTP/2 with prior knowledge (h2c)
+    /// on the same port, told apart by the first bytes, as a server
+    /// offering both does: h2c requests are answered 204, an HTTP/1.1
+    /// WebSocket upgrade is echoed.
+    pub(crate) async fn start_h2c_too() -> WsOrigin {
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (tx, seen) = mpsc::channel(64);
+        let kept = heads.clone();
+        let addr = origin::raw(move |stream| {
+            let (kept, tx) = (kept.clone(), tx.clone());
+            async move {
+                let mut first = [0u8; 3];
+                let peeked = tokio::time::timeout(Duration::from_secs(5), async {
+                    while stream.peek(&mut first).await.ok()? < first.len() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Some(())
+                })
+                .await;
+                if !matches!(peeked, Ok(Some(()))) {
+                    return;
+                }
+                if &first == b"PRI" {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        let resp = hyper::Response::builder()
+                            .status(204)
+                            .body(Empty::<Bytes>::new());
+                        Ok::<_, http::Error>(resp.expect("a 204"))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                } else {
+                    echo_ws(stream, kept, tx).await;
+                }
+            }
+        })
+        .await;
+        WsOrigin { addr, heads, seen }
+    }
+
     pub(crate) async fn next_seen(&mut self) -> Seen {
         tokio::time::timeout(Duration::from_secs(10), self.seen.recv())
             .await
@@ -491,7 +532,7 @@ async fn request_rules_apply_to_an_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_client_inside_a_connect_tunnel() {
     bounded(Duration::from_secs(30), async {
-        let mut origin = WsOrigin::start().await;
+        let mut origin = WsOrigin::start_h2c_too().await;
         let proxy = recording_proxy(|_| {}).await;
         let admin = proxy.admin_addr.unwrap();
         let tunnel = client::connect_tunnel(proxy.addr, origin.addr)
@@ -1114,9 +1155,14 @@ async fn ws_rules_drop_and_rewrite_messages_one_direction_each() {
 /// An HTTP/2 client's extended CONNECT (RFC 8441) for `path`, as hyper's
 /// client sends it (`:protocol` from the extension).
 fn extended_connect(port: u16, path: &str, protocol: &'static str) -> http::Request<Empty<Bytes>> {
+    extended_connect_to(&format!("https://localhost:{port}{path}"), protocol)
+}
+
+/// [`extended_connect`] to any URI (`:scheme`, `:authority`, `:path`).
+fn extended_connect_to(uri: &str, protocol: &'static str) -> http::Request<Empty<Bytes>> {
     let mut req = http::Request::builder()
         .method(http::Method::CONNECT)
-        .uri(format!("https://localhost:{port}{path}"))
+        .uri(uri)
         .header("sec-websocket-version", "13")
         .body(Empty::new())
         .unwrap();
@@ -1131,8 +1177,15 @@ async fn h2_websocket(
     port: u16,
     path: &str,
 ) -> WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
+    h2_websocket_to(send, extended_connect(port, path, "websocket")).await
+}
+
+async fn h2_websocket_to(
+    send: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    req: http::Request<Empty<Bytes>>,
+) -> WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
     let resp = send
-        .send_request(extended_connect(port, path, "websocket"))
+        .send_request(req)
         .await
         .expect("sluice answers the extended CONNECT");
     assert_eq!(resp.status(), 200, "{resp:?}");
@@ -1265,6 +1318,59 @@ async fn http2_websockets_by_extended_connect_are_bridged_to_http1_upgrades() {
             .find(|r| r["url"].as_str().is_some_and(|u| u.ends_with("/udp")))
             .unwrap_or_else(|| panic!("no record of the refused CONNECT: {rows:#?}"));
         assert_eq!(udp["status"], 501, "{udp}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_extended_connect_inside_a_plain_tunnel_reaches_a_ws_origin() {
+    bounded(Duration::from_secs(40), async {
+        // A plain ws:// origin; the client speaks HTTP/2 with prior
+        // knowledge inside a CONNECT tunnel, as an h2c client behind a
+        // proxy does, and opens its WebSocket by extended CONNECT.
+        let mut origin = WsOrigin::start_h2c_too().await;
+        let proxy = recording_proxy(|_| {}).await;
+        let admin = proxy.admin_addr.unwrap();
+        let tunnel = client::connect_tunnel(proxy.addr, origin.addr)
+            .await
+            .expect("the tunnel opens");
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tunnel))
+                .await
+                .expect("h2c handshake inside the tunnel");
+        let conn = tokio::spawn(conn);
+        let uri = format!("http://{}/h2c", origin.addr);
+        let mut ws = h2_websocket_to(&mut send, extended_connect_to(&uri, "websocket")).await;
+        // The tunnel's other streams still go over its pinned h2c connection.
+        let plain = http::Request::get(format!("http://{}/plain", origin.addr))
+            .body(Empty::new())
+            .unwrap();
+        let resp = send.send_request(plain).await.expect("a plain h2c request");
+        assert_eq!(resp.status(), 204);
+        drop(resp);
+        // Ends with the close handshake and the origin's connection gone.
+        conversation(&mut ws, &mut origin).await;
+        drop(ws);
+        drop(send);
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        assert!(
+            eventually(Duration::from_secs(5), || proxy.registry.live_total() == 0).await,
+            "the tunnel and the bridged leg are released"
+        );
+        {
+            let heads = origin.heads.lock().unwrap();
+            assert_eq!(heads.len(), 1, "{heads:?}");
+            assert!(heads[0].get("sec-websocket-key").is_some(), "{heads:?}");
+        }
+        let rows = wait_records(admin, "kind=http", 1).await;
+        let rec = rows
+            .iter()
+            .find(|r| r["url"].as_str().is_some_and(|u| u.ends_with("/h2c")))
+            .unwrap_or_else(|| panic!("no record of /h2c: {rows:#?}"));
+        assert_eq!(rec["status"], 101, "{rec}");
+        assert_eq!(rec["version"], "HTTP/2.0", "{rec}");
+        let (_, msgs) = messages_of(admin, &rec["id"], 12).await;
+        check_conversation(&msgs);
     })
     .await;
 }
