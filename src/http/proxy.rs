@@ -297,6 +297,12 @@ async fn forward(
             Requested::Forward(rules, authority) => (rules, authority),
         };
     let target = target(&mut parts, authority, &rules, ctx, upgrade.is_some())?;
+    if let (Some(_), Some(p)) = (&upgrade, &rules.plan) {
+        if websocket::refuse_extensions(&mut parts.headers, p.ws_drop.is_some(), p.ws_sub.is_some())
+        {
+            obs.note("websocket-extensions", websocket::NO_EXTENSIONS_NOTE);
+        }
+    }
     obs.request_head(&parts.headers);
     let bridged = upgrade.as_ref().is_some_and(|u| u.bridge.is_some());
     if upgrade.is_some() && !bridged {

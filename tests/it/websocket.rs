@@ -1029,6 +1029,71 @@ async fn permessage_deflate_messages_are_recorded_inflated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_rules_take_permessage_deflate_out_so_they_apply() {
+    bounded(Duration::from_secs(40), async {
+        // Python's websockets offers and accepts permessage-deflate, as
+        // browsers do; under a wsSub rule sluice takes the offer out.
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules.txt");
+        std::fs::write(&rules, "127.0.0.1 wsSub://receive:/compress/squash/\n").unwrap();
+        let proxy = recording_proxy(|c| c.rules.rules_file = Some(rules)).await;
+        let admin = proxy.admin_addr.unwrap();
+        let text = "compress me ".repeat(20);
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new("python3")
+                .arg("-c")
+                .arg(PYTHON_DEFLATE)
+                .env("PROXY", format!("http://{}", proxy.addr))
+                .env("TEXT", &text)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("python finishes within 30 s")
+        .expect("python3 runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "python failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("no JSON from python ({e}): {stdout}"));
+        assert_eq!(v["extensions"], serde_json::json!([]), "{v}");
+        for i in 0..3 {
+            assert_eq!(
+                v["back"][i],
+                format!("{}{i}", "squash me ".repeat(20)),
+                "{v}"
+            );
+        }
+        let rows = wait_records(admin, "kind=http", 1).await;
+        let d = get_json(admin, &format!("/api/records/{}", rows[0]["id"])).await;
+        let kinds: Vec<&str> = d["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["kind"].as_str())
+            .collect();
+        assert!(kinds.contains(&"websocket-extensions"), "{d}");
+        // The request as it went upstream: the offer taken out.
+        let sent: Vec<String> = d["request"]["headers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no request headers: {d}"))
+            .iter()
+            .map(|h| h[0].as_str().unwrap_or_default().to_ascii_lowercase())
+            .collect();
+        assert!(sent.iter().any(|h| h == "sec-websocket-key"), "{d}");
+        assert!(!sent.iter().any(|h| h == "sec-websocket-extensions"), "{d}");
+        // Three each way, and the close each way.
+        let (_, msgs) = messages_of(admin, &rows[0]["id"], 8).await;
+        assert!(msgs.iter().all(|m| m["compressed"] == false), "{msgs:#?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ws_rules_drop_and_rewrite_messages_one_direction_each() {
     bounded(Duration::from_secs(30), async {
         let mut origin = WsOrigin::start().await;

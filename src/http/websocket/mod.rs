@@ -48,7 +48,7 @@ mod tap;
 
 pub use crate::record::message_log::MessageLog;
 pub use frames::{deflate_agreed, Deflate};
-pub use rewrite::Rewrite;
+pub use rewrite::{refuse_extensions, Rewrite, NO_EXTENSIONS_NOTE};
 use tap::DirectionTap;
 
 /// What a record's notes say about an upgraded exchange.

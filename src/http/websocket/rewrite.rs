@@ -8,9 +8,11 @@
 //! Invariants: control frames are never held (a ping between fragments
 //! passes at once; a close first sends on whatever message is held); a
 //! message is held up to [`HOLD_MAX`] bytes, past which it and the rest
-//! of it pass unchanged (counted as too large); a compressed message
-//! (permessage-deflate) passes unchanged (its bytes depend on the
-//! stream's window); a text message whose substitution is not UTF-8
+//! of it pass unchanged (counted as too large); the upgrade of a
+//! WebSocket these rules act on offers no extension upstream
+//! ([`refuse_extensions`]), and a compressed message an origin sends
+//! anyway passes unchanged (its bytes depend on the stream's window); a
+//! text message whose substitution is not UTF-8
 //! passes unchanged; bytes that are not frames stop the rules and pass
 //! as they are. Nothing here waits; the relay writes what it returns.
 
@@ -24,6 +26,24 @@ use crate::rules::{WsDrop, WsSub};
 
 /// Largest message held for the rules.
 pub const HOLD_MAX: usize = 1 << 20;
+
+/// What a record of an upgrade notes when sluice took the client's
+/// offered extensions out for the message rules.
+pub const NO_EXTENSIONS_NOTE: &str = "wsDrop/wsSub apply to this WebSocket: sluice removed the \
+     client's Sec-WebSocket-Extensions (permessage-deflate) from the upgrade, so that every \
+     message crosses uncompressed and the rules can read it";
+
+/// Takes the offered extensions out of an upgrade request that message
+/// rules will act on: a compressed message's bytes depend on the whole
+/// stream before it, so it could be neither matched nor rewritten
+/// (browsers offer permessage-deflate on every WebSocket). Whether any
+/// was taken out.
+pub fn refuse_extensions(headers: &mut http::HeaderMap, drop: bool, sub: bool) -> bool {
+    (drop || sub)
+        && headers
+            .remove(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .is_some()
+}
 
 /// What the rules did to one direction's messages.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
