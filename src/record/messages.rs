@@ -8,6 +8,8 @@
 //! (`msg_seen`, `msg_stored`, `msg_bytes`, `msg_unstored`) count every
 //! message that passed, stored or not, and say why some were not.
 
+use std::collections::HashMap;
+
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
@@ -186,14 +188,17 @@ const INSERT_SQL: &str =
 /// then moves each record's counters to the last totals seen.
 pub fn insert(conn: &Connection, msgs: &[Box<Queued>], first_id: u64) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(INSERT_SQL)?;
-    // Each record's messages of this batch, in order; a batch holds a few
-    // hundred open connections at most, so a linear find is cheap.
+    // Each record's messages of this batch, in order (a batch may hold
+    // thousands of WebSockets' messages, so a record's run is found by
+    // map, not by scan).
     let mut runs: Vec<(u64, Vec<(u64, &Queued)>)> = Vec::new();
+    let mut run_of: HashMap<u64, usize> = HashMap::new();
     for (id, m) in (first_id..).zip(msgs) {
-        match runs.iter_mut().find(|(r, _)| *r == m.record_id) {
-            Some((_, run)) => run.push((id, m)),
-            None => runs.push((m.record_id, vec![(id, m)])),
-        }
+        let k = *run_of.entry(m.record_id).or_insert_with(|| {
+            runs.push((m.record_id, Vec::new()));
+            runs.len() - 1
+        });
+        runs[k].1.push((id, m));
     }
     let mut data = Vec::new();
     for (record_id, run) in &runs {
