@@ -1,9 +1,13 @@
 //! The messages of a record: WebSocket messages (each data message and
 //! control frame) and server-sent events, as they are queued, stored in
-//! the `messages` table beside their record, and read back page by page.
+//! the `message_chunks` table beside their record (a batch's messages of
+//! one record packed into one row, [`super::message_chunk`]), and read
+//! back page by page.
 //!
-//! Invariants: a message row names its record (`record_id`) and is
-//! deleted with it; its payload is at most the message limit, with
+//! Invariants: a chunk names its record (`record_id`) and is deleted with
+//! it; a record's chunks hold disjoint, rising id ranges, so ordering them
+//! by `last_id` orders the messages; a message's payload is at most the
+//! message limit, with
 //! `TRUNCATED` set when the message was longer; a record's counters
 //! (`msg_seen`, `msg_stored`, `msg_bytes`, `msg_unstored`) count every
 //! message that passed, stored or not, and say why some were not.
