@@ -80,6 +80,8 @@ enum EventInput {
     Plain(EventSink),
     /// Through the decoders of its `Content-Encoding` first.
     Coded(StreamDecoder),
+    /// Only counted: its decoders could not be had (the note says why).
+    Unread,
 }
 
 /// The event reader and the log its events go to.
@@ -257,22 +259,16 @@ impl Exchange {
         };
         let mut note = None;
         let input = match coded {
-            None => Some(EventInput::Plain(sink)),
+            None => EventInput::Plain(sink),
             Some(c) => match StreamDecoder::new(c, Box::new(sink)) {
-                Ok(d) => Some(EventInput::Coded(d)),
+                Ok(d) => EventInput::Coded(d),
                 Err(e) => {
+                    // The decoder budget is spent (`is_event_stream` let
+                    // only codings sluice decodes through).
                     note = Some(format!("events not read: {e}"));
-                    None
+                    EventInput::Unread
                 }
             },
-        };
-        let Some(input) = input else {
-            // `is_event_stream` let only codings sluice decodes through.
-            log.finish(End {
-                note,
-                ..End::default()
-            });
-            return;
         };
         if let Ok(mut e) = self.events.lock() {
             *e = Some(Events {
@@ -306,6 +302,7 @@ impl Exchange {
                         });
                     }
                 }
+                EventInput::Unread => {}
             }
         });
         if !streamed {

@@ -60,6 +60,11 @@ pub enum DecodeError {
          so the body was not decoded"
     )]
     TooManyCodings { count: usize },
+    #[error(
+        "compressed event streams already hold sluice's {budget_mib} MiB for their decoders; \
+         this one's events are not read"
+    )]
+    DecodersBusy { budget_mib: u64 },
 }
 
 /// `encoding` is the Content-Encoding header value, e.g. "gzip", "br", "zstd",

@@ -10,7 +10,11 @@
 //! [`MAX_RATIO`] times its compressed size plus [`SLACK`], so a
 //! compression bomb costs a bounded amount of CPU and ends decoding with
 //! an error instead of running for minutes. After an error nothing more
-//! is decoded.
+//! is decoded. Decoder state is bounded process-wide: each stream reserves
+//! its decoders' worst case ([`state_bytes`]) from [`DECODER_BUDGET`] for
+//! its life, and a stream that does not fit is refused, so many
+//! compressed streams from a hostile origin cannot make sluice hold
+//! megabytes of window each.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,9 +30,65 @@ pub const MAX_RATIO: u64 = 200;
 /// Decoded bytes allowed beyond the ratio (the decoders' first buffers).
 pub const SLACK: u64 = 1 << 20;
 
+/// Bytes all streams' decoders may hold at once, worst case.
+pub const DECODER_BUDGET: u64 = 64 << 20;
+/// The process's decoder budget.
+pub static DECODERS: Budget = Budget::new(DECODER_BUDGET);
+
+/// A bound on the decoder state streams hold at once.
+pub struct Budget {
+    limit: u64,
+    held: AtomicU64,
+}
+
+impl Budget {
+    pub const fn new(limit: u64) -> Budget {
+        Budget {
+            limit,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    fn take(&'static self, bytes: u64) -> Option<Reserved> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + bytes <= self.limit).then_some(held + bytes)
+            })
+            .ok()
+            .map(|_| Reserved {
+                budget: self,
+                bytes,
+            })
+    }
+}
+
+/// The most a coding's decoder may hold: its window and buffers.
+fn state_bytes(coding: Coding) -> u64 {
+    match coding {
+        // A 32 KiB window, flate2's buffers and inflate state.
+        Coding::Gzip | Coding::Deflate => 128 << 10,
+        // The RFC 7932 window is at most 16 MiB.
+        Coding::Brotli => (16 << 20) + (256 << 10),
+        Coding::Zstd => (1 << decode::ZSTD_WINDOW_LOG_MAX) + (256 << 10),
+    }
+}
+
+/// A stream's share of a [`Budget`], given back on drop.
+struct Reserved {
+    budget: &'static Budget,
+    bytes: u64,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 /// A body's codings, undone as it passes.
 pub struct StreamDecoder {
     top: Box<dyn Write + Send>,
+    _reserved: Reserved,
     /// Decoded bytes the sink may still take.
     allowance: Arc<AtomicU64>,
     encoding: String,
@@ -39,18 +99,33 @@ impl StreamDecoder {
     /// Decoders for `encoding` (as [`decode::decode`] reads it) writing
     /// into `sink`.
     pub fn new(encoding: &str, sink: Box<dyn Write + Send>) -> Result<Self, DecodeError> {
+        Self::within(&DECODERS, encoding, sink)
+    }
+
+    /// [`StreamDecoder::new`], its decoders' state reserved from `budget`.
+    pub fn within(
+        budget: &'static Budget,
+        encoding: &str,
+        sink: Box<dyn Write + Send>,
+    ) -> Result<Self, DecodeError> {
         let allowance = Arc::new(AtomicU64::new(SLACK));
         let mut top: Box<dyn Write + Send> = Box::new(Allowed {
             inner: sink,
             allowance: allowance.clone(),
         });
+        let codings = decode::codings(encoding)?;
+        let worst = codings.iter().map(|&c| state_bytes(c)).sum();
+        let reserved = budget.take(worst).ok_or(DecodeError::DecodersBusy {
+            budget_mib: budget.limit >> 20,
+        })?;
         // The last coding listed was applied last: it is undone first, so
         // it sits outermost, next to the raw bytes.
-        for coding in decode::codings(encoding)? {
+        for coding in codings {
             top = open(coding, top).map_err(|e| decode::read_error(e, encoding))?;
         }
         Ok(StreamDecoder {
             top,
+            _reserved: reserved,
             allowance,
             encoding: encoding.trim().to_string(),
             failed: false,
@@ -242,6 +317,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn decoders_past_the_budget_are_refused_and_given_back_on_drop() {
+        // Room for two zstd streams (8.25 MiB each) or 160 gzip ones.
+        static BUDGET: Budget = Budget::new(20 << 20);
+        let open = |coding| StreamDecoder::within(&BUDGET, coding, Box::new(Shared::default()));
+        let first = open("zstd").unwrap();
+        let second = open("zstd").unwrap();
+        let refused = open("zstd")
+            .err()
+            .expect("a third zstd stream is over")
+            .to_string();
+        assert!(refused.contains("20 MiB"), "{refused}");
+        assert!(open("br").is_err(), "16 MiB of window does not fit either");
+        let gzip: Vec<_> = (0..20).map(|_| open("gzip").unwrap()).collect();
+        drop((first, gzip));
+        assert!(
+            open("zstd").is_ok(),
+            "a dropped stream gives its share back"
+        );
+        drop(second);
+        assert_eq!(BUDGET.held.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -300,6 +300,67 @@ async fn a_gzip_event_stream_is_relayed_compressed_and_recorded_event_by_event()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_streams_past_the_decoder_budget_are_counted_not_read() {
+    use std::io::Write as _;
+    bounded(Duration::from_secs(40), async {
+        // Each br stream reserves its 16 MiB window from sluice's 64 MiB
+        // decoder budget for its life: three fit, the fourth does not.
+        let proxy = recording_proxy(|_| {}).await;
+        let admin = proxy.admin_addr.unwrap();
+        let mut streams = Vec::new();
+        for i in 0..4 {
+            let (origin, tx) = sse_origin_coded(Some("br")).await;
+            let curl = tokio::process::Command::new("curl")
+                .args(["-sSN", "--max-time", "30", "-o", "/dev/null", "-x"])
+                .arg(format!("http://{}", proxy.addr))
+                .arg(format!("http://{origin}/events/{i}"))
+                .kill_on_drop(true)
+                .spawn()
+                .expect("curl runs");
+            // In order: the record of each is written at its head.
+            wait_records(admin, "", i + 1).await;
+            streams.push((tx, curl));
+        }
+        let mut br = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+        br.write_all(b"data: squeezed\n\n").unwrap();
+        br.flush().unwrap();
+        let event = br.get_ref().clone();
+        for (tx, _) in &streams {
+            send_bytes(tx, &event).await;
+        }
+        let rows = wait_records(admin, "", 4).await;
+        let id_of = |i: usize| {
+            rows.iter()
+                .find(|r| {
+                    r["url"]
+                        .as_str()
+                        .is_some_and(|u| u.ends_with(&format!("/events/{i}")))
+                })
+                .and_then(|r| r["id"].as_u64())
+                .unwrap_or_else(|| panic!("no record of stream {i}: {rows:#?}"))
+        };
+        for i in 0..3 {
+            let msgs = wait_messages(admin, id_of(i), 1).await;
+            assert_eq!(msgs[0]["text"], "squeezed", "{msgs:?}");
+        }
+        for (tx, mut curl) in streams {
+            drop(tx);
+            assert!(curl.wait().await.unwrap().success());
+        }
+        let d = wait_end(admin, id_of(3)).await;
+        assert_eq!(d["close_reason"], "eof", "{d}");
+        assert_eq!(d["messages"]["seen"], 0, "{d}");
+        assert_eq!(d["resp_size"].as_u64(), Some(event.len() as u64), "{d}");
+        let note = d["messages"]["unstored"].as_str().unwrap_or_default();
+        assert!(
+            note.contains("events not read") && note.contains("64 MiB"),
+            "{d}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanishing_reader_past_the_budget_ends_the_record_and_the_upstream() {
     bounded(Duration::from_secs(40), async {
         let (origin, tx) = sse_origin().await;
