@@ -120,21 +120,31 @@ async fn wait_end(admin: SocketAddr, id: u64) -> Value {
     }
 }
 
+/// curl reading `http://origin/events` through the proxy, its output
+/// piped (the body as it crossed: no `--compressed`).
+fn curl_events(
+    proxy: SocketAddr,
+    origin: SocketAddr,
+) -> (tokio::process::Child, tokio::process::ChildStdout) {
+    let mut curl = tokio::process::Command::new("curl")
+        .args(["-sSN", "--max-time", "30", "-x"])
+        .arg(format!("http://{proxy}"))
+        .arg(format!("http://{origin}/events"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl runs");
+    let out = curl.stdout.take().expect("curl's stdout is piped");
+    (curl, out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_reads_an_event_stream_recorded_event_by_event_while_open() {
     bounded(Duration::from_secs(40), async {
         let (origin, tx) = sse_origin().await;
         let proxy = recording_proxy(|_| {}).await;
         let admin = proxy.admin_addr.unwrap();
-        let mut curl = tokio::process::Command::new("curl")
-            .args(["-sSN", "--max-time", "30", "-x"])
-            .arg(format!("http://{}", proxy.addr))
-            .arg(format!("http://{origin}/events"))
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("curl runs");
-        let mut out = curl.stdout.take().unwrap();
+        let (mut curl, mut out) = curl_events(proxy.addr, origin);
         let mut seen = Vec::new();
         let mut sent = String::new();
 
@@ -228,15 +238,7 @@ async fn a_gzip_event_stream_is_relayed_compressed_and_recorded_event_by_event()
         let proxy = recording_proxy(|_| {}).await;
         let admin = proxy.admin_addr.unwrap();
         // curl without --compressed: it writes the body as it crossed.
-        let mut curl = tokio::process::Command::new("curl")
-            .args(["-sSN", "--max-time", "30", "-x"])
-            .arg(format!("http://{}", proxy.addr))
-            .arg(format!("http://{origin}/events"))
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("curl runs");
-        let mut out = curl.stdout.take().unwrap();
+        let (mut curl, mut out) = curl_events(proxy.addr, origin);
         // The server flushes its compressor after each event, as an SSE
         // server behind gzip must for events to arrive on time.
         let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());

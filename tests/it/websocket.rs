@@ -606,27 +606,11 @@ async fn python_websockets_through_a_connect_tunnel() {
         );
         let mut origin = WsOrigin::start().await;
         let proxy = recording_proxy(|_| {}).await;
-        let out = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::process::Command::new("python3")
-                .arg("-c")
-                .arg(PYTHON_CLIENT)
-                .env("URL", format!("ws://{}/py", origin.addr))
-                .env("PROXY", format!("http://{}", proxy.addr))
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("python finishes within 30 s")
-        .expect("python3 runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "python failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("no JSON from python ({e}): {stdout}"));
+        let env = [
+            ("URL", format!("ws://{}/py", origin.addr)),
+            ("PROXY", format!("http://{}", proxy.addr)),
+        ];
+        let v = run_python(PYTHON_CLIENT, &env).await;
         assert_eq!(v["text"], "hello from python", "{v}");
         assert_eq!(v["binary"], "000162696e617279ff", "{v}");
         assert_eq!(v["fragmented"], "fragmented", "{v}");
@@ -975,33 +959,44 @@ async def main():
 asyncio.run(asyncio.wait_for(main(), 20))
 "#;
 
+/// Runs a Python `script` with `env`; its last line of output, as JSON.
+async fn run_python(script: &str, env: &[(&str, String)]) -> Value {
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.arg("-c").arg(script).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("python finishes within 30 s")
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no JSON from python ({e}): {stdout}"))
+}
+
+/// [`PYTHON_DEFLATE`] through the proxy at `proxy`, sending `text` three
+/// times: the extensions agreed and the echoes back.
+async fn python_deflate(proxy: SocketAddr, text: &str) -> Value {
+    let env = [
+        ("PROXY", format!("http://{proxy}")),
+        ("TEXT", text.to_string()),
+    ];
+    run_python(PYTHON_DEFLATE, &env).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permessage_deflate_messages_are_recorded_inflated() {
     bounded(Duration::from_secs(40), async {
         let proxy = recording_proxy(|_| {}).await;
         let admin = proxy.admin_addr.unwrap();
         let text = "compress me, compress me again, and once more ".repeat(40);
-        let out = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::process::Command::new("python3")
-                .arg("-c")
-                .arg(PYTHON_DEFLATE)
-                .env("PROXY", format!("http://{}", proxy.addr))
-                .env("TEXT", &text)
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("python finishes within 30 s")
-        .expect("python3 runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "python failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("no JSON from python ({e}): {stdout}"));
+        let v = python_deflate(proxy.addr, &text).await;
         assert_eq!(v["extensions"][0], "permessage-deflate", "{v}");
         for i in 0..3 {
             assert_eq!(v["back"][i], format!("{text}{i}"));
@@ -1039,27 +1034,7 @@ async fn message_rules_take_permessage_deflate_out_so_they_apply() {
         let proxy = recording_proxy(|c| c.rules.rules_file = Some(rules)).await;
         let admin = proxy.admin_addr.unwrap();
         let text = "compress me ".repeat(20);
-        let out = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::process::Command::new("python3")
-                .arg("-c")
-                .arg(PYTHON_DEFLATE)
-                .env("PROXY", format!("http://{}", proxy.addr))
-                .env("TEXT", &text)
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("python finishes within 30 s")
-        .expect("python3 runs");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "python failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("no JSON from python ({e}): {stdout}"));
+        let v = python_deflate(proxy.addr, &text).await;
         assert_eq!(v["extensions"], serde_json::json!([]), "{v}");
         for i in 0..3 {
             assert_eq!(
